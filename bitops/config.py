@@ -1,0 +1,154 @@
+"""A compression configuration of one table: per-layer bits, per-group kept channels, exit probabilities.
+
+Builders validate at the boundary (bits 1..32, keep ratios in (0, 1], exit probabilities
+non-negative and summing to at most 1) so the evaluators and kernels can trust their inputs.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from bitops.errors import InputError
+from bitops.policy import FULL_PRECISION_BITS
+from bitops.table import LayerTable
+
+__all__ = [
+    "BitsRule",
+    "Config",
+    "bits_from_rules",
+    "kept_channels",
+    "kept_from_ratio",
+    "kept_from_mapping",
+    "uniform_config",
+]
+
+# Exit probabilities may sum to 1 up to this rounding slack (e.g. 0.1 + 0.2 + 0.7).
+PROB_SLACK = 1e-9
+
+
+@dataclass(frozen=True, eq=False)
+class Config:
+    """One configuration of a table: arrays of length L (layers), G (groups) and K (exits)."""
+
+    w_bits: np.ndarray
+    a_bits: np.ndarray
+    kept: np.ndarray
+    exit_probs: np.ndarray
+
+    def check(self, table: LayerTable) -> None:
+        """Raise :class:`InputError` unless this config fits ``table`` and every rule holds."""
+        for name, arr, length in (("w_bits", self.w_bits, table.num_layers), ("a_bits", self.a_bits, table.num_layers),
+                                  ("kept", self.kept, table.num_groups), ("exit_probs", self.exit_probs, table.num_exits)):
+            if arr.shape != (length,):
+                raise InputError(f"{name} must have {length} entries for {table.model}, got shape {arr.shape}")
+        for name, bits in (("w_bits", self.w_bits), ("a_bits", self.a_bits)):
+            bad = np.flatnonzero((bits < 1) | (bits > FULL_PRECISION_BITS))
+            if bad.size:
+                i = int(bad[0])
+                raise InputError(f"{name} must be in 1..{FULL_PRECISION_BITS}, got {int(bits[i])} for layer {table.layers['name'][i]}")
+        bad = np.flatnonzero((self.kept < 1) | (self.kept > table.group_channels))
+        if bad.size:
+            g = int(bad[0])
+            raise InputError(f"kept channels of group {table.group_labels[g]} must be in 1..{int(table.group_channels[g])}, "
+                             f"got {int(self.kept[g])}")
+        check_exit_probs(self.exit_probs, table.exit_names)
+
+
+def check_exit_probs(probs: np.ndarray, names: Sequence[str]) -> None:
+    if np.any(~np.isfinite(probs)) or np.any(probs < 0):
+        raise InputError(f"--exit-probs must be finite and >= 0, got {probs.tolist()}")
+    if probs.sum() > 1 + PROB_SLACK:
+        raise InputError(f"--exit-probs must sum to at most 1 (the rest reach the final classifier), "
+                         f"got {float(probs.sum()):.6g} for exits {', '.join(names)}")
+
+
+def kept_channels(channels: int, keep_ratio: float) -> int:
+    """Channels a group keeps at ``keep_ratio``, rounded exactly as torch-pruning does.
+
+    torch-pruning's local (per-group) pruning keeps ``int(C * (1 - pruning_ratio))`` channels
+    (``BasePruner``: ``n_pruned = C - int(C * (1 - ratio))``). The trainer passes
+    ``pruning_ratio = 1 - keep_ratio``, so the same float expression is evaluated here.
+    """
+    pruning_ratio = 1.0 - keep_ratio
+    return int(channels * (1 - pruning_ratio))
+
+
+def kept_from_ratio(table: LayerTable, keep_ratio: float) -> np.ndarray:
+    """Kept channels of every group at one uniform keep ratio in (0, 1]."""
+    if isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float)) or not 0 < keep_ratio <= 1:
+        raise InputError(f"--keep-ratio must be in (0, 1], got {keep_ratio!r}")
+    kept = np.array([kept_channels(int(c), float(keep_ratio)) for c in table.group_channels], dtype=np.int64)
+    empty = np.flatnonzero(kept < 1)
+    if empty.size:
+        g = int(empty[0])
+        raise InputError(f"--keep-ratio {keep_ratio} keeps 0 of the {int(table.group_channels[g])} channels of group "
+                         f"{table.group_labels[g]}; it must keep at least 1")
+    return kept
+
+
+def kept_from_mapping(table: LayerTable, ratios: Mapping[str, float], default: float = 1.0) -> np.ndarray:
+    """Kept channels from ``{group label or glob: keep ratio}``; unmatched groups keep ``default``."""
+    kept = kept_from_ratio(table, default)
+    for pattern, ratio in ratios.items():
+        hits = [g for g, label in enumerate(table.group_labels) if fnmatch.fnmatchcase(label, pattern)]
+        if not hits:
+            raise InputError(f"keep file: group {pattern!r} matches no channel group of {table.model}; "
+                             f"groups are named {', '.join(table.group_labels)}")
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
+            raise InputError(f"keep file: keep ratio of {pattern!r} must be in (0, 1], got {ratio!r}")
+        for g in hits:
+            kept[g] = kept_channels(int(table.group_channels[g]), float(ratio))
+            if kept[g] < 1:
+                raise InputError(f"keep file: keep ratio {ratio} of {pattern!r} keeps 0 channels of group "
+                                 f"{table.group_labels[g]}; it must keep at least 1")
+    return kept
+
+
+@dataclass(frozen=True)
+class BitsRule:
+    """Bits for the layers whose name matches ``pattern`` (a name or an fnmatch glob)."""
+
+    pattern: str
+    w_bits: int | None = None
+    a_bits: int | None = None
+
+
+def bits_from_rules(table: LayerTable, rules: Sequence[BitsRule], w_bits: int, a_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-layer bits: ``w_bits``/``a_bits`` everywhere, then each rule in order (later rules win)."""
+    w = np.full(table.num_layers, w_bits, dtype=np.int64)
+    a = np.full(table.num_layers, a_bits, dtype=np.int64)
+    names = table.layers["name"]
+    for rule in rules:
+        hits = [i for i, n in enumerate(names) if fnmatch.fnmatchcase(n, rule.pattern)]
+        if not hits:
+            raise InputError(f"bits file: layer {rule.pattern!r} matches no layer of {table.model} "
+                             f"(layers look like {names[0]!r}, {names[-1]!r})")
+        if rule.w_bits is not None:
+            w[hits] = rule.w_bits
+        if rule.a_bits is not None:
+            a[hits] = rule.a_bits
+    return w, a
+
+
+def uniform_config(
+    table: LayerTable,
+    *,
+    w_bits: int = FULL_PRECISION_BITS,
+    a_bits: int = FULL_PRECISION_BITS,
+    keep_ratio: float = 1.0,
+    exit_probs: Sequence[float] | None = None,
+) -> Config:
+    """The same bits everywhere, one keep ratio, and the given exit probabilities (default none leave)."""
+    probs = np.zeros(table.num_exits) if exit_probs is None else np.asarray(exit_probs, dtype=np.float64)
+    config = Config(
+        w_bits=np.full(table.num_layers, w_bits, dtype=np.int64),
+        a_bits=np.full(table.num_layers, a_bits, dtype=np.int64),
+        kept=kept_from_ratio(table, keep_ratio),
+        exit_probs=probs,
+    )
+    config.check(table)
+    return config

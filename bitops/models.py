@@ -1,0 +1,120 @@
+"""Resolve a MODEL argument to a LayerTable, from shipped tables when possible (no torch).
+
+MODEL is one of:
+
+* a zoo name (``resnet34_cifar``...): the pre-traced table shipped in ``bitops/shipped/`` for
+  10 or 100 classes at width 1 (all exit heads present; select them with ``with_exits``),
+  otherwise traced from :mod:`bitops.zoo`;
+* ``torchvision:NAME`` or ``module.path:callable``: built (random weights) and traced;
+* a path to a LayerTable ``.json`` (``chaincomp count ... --save-table`` writes one).
+
+``python -m bitops.models`` re-traces the zoo and rewrites the shipped tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bitops.errors import InputError
+from bitops.table import LayerTable, load_table, save_table
+
+__all__ = ["SHIPPED_CLASSES", "SHIPPED_DIR", "ModelSpec", "load_model_table", "shipped_table", "zoo_names"]
+
+SHIPPED_DIR = Path(__file__).parent / "shipped"
+SHIPPED_CLASSES = (10, 100)  # CIFAR-10 / SVHN / CINIC-10 heads, and CIFAR-100 heads
+ZOO_INPUT_SHAPE = (3, 32, 32)
+TORCHVISION_INPUT_SHAPE = (3, 224, 224)
+
+
+def _shipped_path(name: str, num_classes: int) -> Path:
+    return SHIPPED_DIR / f"{name}-c{num_classes}.json"
+
+
+def zoo_names() -> tuple[str, ...]:
+    """Zoo models with shipped tables (a test checks this equals ``bitops.zoo.ZOO_NAMES``)."""
+    return tuple(sorted({p.name.rsplit("-c", 1)[0] for p in SHIPPED_DIR.glob("*-c*.json")}))
+
+
+def shipped_table(name: str, num_classes: int = 10) -> LayerTable | None:
+    path = _shipped_path(name, num_classes)
+    return load_table(path) if path.exists() else None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the user asked for: MODEL plus the options that change the traced architecture."""
+
+    model: str
+    input_shape: tuple[int, ...] | None = None
+    num_classes: int | None = None
+    width_mult: float = 1.0
+
+    @property
+    def is_zoo(self) -> bool:
+        return ":" not in self.model and not self.model.endswith(".json")
+
+
+def _trace_zoo(spec: ModelSpec, input_shape: tuple[int, ...]) -> LayerTable:
+    from bitops import trace, zoo
+
+    model = zoo.build(spec.model, num_classes=spec.num_classes or 10, width_mult=spec.width_mult, exits=True)
+    return trace.trace_model(model, input_shape, name=spec.model,
+                             provenance={"zoo": spec.model, "num_classes": spec.num_classes or 10,
+                                         "width_mult": spec.width_mult})
+
+
+def load_model_table(spec: ModelSpec) -> LayerTable:
+    """The table of ``spec``: shipped, loaded from JSON, or traced (imports torch only then)."""
+    if spec.model.endswith(".json"):
+        if spec.num_classes is not None or spec.width_mult != 1.0 or spec.input_shape is not None:
+            raise InputError(f"MODEL: {spec.model} is a saved table; --num-classes, --width-mult and --input "
+                             "cannot change it (re-trace the model instead)")
+        return load_table(spec.model)
+    if spec.is_zoo:
+        names = zoo_names()
+        if spec.model not in names:
+            raise InputError(f"MODEL: unknown model {spec.model!r}; expected a zoo name ({', '.join(names)}), "
+                             "torchvision:NAME, module.path:callable, or a LayerTable .json file")
+        input_shape = spec.input_shape or ZOO_INPUT_SHAPE
+        if input_shape == ZOO_INPUT_SHAPE and spec.width_mult == 1.0 and (spec.num_classes or 10) in SHIPPED_CLASSES:
+            table = shipped_table(spec.model, spec.num_classes or 10)
+            assert table is not None  # the name came from the shipped files
+            return table
+        return _trace_zoo(spec, input_shape)
+    if spec.width_mult != 1.0:
+        raise InputError(f"--width-mult applies to zoo models only, got {spec.width_mult} for {spec.model}")
+    from bitops import trace
+
+    module = trace.module_from_spec(spec.model, spec.num_classes)
+    default_shape = TORCHVISION_INPUT_SHAPE if spec.model.startswith("torchvision:") else ZOO_INPUT_SHAPE
+    return trace.trace_model(module, spec.input_shape or default_shape, name=spec.model)
+
+
+def regenerate_shipped(names: Sequence[str], out_dir: Path = SHIPPED_DIR) -> list[Path]:
+    """Trace every zoo model at 32x32 for each shipped class count and write the tables."""
+    written = []
+    for name in names:
+        for classes in SHIPPED_CLASSES:
+            table = _trace_zoo(ModelSpec(name, num_classes=classes), ZOO_INPUT_SHAPE)
+            path = out_dir / _shipped_path(name, classes).name
+            save_table(table, path)
+            written.append(path)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from bitops import zoo
+
+    parser = argparse.ArgumentParser(prog="python -m bitops.models", description="Re-trace the zoo into bitops/shipped/.")
+    parser.add_argument("names", nargs="*", default=list(zoo.ZOO_NAMES), help="zoo models (default: all)")
+    args = parser.parse_args(argv)
+    for path in regenerate_shipped(args.names):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,385 @@
+"""Trace an ``nn.Module`` into a :class:`~bitops.table.LayerTable`.
+
+The only bitops module (with :mod:`bitops.zoo`) that imports torch. Two tools do the work:
+
+* **fvcore's JIT analysis** (``fvcore.nn.JitModelAnalysis``) walks the traced graph in execution
+  order and calls one handle per op with the op's input/output values; our handles read shapes
+  and the module scope and append a row. Ops with no handle that fvcore does not know to be free
+  are reported as ``unsupported_ops``, never dropped silently.
+* **torch-pruning's dependency graph** lists the channel groups that structured pruning couples
+  (residual adds, depthwise convs); it is the library the trainer prunes with, so the count and
+  the pruner cannot disagree. A group whose channels no layer consumes (a classifier's or an exit
+  head's outputs) is never pruned and maps to group ``-1``.
+
+Exit heads are the submodules of ``model.exits`` (an ``nn.ModuleDict`` in depth order, as the zoo
+builds them); a backbone op belongs to segment ``s`` when ``s`` exit heads ran before it.
+``torch.jit`` tracing is deprecated in recent torch; its warnings are silenced here, the one place
+we trace, so the tracer can be replaced without touching callers.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from bitops.errors import InputError
+from bitops.table import LayerTable
+
+__all__ = ["EXITS_ATTRIBUTE", "channel_groups", "module_from_spec", "output_layers", "trace_model"]
+
+EXITS_ATTRIBUTE = "exits"
+
+# Non-MAC ops we list, by category. Shape/copy ops fvcore already knows to be free stay ignored.
+_OP_CATEGORIES = {
+    "aten::batch_norm": "bn",
+    "aten::relu": "act", "aten::relu_": "act", "aten::hardtanh": "act", "aten::hardtanh_": "act",
+    "aten::relu6": "act", "aten::sigmoid": "act", "aten::sigmoid_": "act", "aten::silu": "act", "aten::silu_": "act",
+    "aten::hardswish": "act", "aten::hardswish_": "act", "aten::hardsigmoid": "act", "aten::gelu": "act",
+    "aten::tanh": "act", "aten::leaky_relu": "act", "aten::leaky_relu_": "act", "aten::softmax": "act",
+    "aten::clamp": "act", "aten::clamp_": "act",
+    "aten::add": "add", "aten::add_": "add", "aten::sub": "add", "aten::mul": "add", "aten::mul_": "add",
+    "aten::div": "add",
+    "aten::adaptive_avg_pool2d": "pool", "aten::avg_pool2d": "pool", "aten::max_pool2d": "pool",
+    "aten::adaptive_max_pool2d": "pool", "aten::mean": "pool",
+    "aten::layer_norm": "other", "aten::group_norm": "other", "aten::instance_norm": "other",
+    "aten::dropout": "other", "aten::upsample_nearest2d": "other", "aten::upsample_bilinear2d": "other",
+}
+_MAC_OPS = ("aten::_convolution", "aten::linear", "aten::addmm", "aten::matmul", "aten::mm", "aten::bmm", "aten::einsum")
+
+
+def _shape(value: Any) -> list[int] | None:
+    kind = value.type()
+    if isinstance(kind, torch._C.TensorType):
+        sizes = kind.sizes()
+        return None if sizes is None else [int(s) for s in sizes]
+    return None
+
+
+def _prod(values: Sequence[int]) -> int:
+    return math.prod(int(v) for v in values)
+
+
+def output_layers(model: nn.Module) -> list[nn.Module]:
+    """The Conv/Linear modules whose output channels no layer consumes: classifiers, exit-head outputs.
+
+    The trainer passes these to torch-pruning as ``ignored_layers`` ("the classifier keeps its
+    outputs"), and the trace maps their output groups to ``-1``.
+    """
+    _, outputs = _dependency_groups(model, _example_input(model))
+    return outputs
+
+
+def _example_input(model: nn.Module) -> torch.Tensor:
+    shape = getattr(model, "input_shape", (3, 32, 32))
+    return torch.zeros(1, *shape)
+
+
+def _dependency_groups(model: nn.Module, example: torch.Tensor) -> tuple[list[list[tuple[str, bool, nn.Module]]], list[nn.Module]]:
+    """torch-pruning's coupled groups as lists of (module name, prunes-output?, module)."""
+    import torch_pruning as tp
+
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    names = graph._module2name
+    groups, outputs = [], []
+    for group in graph.get_all_groups(root_module_types=[nn.Conv2d, nn.Linear]):
+        members = []
+        for item in group:
+            dep = item.dep
+            module = dep.target.module
+            if module in names:
+                members.append((names[module], graph.is_out_channel_pruning_fn(dep.handler), module, len(item.idxs)))
+        consumed = any(not is_out for _, is_out, _, _ in members)
+        if not consumed:
+            outputs.extend(m for _, is_out, m, _ in members if is_out and isinstance(m, (nn.Conv2d, nn.Linear)))
+            continue
+        groups.append(members)
+    return groups, outputs
+
+
+@dataclass
+class GroupMap:
+    """Channel-group assignments by module name, from torch-pruning's dependency graph."""
+
+    channels: list[int] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    out_group: dict[str, int] = field(default_factory=dict)
+    in_group: dict[str, int] = field(default_factory=dict)
+    conflicts: set[str] = field(default_factory=set)
+
+
+def channel_groups(model: nn.Module, example: torch.Tensor) -> GroupMap:
+    """Map every prunable module's input/output channels onto a group index."""
+    groups, _ = _dependency_groups(model, example)
+    gm = GroupMap()
+    for members in groups:
+        g = len(gm.channels)
+        root_name, _, _, root_width = members[0]
+        gm.channels.append(root_width)
+        gm.labels.append(root_name)
+        for name, is_out, module, _ in members:
+            target = gm.out_group if is_out else gm.in_group
+            if name in target and target[name] != g:
+                gm.conflicts.add(name)  # e.g. a conv reading a concat of two groups
+            target[name] = g
+            if _is_depthwise(module):
+                gm.out_group[name] = gm.in_group[name] = g
+    for name in gm.conflicts:
+        gm.in_group[name] = -1
+    return gm
+
+
+def _is_depthwise(module: nn.Module) -> bool:
+    return isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels == module.out_channels
+
+
+class _Recorder:
+    """fvcore op handles that append table rows in execution order."""
+
+    def __init__(self, model: nn.Module, groups: GroupMap, exit_names: Sequence[str]) -> None:
+        self.modules = dict(model.named_modules())
+        self.groups = groups
+        self.exit_index = {name: k for k, name in enumerate(exit_names)}
+        self.layers: dict[str, list[Any]] = {c: [] for c in (
+            "name", "kind", "macs_unit", "in_ch", "out_ch", "groups", "taps", "kernel_h", "kernel_w", "out_h", "out_w",
+            "in_group", "out_group", "segment", "exit_index", "has_weight", "has_bias", "depthwise")}
+        self.ops: dict[str, list[Any]] = {c: [] for c in (
+            "name", "kind", "category", "elements", "channels", "group", "params", "segment", "exit_index")}
+        self.value_group: dict[str, int] = {}
+        self.owned_params: set[int] = set()
+        self.row_names: Counter[str] = Counter()
+        self.segment = 0
+        self.heads_seen = -1
+
+    # ---- helpers ------------------------------------------------------------------------------
+    def _scope(self, outputs: list[Any]) -> str:
+        return outputs[0].node().scopeName().split("/")[-1]
+
+    def _place(self, scope: str) -> tuple[int, int]:
+        """(segment, exit index) of an op in ``scope``; advances the segment past each exit head."""
+        parts = scope.split(".")
+        if len(parts) >= 2 and parts[0] == EXITS_ATTRIBUTE and parts[1] in self.exit_index:
+            k = self.exit_index[parts[1]]
+            if k < self.heads_seen:
+                raise InputError(f"exit head {parts[1]!r} ran after a deeper exit head; exit heads must run in depth order")
+            self.heads_seen = max(self.heads_seen, k)
+            return k, k
+        if self.heads_seen >= 0:
+            self.segment = max(self.segment, self.heads_seen + 1)
+        return self.segment, -1
+
+    def _unique(self, name: str) -> str:
+        self.row_names[name] += 1
+        return name if self.row_names[name] == 1 else f"{name}#{self.row_names[name]}"
+
+    def _input_group(self, value: Any) -> int:
+        """Group of a tensor value: the group of the op that made it, through free ops (view, flatten)."""
+        seen = 0
+        while value.debugName() not in self.value_group and seen < 64:
+            node = value.node()
+            tensors = [v for v in node.inputs() if _shape(v) is not None]
+            if not tensors:
+                return -1
+            value, seen = tensors[0], seen + 1
+        return self.value_group.get(value.debugName(), -1)
+
+    def _claim_params(self, module: nn.Module | None) -> tuple[bool, bool]:
+        """(weight, bias) counted by this row: only the first call of a module owns its parameters."""
+        if module is None or id(module) in self.owned_params:
+            return False, False
+        self.owned_params.add(id(module))
+        weight = getattr(module, "weight", None)
+        bias = getattr(module, "bias", None)
+        return isinstance(weight, torch.Tensor), isinstance(bias, torch.Tensor)
+
+    # ---- MAC ops ------------------------------------------------------------------------------
+    def mac(self, kind: str) -> Callable[[list[Any], list[Any]], int]:
+        def handle(inputs: list[Any], outputs: list[Any]) -> int:
+            scope = self._scope(outputs)
+            module = self.modules.get(scope)
+            out_shape = _shape(outputs[0]) or [1]
+            if kind == "aten::_convolution":
+                row = self._conv_row(inputs, out_shape, scope, module)
+            elif kind == "aten::linear" or kind == "aten::addmm":
+                row = self._linear_row(inputs, kind, out_shape, scope, module)
+            else:
+                row = self._matmul_row(inputs, outputs, kind)
+            segment, exit_index = self._place(scope)
+            name = self._unique(scope if row.pop("owns_module") else f"{scope}.{kind.split('::')[1]}".lstrip("."))
+            row.update(name=name, segment=segment, exit_index=exit_index)
+            for col, value in row.items():
+                self.layers[col].append(value)
+            self.value_group[outputs[0].debugName()] = row["out_group"]
+            return row["macs_unit"] * row["out_ch"] * (1 if row["depthwise"] else row["in_ch"] // row["groups"])
+
+        return handle
+
+    def _conv_row(self, inputs: list[Any], out_shape: list[int], scope: str, module: nn.Module | None) -> dict[str, Any]:
+        x_shape, w_shape = _shape(inputs[0]), _shape(inputs[1])
+        transposed = bool(inputs[6].toIValue())
+        groups = int(inputs[8].toIValue())
+        kernel = w_shape[2:]
+        taps = _prod(kernel)
+        in_ch, out_ch = x_shape[1], out_shape[1]
+        spatial = x_shape[2:] if transposed else out_shape[2:]
+        owns = isinstance(module, nn.modules.conv._ConvNd)
+        has_weight, has_bias = self._claim_params(module) if owns else (False, False)
+        depthwise = groups > 1 and groups == in_ch == out_ch
+        in_group, out_group = self._module_groups(scope if owns else None, depthwise)
+        return dict(kind="conv", macs_unit=_prod(spatial) * taps, in_ch=in_ch, out_ch=out_ch, groups=groups, taps=taps,
+                    kernel_h=int(kernel[0]) if kernel else 1, kernel_w=_prod(kernel[1:]) if len(kernel) > 1 else 1,
+                    out_h=int(out_shape[2]) if len(out_shape) > 2 else 1, out_w=_prod(out_shape[3:]) if len(out_shape) > 3 else 1,
+                    in_group=in_group, out_group=out_group, has_weight=has_weight, has_bias=has_bias,
+                    depthwise=depthwise, owns_module=owns)
+
+    def _linear_row(self, inputs: list[Any], kind: str, out_shape: list[int], scope: str,
+                    module: nn.Module | None) -> dict[str, Any]:
+        x_shape = _shape(inputs[1] if kind == "aten::addmm" else inputs[0])
+        in_ch, out_ch = int(x_shape[-1]), int(out_shape[-1])
+        owns = isinstance(module, nn.Linear)
+        has_weight, has_bias = self._claim_params(module) if owns else (False, False)
+        in_group, out_group = self._module_groups(scope if owns else None, False)
+        return dict(kind="linear", macs_unit=_prod(x_shape[:-1]), in_ch=in_ch, out_ch=out_ch, groups=1, taps=1,
+                    kernel_h=1, kernel_w=1, out_h=1, out_w=1, in_group=in_group, out_group=out_group,
+                    has_weight=has_weight, has_bias=has_bias, depthwise=False, owns_module=owns)
+
+    def _matmul_row(self, inputs: list[Any], outputs: list[Any], kind: str) -> dict[str, Any]:
+        from fvcore.nn.jit_handles import einsum_flop_jit
+
+        if kind == "aten::einsum":
+            macs, reduction = int(einsum_flop_jit(inputs, outputs)), 1
+        else:
+            a_shape, out_shape = _shape(inputs[0]), _shape(outputs[0])
+            reduction = int(a_shape[-1])
+            macs = _prod(out_shape) * reduction
+        # A matmul has no weights of its own and no channel groups: a fixed cost.
+        return dict(kind="matmul", macs_unit=max(macs // reduction, 1), in_ch=reduction, out_ch=1, groups=1, taps=1,
+                    kernel_h=1, kernel_w=1, out_h=1, out_w=1, in_group=-1, out_group=-1,
+                    has_weight=False, has_bias=False, depthwise=False, owns_module=False)
+
+    def _module_groups(self, scope: str | None, depthwise: bool) -> tuple[int, int]:
+        if scope is None:
+            return -1, -1
+        in_group = self.groups.in_group.get(scope, -1)
+        out_group = self.groups.out_group.get(scope, -1)
+        if depthwise:
+            group = out_group if out_group >= 0 else in_group
+            return group, group
+        return in_group, out_group
+
+    # ---- other ops ----------------------------------------------------------------------------
+    def other(self, kind: str) -> Callable[[list[Any], list[Any]], int]:
+        category = _OP_CATEGORIES[kind]
+
+        def handle(inputs: list[Any], outputs: list[Any]) -> int:
+            scope = self._scope(outputs)
+            module = self.modules.get(scope)
+            out_shape = _shape(outputs[0]) or [1]
+            tensor_inputs = [v for v in inputs if _shape(v)]
+            in_shape = _shape(tensor_inputs[0]) if tensor_inputs else out_shape
+            counted_shape = in_shape if category == "pool" else out_shape  # a pool adds every input element
+            channels = int(out_shape[1]) if len(out_shape) >= 2 else 1
+            if category == "bn" and isinstance(module, nn.modules.batchnorm._BatchNorm):
+                group = self.groups.out_group.get(scope, -1)
+            else:
+                group = self._input_group(tensor_inputs[0]) if tensor_inputs and len(out_shape) >= 2 else -1
+            params = self._op_params(module, channels) if category in ("bn", "other") else 0
+            segment, exit_index = self._place(scope)
+            name = self._unique(f"{scope}.{kind.split('::')[1]}" if scope else kind.split("::")[1])
+            elements = _prod(counted_shape)
+            if elements % channels:
+                channels, group = 1, -1
+            for col, value in zip(self.ops, (name, kind.split("::")[1], category, elements, channels, group, params,
+                                             segment, exit_index)):
+                self.ops[col].append(value)
+            self.value_group[outputs[0].debugName()] = group
+            return elements
+
+        return handle
+
+    def _op_params(self, module: nn.Module | None, channels: int) -> int:
+        """Parameters of a normalisation module, if they are per-channel; others stay in extra_params."""
+        if module is None or id(module) in self.owned_params:
+            return 0
+        count = sum(p.numel() for p in module.parameters(recurse=False))
+        if count == 0 or count % channels:
+            return 0
+        self.owned_params.add(id(module))
+        return count
+
+
+def trace_model(model: nn.Module, input_shape: Sequence[int], *, name: str = "model",
+                provenance: dict[str, Any] | None = None) -> LayerTable:
+    """Trace ``model`` on one zero input of ``input_shape`` (C, H, W, no batch) into a LayerTable."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fvcore's import touches the deprecated torch.jit.script
+        from fvcore.nn.jit_analysis import JitModelAnalysis
+
+    model = model.eval()
+    example = torch.zeros(1, *input_shape)
+    try:
+        with torch.no_grad():
+            model(example)
+    except Exception as err:  # any failure here means the shape does not fit the model
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"--input: {name} cannot take input shape {','.join(map(str, input_shape))} ({first})") from None
+
+    exits = getattr(model, EXITS_ATTRIBUTE, None)
+    exit_names = list(exits.keys()) if isinstance(exits, nn.ModuleDict) else []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        groups = channel_groups(model, example)
+        recorder = _Recorder(model, groups, exit_names)
+        analysis = JitModelAnalysis(model, (example,))
+        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+        analysis.set_op_handle(**{k: recorder.mac(k) for k in _MAC_OPS})
+        analysis.set_op_handle(**{k: recorder.other(k) for k in _OP_CATEGORIES})
+        analysis.total()
+        unsupported = dict(analysis.unsupported_ops())
+
+    owned = sum(p.numel() for m in model.modules() if id(m) in recorder.owned_params
+                for p in m.parameters(recurse=False))
+    total = sum(p.numel() for p in model.parameters())
+    notes = [f"pruning of the concatenated inputs of {n} is not modelled (treated as unpruned)" for n in sorted(groups.conflicts)]
+    return LayerTable.from_columns(
+        model=name, input_shape=input_shape, layers=recorder.layers, ops=recorder.ops,
+        group_channels=groups.channels, group_labels=groups.labels, exit_names=exit_names,
+        extra_params=total - owned, unsupported_ops=unsupported, notes=notes,
+        provenance={"traced_with": f"torch {torch.__version__}, fvcore JitModelAnalysis, torch-pruning DependencyGraph",
+                    **(provenance or {})},
+    )
+
+
+def module_from_spec(spec: str, num_classes: int | None) -> nn.Module:
+    """Build ``torchvision:NAME`` (random weights, nothing downloaded) or ``module.path:callable``."""
+    import importlib
+
+    prefix, _, attr = spec.partition(":")
+    if prefix == "torchvision":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import torchvision
+
+        builders = torchvision.models.list_models(module=torchvision.models)
+        if attr not in builders:
+            raise InputError(f"MODEL: torchvision has no classification model {attr!r}; "
+                             f"e.g. {', '.join(sorted(builders)[:6])}, ...")
+        kwargs = {} if num_classes is None else {"num_classes": num_classes}
+        return torchvision.models.get_model(attr, weights=None, **kwargs)
+    try:
+        module = importlib.import_module(prefix)
+    except ImportError as err:
+        raise InputError(f"MODEL: cannot import module {prefix!r} of {spec!r} ({err})") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise InputError(f"MODEL: {prefix!r} has no callable {attr!r}")
+    model = factory() if num_classes is None else factory(num_classes=num_classes)
+    if not isinstance(model, nn.Module):
+        raise InputError(f"MODEL: {spec} returned {type(model).__name__}, not a torch.nn.Module")
+    return model

@@ -1,0 +1,303 @@
+"""Reference CNNs of "Chain of Compression", in their CIFAR form (32x32 input).
+
+Every model is a `StagedNet`: stem -> named stages -> global pool -> linear classifier. Every
+stage but the last is an exit point where an early-exit head may tap the feature map. CIFAR form
+means a 3x3 stride-1 stem and no max-pool after it, so the first stage runs at 32x32.
+
+Widths: `width_mult` scales every hidden width (not the 3 input channels, not `num_classes`),
+rounded by `_scale_width`: to the nearest multiple of `divisor` (half up), at least `divisor`,
+one `divisor` more when rounding lost over 10% (torchvision's `_make_divisible`). ResNets and VGG
+use divisor 1, MobileNetV2 uses divisor 8 as in its reference code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import torch
+from torch import nn
+
+from bitops.errors import InputError
+
+__all__ = ["DEFAULT_INPUT_SHAPE", "ZOO_NAMES", "StagedNet", "build", "exit_points"]
+
+DEFAULT_INPUT_SHAPE = (3, 32, 32)
+
+# name -> (blocks per stage, stage widths). 6n+2 depth for the CIFAR family (He et al. 2016,
+# Sec. 4.2); the *_cifar ones are the ImageNet ResNet-18/34 with a CIFAR stem.
+_RESNETS = {
+    "resnet8": ((1, 1, 1), (16, 32, 64)),
+    "resnet18_cifar": ((2, 2, 2, 2), (64, 128, 256, 512)),
+    "resnet20": ((3, 3, 3), (16, 32, 64)),
+    "resnet32": ((5, 5, 5), (16, 32, 64)),
+    "resnet34_cifar": ((3, 4, 6, 3), (64, 128, 256, 512)),
+    "resnet56": ((9, 9, 9), (16, 32, 64)),
+}
+# VGG19 "E" config (Simonyan & Zisserman 2015), one tuple of conv widths per stage; every stage
+# ends in a 2x2 max-pool, so after the fifth the map is 1x1.
+_VGG19_STAGES = ((64, 64), (128, 128), (256,) * 4, (512,) * 4, (512,) * 4)
+# MobileNetV2 (Sandler et al. 2018, Table 2) as (expansion, out channels, blocks, first stride)
+# groups, grouped into stages by output resolution. The 24-channel group keeps stride 1 (and the
+# stem is stride 1) so CIFAR's 32x32 input ends at 4x4 rather than 1x1.
+_MOBILENETV2_STAGES = (
+    ((1, 16, 1, 1), (6, 24, 2, 1)),
+    ((6, 32, 3, 2),),
+    ((6, 64, 4, 2), (6, 96, 3, 1)),
+    ((6, 160, 3, 2), (6, 320, 1, 1)),
+)
+# The 1280-wide last conv scales with width_mult below 1 as well, unlike the paper (Sec. 6.1) and
+# torchvision, which keep it at 1280: here width_mult means the same for every model.
+_MOBILENETV2_STEM, _MOBILENETV2_LAST = 32, 1280
+
+
+def _scale_width(channels: int, width_mult: float, divisor: int = 1) -> int:
+    """Scaled width by torchvision's `_make_divisible` rule (see the module docstring)."""
+    exact = channels * width_mult
+    width = max(divisor, int(exact + divisor / 2) // divisor * divisor)
+    return width + divisor if width < 0.9 * exact else width
+
+
+def _conv_bn(
+    in_ch: int,
+    out_ch: int,
+    kernel: int,
+    stride: int = 1,
+    groups: int = 1,
+    activation: type[nn.Module] | None = nn.ReLU,
+) -> nn.Sequential:
+    """conv -> BN [-> activation]; the conv has no bias since BN's shift absorbs it."""
+    layers = nn.Sequential()
+    conv = nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, groups=groups, bias=False)
+    layers.add_module("conv", conv)
+    layers.add_module("bn", nn.BatchNorm2d(out_ch))
+    if activation is not None:
+        layers.add_module("relu", activation())
+    return layers
+
+
+def _exit_head(channels: int, num_classes: int) -> nn.Sequential:
+    """Early-exit head: conv3x3 -> BN -> ReLU -> global average pool -> linear."""
+    head = _conv_bn(channels, channels, 3)
+    head.add_module("pool", nn.AdaptiveAvgPool2d(1))
+    head.add_module("flatten", nn.Flatten())
+    head.add_module("fc", nn.Linear(channels, num_classes))
+    return head
+
+
+def _repeat(
+    block: Callable[[int, int, int], nn.Module], in_ch: int, out_ch: int, n: int, stride: int
+) -> list[nn.Module]:
+    """n blocks; only the first changes width and stride."""
+    return [block(in_ch, out_ch, stride)] + [block(out_ch, out_ch, 1) for _ in range(n - 1)]
+
+
+class BasicBlock(nn.Module):
+    """He et al. basic block: two 3x3 convs plus a shortcut.
+
+    Where the shape changes the shortcut is a 1x1 conv + BN projection (option B of He et al.
+    2016), not the zero-padded identity (option A) of their CIFAR models: option A has no weights
+    to prune, so a structured pruner could not remove channels of the sum in step with the convs.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        projects = stride != 1 or in_ch != out_ch
+        self.shortcut = (
+            _conv_bn(in_ch, out_ch, 1, stride, activation=None) if projects else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block: 1x1 expand -> 3x3 depthwise -> 1x1 linear project.
+
+    As in the paper and torchvision (not kuangliu's CIFAR code): no expand conv when the expansion
+    is 1, and a residual only when the shape is unchanged, so block shapes match torchvision's.
+    ReLU6 as in the paper: its bounded range suits low-bit activations.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, expansion: int) -> None:
+        super().__init__()
+        hidden = in_ch * expansion
+        expands = expansion != 1
+        self.expand = _conv_bn(in_ch, hidden, 1, activation=nn.ReLU6) if expands else nn.Identity()
+        self.depthwise = _conv_bn(hidden, hidden, 3, stride, groups=hidden, activation=nn.ReLU6)
+        self.project = _conv_bn(hidden, out_ch, 1, activation=None)
+        self.residual = stride == 1 and in_ch == out_ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.project(self.depthwise(self.expand(x)))
+        return x + out if self.residual else out
+
+
+class StagedNet(nn.Module):
+    """stem -> stages -> global average pool -> classifier, with optional early-exit heads.
+
+    Build one with `build`. To run the backbone stage by stage: `stem`, then each module of
+    `named_stages()`, then `classify`.
+
+    Attributes:
+        stage_names: names of the stage submodules, in depth order.
+        exit_points: every stage name but the last: where an exit head may tap.
+        exits: enabled heads keyed by exit point, in depth order; empty when none.
+        classifier_name: name of the final linear layer (`fc` or `classifier`).
+    """
+
+    def __init__(
+        self,
+        stem: nn.Module,
+        stages: Sequence[tuple[str, nn.Module, int]],
+        classifier_name: str,
+        classifier: nn.Linear,
+        exits: Sequence[str],
+    ) -> None:
+        """stages: (name, module, output channels) in depth order; exits: exit points to enable."""
+        super().__init__()
+        self.stem = stem
+        for name, stage, _ in stages:
+            self.add_module(name, stage)
+        self.pool = nn.Sequential()
+        self.pool.add_module("avg", nn.AdaptiveAvgPool2d(1))
+        self.pool.add_module("flatten", nn.Flatten())
+        self.add_module(classifier_name, classifier)
+        self.classifier_name = classifier_name
+        self.stage_names = tuple(name for name, _, _ in stages)
+        self.exit_points = self.stage_names[:-1]
+        channels = {name: out_ch for name, _, out_ch in stages}
+        num_classes = classifier.out_features
+        self.exits = nn.ModuleDict(
+            {p: _exit_head(channels[p], num_classes) for p in self.exit_points if p in exits}
+        )
+
+    def named_stages(self) -> list[tuple[str, nn.Module]]:
+        return [(name, getattr(self, name)) for name in self.stage_names]
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """Final logits from the last stage's feature map."""
+        return getattr(self, self.classifier_name)(self.pool(features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        """Final logits, or with exits enabled [exit logits in depth order..., final logits]."""
+        exit_logits = []
+        x = self.stem(x)
+        for name, stage in self.named_stages():
+            x = stage(x)
+            # Call the head before the next stage runs: tracers assign ops to exit segments in
+            # execution order.
+            if name in self.exits:
+                exit_logits.append(self.exits[name](x))
+        logits = self.classify(x)
+        return [*exit_logits, logits] if self.exits else logits
+
+
+def _stage_names(name: str) -> tuple[str, ...]:
+    if name in _RESNETS:
+        return tuple(f"layer{i}" for i in range(1, len(_RESNETS[name][0]) + 1))
+    n_stages = len(_VGG19_STAGES if name == "vgg19_cifar" else _MOBILENETV2_STAGES)
+    return tuple(f"stage{i}" for i in range(1, n_stages + 1))
+
+
+def _resnet(name: str, num_classes: int, width_mult: float, exits: Sequence[str]) -> StagedNet:
+    blocks, widths = _RESNETS[name]
+    widths = tuple(_scale_width(c, width_mult) for c in widths)
+    stages, in_ch = [], widths[0]
+    for i, (stage_name, n, out_ch) in enumerate(zip(_stage_names(name), blocks, widths)):
+        stage = nn.Sequential(*_repeat(BasicBlock, in_ch, out_ch, n, 1 if i == 0 else 2))
+        stages.append((stage_name, stage, out_ch))
+        in_ch = out_ch
+    return StagedNet(_conv_bn(3, widths[0], 3), stages, "fc", nn.Linear(in_ch, num_classes), exits)
+
+
+def _vgg19(name: str, num_classes: int, width_mult: float, exits: Sequence[str]) -> StagedNet:
+    stages, in_ch = [], 3
+    for stage_name, widths in zip(_stage_names(name), _VGG19_STAGES):
+        stage = nn.Sequential()
+        for i, width in enumerate(widths):
+            out_ch = _scale_width(width, width_mult)
+            stage.add_module(str(i), _conv_bn(in_ch, out_ch, 3))
+            in_ch = out_ch
+        stage.add_module("pool", nn.MaxPool2d(2))
+        stages.append((stage_name, stage, in_ch))
+    # VGG has no stem: its first conv belongs to stage1. The final global pool is an identity on
+    # the 1x1 map (as kuangliu's AvgPool2d(1)) and keeps every model's forward the same.
+    return StagedNet(nn.Identity(), stages, "classifier", nn.Linear(in_ch, num_classes), exits)
+
+
+def _mobilenetv2(name: str, num_classes: int, width_mult: float, exits: Sequence[str]) -> StagedNet:
+    scale = partial(_scale_width, width_mult=width_mult, divisor=8)
+    in_ch = scale(_MOBILENETV2_STEM)
+    stem = _conv_bn(3, in_ch, 3, activation=nn.ReLU6)
+    stages, names = [], _stage_names(name)
+    for stage_name, groups in zip(names, _MOBILENETV2_STAGES):
+        blocks = []
+        for expansion, width, n, stride in groups:
+            block = partial(InvertedResidual, expansion=expansion)
+            blocks += _repeat(block, in_ch, scale(width), n, stride)
+            in_ch = scale(width)
+        stage = nn.Sequential(*blocks)
+        if stage_name == names[-1]:
+            last_ch = scale(_MOBILENETV2_LAST)
+            stage.add_module("last", _conv_bn(in_ch, last_ch, 1, activation=nn.ReLU6))
+            in_ch = last_ch
+        stages.append((stage_name, stage, in_ch))
+    return StagedNet(stem, stages, "classifier", nn.Linear(in_ch, num_classes), exits)
+
+
+_BUILDERS: dict[str, Callable[[str, int, float, Sequence[str]], StagedNet]] = {
+    **{name: _resnet for name in _RESNETS},
+    "mobilenetv2_cifar": _mobilenetv2,
+    "vgg19_cifar": _vgg19,
+}
+ZOO_NAMES: tuple[str, ...] = tuple(sorted(_BUILDERS))
+
+
+def exit_points(name: str) -> tuple[str, ...]:
+    """Exit point names of zoo model `name` in depth order: every stage but the last."""
+    if name not in _BUILDERS:
+        raise InputError(f"name must be one of {', '.join(ZOO_NAMES)}, got {name!r}")
+    return _stage_names(name)[:-1]
+
+
+def _enabled_exits(name: str, exits: bool | Sequence[str]) -> tuple[str, ...]:
+    points = exit_points(name)
+    if isinstance(exits, bool):
+        return points if exits else ()
+    if isinstance(exits, str):
+        raise InputError(
+            f"exits must be a bool or a sequence of exit point names, got the string {exits!r}"
+        )
+    unknown = sorted(set(exits) - set(points))
+    if unknown:
+        raise InputError(
+            f"exits must be exit points of {name} ({', '.join(points)}), got unknown {unknown}"
+        )
+    return tuple(p for p in points if p in exits)
+
+
+def build(
+    name: str,
+    *,
+    num_classes: int = 10,
+    width_mult: float = 1.0,
+    exits: bool | Sequence[str] = False,
+) -> StagedNet:
+    """Zoo model `name`; `exits`: True for a head at every exit point, or the exit points to use.
+
+    Raises InputError (a ValueError) for an unknown name or exit point, num_classes < 1 or
+    width_mult <= 0.
+    """
+    enabled = _enabled_exits(name, exits)
+    if num_classes < 1:
+        raise InputError(f"num_classes must be >= 1, got {num_classes}")
+    if not width_mult > 0:
+        raise InputError(f"width_mult must be > 0, got {width_mult}")
+    return _BUILDERS[name](name, num_classes, width_mult, enabled)

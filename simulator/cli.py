@@ -1,0 +1,195 @@
+"""The ``chaincomp`` command line: argparse subcommands built in :func:`make_parser`.
+
+Every user mistake surfaces as :class:`bitops.InputError` and ends here as one line on stderr
+(``chaincomp: error: ...``) with exit code 2 and no traceback. Output files are written only
+after everything they hold has been computed, and atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from bitops.errors import InputError
+
+__all__ = ["main", "make_parser"]
+
+EXIT_USAGE = 2
+
+
+def _int_list(text: str, what: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"{what} must be comma-separated integers, got {text!r}") from None
+    return values
+
+
+def _float_list(text: str, what: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise InputError(f"{what} must be comma-separated numbers, got {text!r}") from None
+
+
+def _bits_option(text: str | None, what: str) -> int | None:
+    if text is None or text == "same":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise InputError(f"{what} must be 'same' or an integer in 1..32, got {text!r}") from None
+    if not 1 <= value <= 32:
+        raise InputError(f"{what} must be 'same' or an integer in 1..32, got {value}")
+    return value
+
+
+def _add_convention_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("counting conventions (echoed in every report)")
+    group.add_argument("--flops", action="store_true", help="count one MAC as 2 ops (default: 1, as fvcore)")
+    group.add_argument("--bitops-formula", choices=("product", "accumulator"), default="product",
+                       help="product: MACs x bw x ba (default); accumulator: + bw + ba + log2(fan_in) (Baskin et al.)")
+    group.add_argument("--first-last-bits", default="same", metavar="same|8|32",
+                       help="bits (weights and activations) of the first conv and the last classifier layer")
+    group.add_argument("--input-bits", default="same", metavar="same|8|32",
+                       help="bits of the network input fed to the first conv (default: its activation bits)")
+    group.add_argument("--bn", choices=("folded", "counted"), default="folded", help="BatchNorm cost (default folded: 0)")
+    group.add_argument("--elementwise", choices=("free", "counted"), default="free",
+                       help="ReLU/add/pool cost (default free)")
+    group.add_argument("--nonmac-bits", type=int, default=32, help="operand bits of a counted BN/elementwise op (32)")
+    group.add_argument("--aux-bits", type=int, default=32, help="storage bits of biases and BN parameters (32; 0 = not stored)")
+
+
+def _policy(args: argparse.Namespace):
+    from bitops.policy import Policy
+
+    return Policy(ops="flops" if args.flops else "macs", bitops_formula=args.bitops_formula,
+                  first_last_bits=_bits_option(args.first_last_bits, "--first-last-bits"),
+                  input_bits=_bits_option(args.input_bits, "--input-bits"), bn=args.bn, elementwise=args.elementwise,
+                  nonmac_bits=args.nonmac_bits, aux_bits=args.aux_bits)
+
+
+def _add_count(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("count", help="BitOps, BitOpsCR, storage CR of one compressed configuration",
+                       description="Exact BitOps / MACs / params / storage of MODEL under per-layer bits, pruning and "
+                                   "early exit, against the original full-precision reference.")
+    p.add_argument("model", metavar="MODEL",
+                   help="zoo name (resnet18_cifar, resnet34_cifar, vgg19_cifar, mobilenetv2_cifar, resnet8/20/32/56), "
+                        "torchvision:NAME, module.path:callable, or a LayerTable .json")
+    p.add_argument("--input", metavar="C,H,W", help="input shape (default 3,32,32 for the zoo, 3,224,224 for torchvision)")
+    p.add_argument("--num-classes", type=int, help="classifier outputs (default: the model's own; zoo 10)")
+    p.add_argument("--width-mult", type=float, default=1.0, help="zoo width multiplier (default 1.0)")
+    p.add_argument("--w-bits", type=int, default=32, help="weight bits of every layer (default 32)")
+    p.add_argument("--a-bits", type=int, default=32, help="input-activation bits of every layer (default 32)")
+    p.add_argument("--bits-file", metavar="FILE.toml", help="per-layer bits by layer name or glob (see README)")
+    p.add_argument("--keep-ratio", type=float, help="uniform fraction of channels kept per group, in (0, 1]")
+    p.add_argument("--keep-file", metavar="FILE.toml", help="keep ratio per channel group label or glob (see README)")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--student", metavar="MODEL", help="distillation: count this student; MODEL is the teacher (reference)")
+    who.add_argument("--reference", metavar="MODEL", help="reference model for BitOpsCR/CR (default: MODEL itself)")
+    p.add_argument("--exits", metavar="NAME,...", help="exit points to attach (zoo: e.g. layer1,layer2)")
+    p.add_argument("--exit-probs", metavar="P,...", help="probability of leaving at each of --exits (sum <= 1)")
+    p.add_argument("--per-layer", action="store_true", help="print the per-layer table")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--save-table", metavar="FILE.json", help="also write the traced LayerTable (all exit heads)")
+    _add_convention_options(p)
+    p.set_defaults(run=_run_count)
+
+
+def _spec(model: str, args: argparse.Namespace):
+    from bitops.models import ModelSpec
+
+    shape = _int_list(args.input, "--input") if args.input else None
+    if shape is not None and (len(shape) != 3 or min(shape) < 1):
+        raise InputError(f"--input must be C,H,W with three positive integers, got {args.input!r}")
+    if args.num_classes is not None and args.num_classes < 1:
+        raise InputError(f"--num-classes must be >= 1, got {args.num_classes}")
+    if not args.width_mult > 0:
+        raise InputError(f"--width-mult must be > 0, got {args.width_mult}")
+    return ModelSpec(model=model, input_shape=shape, num_classes=args.num_classes, width_mult=args.width_mult)
+
+
+def _run_count(args: argparse.Namespace) -> int:
+    from bitops.config import Config, bits_from_rules, check_exit_probs, kept_from_mapping, kept_from_ratio
+    from bitops.files import read_bits_file, read_keep_file
+    from bitops.models import ModelSpec, load_model_table
+    from bitops.report import count_report, format_count
+    from bitops.table import save_table
+
+    policy = _policy(args)
+    for name in ("w_bits", "a_bits"):
+        value = getattr(args, name)
+        if not 1 <= value <= 32:
+            raise InputError(f"--{name.replace('_', '-')} must be an integer in 1..32, got {value}")
+    if args.keep_ratio is not None and not 0 < args.keep_ratio <= 1:
+        raise InputError(f"--keep-ratio must be in (0, 1], got {args.keep_ratio}")
+    if args.exit_probs and not args.exits:
+        raise InputError("--exit-probs needs --exits (the exit points the probabilities belong to)")
+    exit_names = [n for n in args.exits.split(",") if n] if args.exits else []
+    probs = np.array(_float_list(args.exit_probs, "--exit-probs") if args.exit_probs else [0.0] * len(exit_names))
+    if len(probs) != len(exit_names):
+        raise InputError(f"--exit-probs must give one probability per exit ({len(exit_names)}: {args.exits}), got {len(probs)}")
+    check_exit_probs(probs, exit_names)
+    bits_defaults, rules = read_bits_file(args.bits_file) if args.bits_file else ({}, [])
+    keep_default, keep_groups = read_keep_file(args.keep_file) if args.keep_file else (None, {})
+
+    counted_model = args.student or args.model
+    full_table = load_model_table(_spec(counted_model, args))
+    if args.student or args.reference:
+        ref_spec = ModelSpec(model=args.model if args.student else args.reference,
+                             input_shape=full_table.input_shape, num_classes=args.num_classes)
+        reference = load_model_table(ref_spec)
+    else:
+        reference = full_table
+    table = full_table.with_exits(exit_names)
+    # Exits are stored in depth order; the probabilities follow the order the user named them in.
+    order = {n: i for i, n in enumerate(exit_names)}
+    probs = np.array([probs[order[n]] for n in table.exit_names])
+
+    w_bits, a_bits = bits_from_rules(table, rules, bits_defaults.get("w_bits", args.w_bits),
+                                     bits_defaults.get("a_bits", args.a_bits))
+    default_keep = keep_default if keep_default is not None else (args.keep_ratio or 1.0)
+    kept = kept_from_mapping(table, keep_groups, default_keep) if keep_groups else kept_from_ratio(table, default_keep)
+    config = Config(w_bits=w_bits, a_bits=a_bits, kept=kept, exit_probs=probs)
+    data = count_report(table, config, policy, reference)
+
+    if args.save_table:
+        _write(args.save_table, lambda path: save_table(full_table, path))
+    print(json.dumps(data, indent=1) if args.json else format_count(data, args.per_layer))
+    return 0
+
+
+def _write(path: str, writer) -> None:
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise InputError(f"cannot write {path!r}: directory {str(target.parent)!r} does not exist")
+    try:
+        writer(target)
+    except OSError as err:
+        raise InputError(f"cannot write {path!r}: {err.strerror}") from None
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chaincomp", description="Combinational CNN compression: exact BitOps "
+                                     "and CR counts, claim audits, order simulation and a thin trainer.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_count(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except InputError as err:
+        print(f"chaincomp {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("chaincomp: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,214 @@
+"""The numba batch kernels against the plain-Python reference, exactly, under every policy.
+
+``bitops.cost.evaluate`` (Python ints and floats, row by row) is the second implementation the
+kernels must reproduce to the last bit (DESIGN.md, "kernels.py"): equality here is ``==``, never
+approximate. The serial and the ``parallel=True`` builds must agree with each other and with it.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from bitops import InputError, Policy, evaluate, evaluate_batch
+from bitops.config import Config
+from tests.bitops.tables import config_at, random_configs, random_table
+
+# (n_layers, n_ops, n_groups, n_exits): tiny, no groups, no exits, wide, deep with many exits.
+TABLE_SHAPES = ((1, 0, 1, 0), (6, 5, 0, 1), (12, 8, 4, 0), (20, 12, 6, 2), (30, 20, 8, 4))
+CONFIGS_PER_TABLE = 24
+
+
+def _cases() -> list[tuple[object, tuple[np.ndarray, ...]]]:
+    rng = np.random.default_rng(20240611)
+    cases = []
+    for n_layers, n_ops, n_groups, n_exits in TABLE_SHAPES:
+        table = random_table(rng, n_layers=n_layers, n_ops=n_ops, n_groups=n_groups, n_exits=n_exits)
+        cases.append((table, random_configs(rng, table, CONFIGS_PER_TABLE)))
+    return cases
+
+
+CASES = _cases()
+
+POLICIES = [
+    Policy(ops=ops, bitops_formula=formula, bn=bn, elementwise=elementwise, first_last_bits=first_last,
+           input_bits=input_bits, aux_bits=aux)
+    for ops, formula, bn, elementwise, first_last, input_bits, aux in itertools.product(
+        ("macs", "flops"), ("product", "accumulator"), ("folded", "counted"), ("free", "counted"),
+        (None, 8, 32), (None, 8), (32, 0))
+]
+
+
+def _policy_id(policy: Policy) -> str:
+    return (f"{policy.ops}-{policy.bitops_formula}-bn_{policy.bn}-ew_{policy.elementwise}"
+            f"-fl_{policy.first_last_bits}-in_{policy.input_bits}-aux_{policy.aux_bits}")
+
+
+def _assert_batch_equals_reference(table, arrays, policy: Policy) -> None:
+    serial = evaluate_batch(table, *arrays, policy=policy, parallel=False)
+    parallel = evaluate_batch(table, *arrays, policy=policy, parallel=True)
+    for field in ("bitops", "macs", "params", "storage_bits"):
+        np.testing.assert_array_equal(getattr(serial, field), getattr(parallel, field), err_msg=f"serial vs parallel: {field}")
+    for m in range(arrays[0].shape[0]):
+        totals = evaluate(table, config_at(arrays, m), policy).totals
+        got = (serial.bitops[m], serial.macs[m], serial.params[m], serial.storage_bits[m])
+        want = (totals.bitops, totals.macs, totals.params, totals.storage_bits)
+        assert got == want, f"{table.model} config {m} under {_policy_id(policy)}: kernel {got} != reference {want}"
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=_policy_id)
+def test_serial_parallel_and_reference_agree_exactly(policy: Policy) -> None:
+    for table, arrays in CASES:
+        _assert_batch_equals_reference(table, arrays, policy)
+
+
+@pytest.mark.parametrize("nonmac_bits", [1, 4, 16])
+def test_counted_nonmac_ops_at_other_widths_agree_exactly(nonmac_bits: int) -> None:
+    policy = Policy(bn="counted", elementwise="counted", nonmac_bits=nonmac_bits, bitops_formula="accumulator")
+    for table, arrays in CASES:
+        _assert_batch_equals_reference(table, arrays, policy)
+
+
+def test_large_widths_agree_exactly() -> None:
+    """Counts far past 2**53 after the bit products: float rounding must happen in the same order."""
+    rng = np.random.default_rng(7)
+    base = random_table(rng, n_layers=25, n_ops=10, n_groups=5, n_exits=3)
+    data = base.to_json_dict()
+    data["layers"]["macs_unit"] = [v * 100_000_007 for v in data["layers"]["macs_unit"]]
+    table = type(base).from_json_dict(data)
+    arrays = random_configs(rng, table, 32)
+    assert evaluate_batch(table, *arrays, policy=Policy(ops="flops")).bitops.max() > 2**53
+    for policy in (Policy(ops="flops"), Policy(ops="flops", bitops_formula="accumulator", elementwise="counted")):
+        _assert_batch_equals_reference(table, arrays, policy)
+
+
+def test_parallel_default_kicks_in_for_large_batches_and_agrees() -> None:
+    table, _ = CASES[3]
+    arrays = random_configs(np.random.default_rng(3), table, 5000)
+    auto = evaluate_batch(table, *arrays)
+    serial = evaluate_batch(table, *arrays, parallel=False)
+    np.testing.assert_array_equal(auto.bitops, serial.bitops)
+    np.testing.assert_array_equal(auto.storage_bits, serial.storage_bits)
+
+
+# ---- broadcasting ------------------------------------------------------------------------------
+
+def test_one_dimensional_inputs_broadcast_against_batches() -> None:
+    table, (w_bits, a_bits, kept, exit_probs) = CASES[3]
+    policy = Policy(bitops_formula="accumulator", elementwise="counted")
+    result = evaluate_batch(table, w_bits[5], a_bits, kept[2], exit_probs, policy=policy)
+    assert result.bitops.shape == (CONFIGS_PER_TABLE,)
+    for m in range(CONFIGS_PER_TABLE):
+        totals = evaluate(table, Config(w_bits=w_bits[5], a_bits=a_bits[m], kept=kept[2], exit_probs=exit_probs[m]),
+                          policy).totals
+        assert (result.bitops[m], result.macs[m], result.params[m], result.storage_bits[m]) == (
+            totals.bitops, totals.macs, totals.params, totals.storage_bits)
+
+
+def test_single_row_batch_broadcasts_like_a_vector() -> None:
+    table, (w_bits, a_bits, kept, exit_probs) = CASES[4]
+    as_rows = evaluate_batch(table, w_bits[:1], a_bits, kept[:1], exit_probs[1:2])
+    as_vectors = evaluate_batch(table, w_bits[0], a_bits, kept[0], exit_probs[1])
+    np.testing.assert_array_equal(as_rows.bitops, as_vectors.bitops)
+    np.testing.assert_array_equal(as_rows.storage_bits, as_vectors.storage_bits)
+
+
+def test_all_vectors_give_one_configuration() -> None:
+    table, arrays = CASES[2]
+    result = evaluate_batch(table, *(a[4] for a in arrays))
+    assert result.bitops.shape == (1,)
+    assert result.bitops[0] == evaluate(table, config_at(arrays, 4)).totals.bitops
+
+
+def test_missing_exit_probs_means_nobody_leaves() -> None:
+    table, (w_bits, a_bits, kept, _) = CASES[4]
+    zeros = np.zeros((CONFIGS_PER_TABLE, table.num_exits))
+    np.testing.assert_array_equal(evaluate_batch(table, w_bits, a_bits, kept).bitops,
+                                  evaluate_batch(table, w_bits, a_bits, kept, zeros).bitops)
+
+
+# ---- input errors: one test per rule -----------------------------------------------------------
+
+ERR_TABLE, ERR_ARRAYS = CASES[3]  # 2 exits, 6 groups
+
+
+def _inputs(**change: np.ndarray) -> dict[str, np.ndarray]:
+    w_bits, a_bits, kept, exit_probs = (a[:4].copy() for a in ERR_ARRAYS)
+    inputs = {"w_bits": w_bits, "a_bits": a_bits, "kept": kept, "exit_probs": exit_probs}
+    inputs.update(change)
+    return inputs
+
+
+def test_wrong_layer_count_is_rejected() -> None:
+    with pytest.raises(InputError, match=r"w_bits must have shape \(M, \d+\)"):
+        evaluate_batch(ERR_TABLE, **_inputs(w_bits=np.full(ERR_TABLE.num_layers + 1, 8)))
+
+
+def test_three_dimensional_bits_are_rejected() -> None:
+    with pytest.raises(InputError, match=r"a_bits must have shape"):
+        evaluate_batch(ERR_TABLE, **_inputs(a_bits=np.full((2, 4, ERR_TABLE.num_layers), 8)))
+
+
+def test_wrong_group_count_is_rejected() -> None:
+    with pytest.raises(InputError, match=r"kept must have shape"):
+        evaluate_batch(ERR_TABLE, **_inputs(kept=np.ones((4, ERR_TABLE.num_groups - 1), dtype=np.int64)))
+
+
+def test_wrong_exit_count_is_rejected() -> None:
+    with pytest.raises(InputError, match=r"exit_probs must have shape"):
+        evaluate_batch(ERR_TABLE, **_inputs(exit_probs=np.zeros((4, ERR_TABLE.num_exits + 1))))
+
+
+def test_batches_of_different_sizes_are_rejected() -> None:
+    with pytest.raises(InputError, match=r"w_bits must have shape"):
+        evaluate_batch(ERR_TABLE, **_inputs(w_bits=np.full((3, ERR_TABLE.num_layers), 8), a_bits=np.full((5, ERR_TABLE.num_layers), 8)))
+
+
+def test_zero_bits_are_rejected() -> None:
+    w_bits = _inputs()["w_bits"]
+    w_bits[2, 3] = 0
+    with pytest.raises(InputError, match=r"w_bits must be in 1\.\.32"):
+        evaluate_batch(ERR_TABLE, **_inputs(w_bits=w_bits))
+
+
+def test_more_than_32_bits_are_rejected() -> None:
+    a_bits = _inputs()["a_bits"]
+    a_bits[1, -1] = 33
+    with pytest.raises(InputError, match=r"a_bits must be in 1\.\.32"):
+        evaluate_batch(ERR_TABLE, **_inputs(a_bits=a_bits))
+
+
+def test_bits_that_would_wrap_in_uint8_are_rejected() -> None:
+    with pytest.raises(InputError, match=r"w_bits must be in 1\.\.32"):
+        evaluate_batch(ERR_TABLE, **_inputs(w_bits=np.full(ERR_TABLE.num_layers, 264)))
+
+
+def test_zero_kept_channels_are_rejected() -> None:
+    kept = _inputs()["kept"]
+    kept[0, 1] = 0
+    with pytest.raises(InputError, match=r"kept channels must be in 1\.\.channels"):
+        evaluate_batch(ERR_TABLE, **_inputs(kept=kept))
+
+
+def test_more_kept_channels_than_the_group_has_are_rejected() -> None:
+    kept = _inputs()["kept"]
+    kept[3, 0] = ERR_TABLE.group_channels[0] + 1
+    with pytest.raises(InputError, match=r"kept channels must be in 1\.\.channels"):
+        evaluate_batch(ERR_TABLE, **_inputs(kept=kept))
+
+
+def test_negative_exit_probs_are_rejected() -> None:
+    with pytest.raises(InputError, match=r"exit_probs must be finite, >= 0"):
+        evaluate_batch(ERR_TABLE, **_inputs(exit_probs=np.array([0.5, -0.1])))
+
+
+def test_exit_probs_summing_past_one_are_rejected() -> None:
+    with pytest.raises(InputError, match=r"exit_probs .* sum to at most 1"):
+        evaluate_batch(ERR_TABLE, **_inputs(exit_probs=np.array([[0.5, 0.5], [0.6, 0.4 + 1e-6], [0.0, 0.0], [0.1, 0.2]])))
+
+
+def test_nan_exit_probs_are_rejected() -> None:
+    with pytest.raises(InputError, match=r"exit_probs must be finite"):
+        evaluate_batch(ERR_TABLE, **_inputs(exit_probs=np.array([np.nan, 0.1])))
