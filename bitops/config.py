@@ -21,6 +21,7 @@ __all__ = [
     "Config",
     "bits_from_rules",
     "kept_channels",
+    "kept_channels_array",
     "kept_from_ratio",
     "kept_from_mapping",
     "uniform_config",
@@ -73,8 +74,13 @@ def kept_channels(channels: int, keep_ratio: float) -> int:
     (``BasePruner``: ``n_pruned = C - int(C * (1 - ratio))``). The trainer passes
     ``pruning_ratio = 1 - keep_ratio``, so the same float expression is evaluated here.
     """
-    pruning_ratio = 1.0 - keep_ratio
-    return int(channels * (1 - pruning_ratio))
+    return int(kept_channels_array(np.asarray(channels), np.asarray(keep_ratio)))
+
+
+def kept_channels_array(channels: np.ndarray, keep_ratio: np.ndarray) -> np.ndarray:
+    """:func:`kept_channels` element-wise over broadcast arrays (the same IEEE float operations)."""
+    pruning_ratio = 1.0 - np.asarray(keep_ratio, dtype=np.float64)
+    return (np.asarray(channels, dtype=np.int64) * (1 - pruning_ratio)).astype(np.int64)
 
 
 def kept_from_ratio(table: LayerTable, keep_ratio: float) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Cost of one configuration, row by row: the plain-Python reference every kernel is tested against.
 
-``evaluate`` walks the table's rows with Python ints and floats (no numpy arithmetic in the loop),
+``quantities`` computes the bit-independent part (pruned widths, MACs, weights) with numpy for
+one or many pruning configurations; ``evaluate`` then walks the rows with Python ints and floats,
 so it is both the per-layer report behind ``chaincomp count --per-layer`` and the independent
 implementation ``bitops.kernels`` must match exactly. For one configuration it is also the fast
 path: a shipped table evaluates in well under a millisecond and needs neither numba nor torch.
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -28,14 +29,15 @@ from bitops.config import Config, uniform_config
 from bitops.policy import FULL_PRECISION_BITS, Policy
 from bitops.table import LayerTable
 
-__all__ = ["CostReport", "Totals", "evaluate", "reach_probabilities", "reference_totals", "resolved_bits"]
+__all__ = ["CostReport", "Quantities", "Totals", "evaluate", "quantities", "reach_probabilities", "reference_totals", "resolved_bits"]
 
 
 def reach_probabilities(exit_probs: Sequence[float]) -> list[float]:
     """P(a sample reaches segment s), s = 0..K: one minus the probabilities of the exits before it."""
     reach = [1.0]
     for q in exit_probs:
-        reach.append(reach[-1] - float(q))
+        # Clamp at 0: probabilities that sum to 1 in decimal can leave -5e-17 in binary.
+        reach.append(max(reach[-1] - float(q), 0.0))
     return reach
 
 
@@ -54,10 +56,49 @@ def resolved_bits(table: LayerTable, w_bits: np.ndarray, a_bits: np.ndarray, pol
     return w, a
 
 
-def _effective_width(width: int, group: int, kept: Sequence[int], group_channels: Sequence[int]) -> int:
-    if group < 0:
-        return width
-    return int(kept[group]) * (width // int(group_channels[group]))
+@dataclass(frozen=True, eq=False)
+class Quantities:
+    """Bit-independent per-row quantities of M pruning configurations (arrays (M, L) or (M, N)).
+
+    Everything a cost needs besides bits, the policy and exit probabilities: the pruned widths,
+    MACs (one MAC = 1), weights, biases and per-channel op elements/params.
+    """
+
+    in_width: np.ndarray
+    out_width: np.ndarray
+    in_per_group: np.ndarray
+    macs: np.ndarray
+    weights: np.ndarray
+    bias: np.ndarray
+    op_elements: np.ndarray
+    op_params: np.ndarray
+
+
+def _widths(width: np.ndarray, group: np.ndarray, kept: np.ndarray, group_channels: np.ndarray) -> np.ndarray:
+    """Kept channels of each row: ``kept[g] * (width / channels of g)``, or ``width`` for group -1."""
+    if group_channels.size == 0:
+        return np.broadcast_to(width, (kept.shape[0], width.size)).copy()
+    safe = np.maximum(group, 0)
+    pruned = kept[:, safe] * (width // group_channels[safe])
+    return np.where(group < 0, width, pruned)
+
+
+def quantities(table: LayerTable, kept: np.ndarray) -> Quantities:
+    """Pruned widths, MACs, weights and op sizes for kept channels ``kept`` of shape (G,) or (M, G)."""
+    kept_m = np.atleast_2d(np.asarray(kept, dtype=np.int64))
+    lay, opc, gch = table.layers, table.ops, table.group_channels
+    in_w = _widths(lay["in_ch"], lay["in_group"], kept_m, gch)
+    out_w = _widths(lay["out_ch"], lay["out_group"], kept_m, gch)
+    in_pg = np.where(lay["depthwise"], 1, in_w // lay["groups"])
+    op_w = _widths(opc["channels"], opc["group"], kept_m, gch)
+    return Quantities(
+        in_width=in_w, out_width=out_w, in_per_group=in_pg,
+        macs=lay["macs_unit"] * out_w * in_pg,
+        weights=np.where(lay["has_weight"], out_w * in_pg * lay["taps"], 0),
+        bias=np.where(lay["has_bias"], out_w, 0),
+        op_elements=opc["elements"] // opc["channels"] * op_w,
+        op_params=opc["params"] // opc["channels"] * op_w,
+    )
 
 
 @dataclass(frozen=True)
@@ -120,48 +161,36 @@ def evaluate(table: LayerTable, config: Config, policy: Policy = Policy()) -> Co
     config.check(table)
     w_arr, a_arr = resolved_bits(table, config.w_bits, config.a_bits, policy)
     w_bits, a_bits = [int(v) for v in w_arr], [int(v) for v in a_arr]
-    kept, gch = [int(v) for v in config.kept], [int(v) for v in table.group_channels]
     reach_by_segment = reach_probabilities(config.exit_probs)
     factor, aux = policy.ops_per_mac, policy.aux_bits
     lay = table.layers
 
-    report_cols: dict[str, list[Any]] = {k: [] for k in ("in_width", "out_width", "reach", "layer_macs", "layer_bitops",
-                                                          "layer_params", "layer_storage_bits")}
+    q = quantities(table, config.kept)
+    in_width, out_width = q.in_width[0].tolist(), q.out_width[0].tolist()
+    in_pg, macs1, weights, bias = q.in_per_group[0].tolist(), q.macs[0].tolist(), q.weights[0].tolist(), q.bias[0].tolist()
+    taps, segments = lay["taps"].tolist(), lay["segment"].tolist()
+    report_cols: dict[str, list[Any]] = {"in_width": in_width, "out_width": out_width, "reach": [], "layer_macs": [],
+                                         "layer_bitops": [], "layer_params": [], "layer_storage_bits": []}
     for i in range(table.num_layers):
-        in_w = _effective_width(int(lay["in_ch"][i]), int(lay["in_group"][i]), kept, gch)
-        out_w = _effective_width(int(lay["out_ch"][i]), int(lay["out_group"][i]), kept, gch)
-        in_per_group = 1 if lay["depthwise"][i] else in_w // int(lay["groups"][i])
-        taps = int(lay["taps"][i])
-        macs = int(lay["macs_unit"][i]) * out_w * in_per_group * factor
+        macs = macs1[i] * factor
         wb, ab = w_bits[i], a_bits[i]
         if policy.bitops_formula == "accumulator":
-            bitops_static: float = macs * (wb * ab + wb + ab + math.log2(in_per_group * taps))
+            bitops_static: float = macs * (wb * ab + wb + ab + math.log2(in_pg[i] * taps[i]))
         else:
             bitops_static = macs * wb * ab
-        reach = reach_by_segment[int(lay["segment"][i])]
-        weights = out_w * in_per_group * taps if lay["has_weight"][i] else 0
-        bias = out_w if lay["has_bias"][i] else 0
-        report_cols["in_width"].append(in_w)
-        report_cols["out_width"].append(out_w)
+        reach = reach_by_segment[segments[i]]
         report_cols["reach"].append(reach)
         report_cols["layer_macs"].append(macs * reach)
         report_cols["layer_bitops"].append(bitops_static * reach)
-        report_cols["layer_params"].append(weights + bias)
-        report_cols["layer_storage_bits"].append(weights * wb + bias * aux)
+        report_cols["layer_params"].append(weights[i] + bias[i])
+        report_cols["layer_storage_bits"].append(weights[i] * wb + bias[i] * aux)
 
     opc = table.ops
-    op_elements, op_bitops, op_params, op_storage = [], [], [], []
+    op_elements, op_params = q.op_elements[0].tolist(), q.op_params[0].tolist()
     nonmac_cost = policy.nonmac_bits * policy.nonmac_bits * factor
-    for j in range(table.num_ops):
-        channels = int(opc["channels"][j])
-        width = _effective_width(channels, int(opc["group"][j]), kept, gch)
-        elements = int(opc["elements"][j]) // channels * width
-        params = int(opc["params"][j]) // channels * width
-        counted = policy.counts_category(opc["category"][j])
-        op_elements.append(elements)
-        op_bitops.append(elements * nonmac_cost * reach_by_segment[int(opc["segment"][j])] if counted else 0.0)
-        op_params.append(params)
-        op_storage.append(params * aux)
+    op_bitops = [elements * nonmac_cost * reach_by_segment[int(seg)] if policy.counts_category(cat) else 0.0
+                 for elements, cat, seg in zip(op_elements, opc["category"], opc["segment"])]
+    op_storage = [params * aux for params in op_params]
 
     totals = Totals(
         macs=_sum(report_cols["layer_macs"]),
@@ -185,11 +214,11 @@ def _sum(values: Sequence[float]) -> float:
 def reference_totals(reference: LayerTable, policy: Policy = Policy()) -> Totals:
     """The original model: no exit heads, nothing pruned, every layer at full precision.
 
-    Storage of the reference counts every parameter at 32 bits, whatever ``aux_bits`` says.
+    Storage of the reference counts every weight at 32 bits, and biases/BN parameters at 32
+    bits too unless ``aux_bits`` is 0, which leaves them out of both sides of the CR.
     """
     original = reference.with_exits([])
     ref_policy = policy.for_reference()
     config = uniform_config(original, w_bits=FULL_PRECISION_BITS, a_bits=FULL_PRECISION_BITS)
-    totals = evaluate(original, config, ref_policy).totals
-    return Totals(macs=totals.macs, bitops=totals.bitops, params=totals.params,
-                  storage_bits=totals.params * FULL_PRECISION_BITS)
+    full = replace(ref_policy, aux_bits=FULL_PRECISION_BITS if policy.aux_bits else 0)
+    return evaluate(original, config, full).totals

@@ -44,7 +44,7 @@ def _one_config(m, macs_unit, in_ch, out_ch, groups, taps, in_group, out_group, 
     reach = np.empty(n_exits + 1)
     reach[0] = 1.0
     for k in range(n_exits):
-        reach[k + 1] = reach[k] - exit_probs[m, k]
+        reach[k + 1] = max(reach[k] - exit_probs[m, k], 0.0)
     kept_row = kept[m]
     total_macs = 0.0
     total_bitops = 0.0

@@ -3,8 +3,8 @@
 MODEL is one of:
 
 * a zoo name (``resnet34_cifar``...): the pre-traced table shipped in ``bitops/shipped/`` for
-  10 or 100 classes at width 1 (all exit heads present; select them with ``with_exits``),
-  otherwise traced from :mod:`bitops.zoo`;
+  10 or 100 classes at width 1 (and the narrower MobileNetV2 students), all exit heads present
+  (select them with ``with_exits``); any other variant is traced from :mod:`bitops.zoo`;
 * ``torchvision:NAME`` or ``module.path:callable``: built (random weights) and traced;
 * a path to a LayerTable ``.json`` (``chaincomp count ... --save-table`` writes one).
 
@@ -21,25 +21,28 @@ from pathlib import Path
 from bitops.errors import InputError
 from bitops.table import LayerTable, load_table, save_table
 
-__all__ = ["SHIPPED_CLASSES", "SHIPPED_DIR", "ModelSpec", "load_model_table", "shipped_table", "zoo_names"]
+__all__ = ["SHIPPED_CLASSES", "SHIPPED_DIR", "SHIPPED_WIDTHS", "ModelSpec", "load_model_table", "shipped_table", "zoo_names"]
 
 SHIPPED_DIR = Path(__file__).parent / "shipped"
 SHIPPED_CLASSES = (10, 100)  # CIFAR-10 / SVHN / CINIC-10 heads, and CIFAR-100 heads
+# Narrower widths shipped too: the paper's MobileNetV2 student is a narrower MobileNetV2 (section 7).
+SHIPPED_WIDTHS = {"mobilenetv2_cifar": (0.5, 0.75)}
 ZOO_INPUT_SHAPE = (3, 32, 32)
 TORCHVISION_INPUT_SHAPE = (3, 224, 224)
 
 
-def _shipped_path(name: str, num_classes: int) -> Path:
-    return SHIPPED_DIR / f"{name}-c{num_classes}.json"
+def _shipped_path(name: str, num_classes: int, width_mult: float = 1.0) -> Path:
+    width = "" if width_mult == 1.0 else f"-w{width_mult:g}"
+    return SHIPPED_DIR / f"{name}{width}-c{num_classes}.json"
 
 
 def zoo_names() -> tuple[str, ...]:
     """Zoo models with shipped tables (a test checks this equals ``bitops.zoo.ZOO_NAMES``)."""
-    return tuple(sorted({p.name.rsplit("-c", 1)[0] for p in SHIPPED_DIR.glob("*-c*.json")}))
+    return tuple(sorted({p.name.rsplit("-c", 1)[0].split("-w")[0] for p in SHIPPED_DIR.glob("*-c*.json")}))
 
 
-def shipped_table(name: str, num_classes: int = 10) -> LayerTable | None:
-    path = _shipped_path(name, num_classes)
+def shipped_table(name: str, num_classes: int = 10, width_mult: float = 1.0) -> LayerTable | None:
+    path = _shipped_path(name, num_classes, width_mult)
     return load_table(path) if path.exists() else None
 
 
@@ -79,11 +82,8 @@ def load_model_table(spec: ModelSpec) -> LayerTable:
             raise InputError(f"MODEL: unknown model {spec.model!r}; expected a zoo name ({', '.join(names)}), "
                              "torchvision:NAME, module.path:callable, or a LayerTable .json file")
         input_shape = spec.input_shape or ZOO_INPUT_SHAPE
-        if input_shape == ZOO_INPUT_SHAPE and spec.width_mult == 1.0 and (spec.num_classes or 10) in SHIPPED_CLASSES:
-            table = shipped_table(spec.model, spec.num_classes or 10)
-            assert table is not None  # the name came from the shipped files
-            return table
-        return _trace_zoo(spec, input_shape)
+        table = shipped_table(spec.model, spec.num_classes or 10, spec.width_mult) if input_shape == ZOO_INPUT_SHAPE else None
+        return table if table is not None else _trace_zoo(spec, input_shape)
     if spec.width_mult != 1.0:
         raise InputError(f"--width-mult applies to zoo models only, got {spec.width_mult} for {spec.model}")
     from bitops import trace
@@ -97,11 +97,12 @@ def regenerate_shipped(names: Sequence[str], out_dir: Path = SHIPPED_DIR) -> lis
     """Trace every zoo model at 32x32 for each shipped class count and write the tables."""
     written = []
     for name in names:
-        for classes in SHIPPED_CLASSES:
-            table = _trace_zoo(ModelSpec(name, num_classes=classes), ZOO_INPUT_SHAPE)
-            path = out_dir / _shipped_path(name, classes).name
-            save_table(table, path)
-            written.append(path)
+        for width in (1.0, *SHIPPED_WIDTHS.get(name, ())):
+            for classes in SHIPPED_CLASSES:
+                table = _trace_zoo(ModelSpec(name, num_classes=classes, width_mult=width), ZOO_INPUT_SHAPE)
+                path = out_dir / _shipped_path(name, classes, width).name
+                save_table(table, path)
+                written.append(path)
     return written
 
 

@@ -12,7 +12,8 @@ is only as good as the conventions it names. Defaults follow DESIGN.md ("Convent
   at ``nonmac_bits`` x ``nonmac_bits`` per element (each element one multiply-add equivalent);
 * first conv / last linear at the same bits as the rest, or pinned (8 or 32) by ``first_last_bits``;
 * the network input at the first conv's activation bits, or pinned (8 or 32) by ``input_bits``;
-* biases and BN parameters stored at ``aux_bits`` (32; 0 leaves them out of the storage count).
+* biases and BN parameters stored at ``aux_bits`` (32; 0 leaves them out of the storage count,
+  the reference's included).
 
 The reference of BitOpsCR and CR is always the original full-precision model (no exits, no
 pruning, 32-bit everything, counted under the same ops/formula/BN/elementwise choices).

@@ -24,6 +24,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -197,16 +198,16 @@ class LayerTable:
     def num_exits(self) -> int:
         return len(self.exit_names)
 
-    @property
+    @cached_property
     def backbone_rows(self) -> np.ndarray:
         return np.flatnonzero(self.layers["exit_index"] < 0)
 
-    @property
+    @cached_property
     def first_layer(self) -> int:
         """Index of the first backbone MAC row: the stem conv the policy's first-layer bits target."""
         return int(self.backbone_rows[0])
 
-    @property
+    @cached_property
     def last_layer(self) -> int:
         """Index of the last backbone MAC row: the classifier the policy's last-layer bits target."""
         return int(self.backbone_rows[-1])
@@ -219,7 +220,7 @@ class LayerTable:
 
         Dropping exit ``j`` merges the backbone segments on either side of it.
         """
-        if names is None:
+        if names is None or list(names) == list(self.exit_names):
             return self
         unknown = [n for n in names if n not in self.exit_names]
         if unknown:

@@ -34,9 +34,15 @@ _RESNETS = {
     "resnet34_cifar": ((3, 4, 6, 3), (64, 128, 256, 512)),
     "resnet56": ((9, 9, 9), (16, 32, 64)),
 }
-# VGG19 "E" config (Simonyan & Zisserman 2015), one tuple of conv widths per stage; every stage
-# ends in a 2x2 max-pool, so after the fifth the map is 1x1.
-_VGG19_STAGES = ((64, 64), (128, 128), (256,) * 4, (512,) * 4, (512,) * 4)
+# VGG configs A/B/D/E (Simonyan & Zisserman 2015, Table 1), one tuple of conv widths per stage;
+# every stage ends in a 2x2 max-pool, so after the fifth the map is 1x1. VGG11/13/16 are the
+# shallower students the paper's section 7 distils VGG19 into.
+_VGGS = {
+    "vgg11_cifar": ((64,), (128,), (256,) * 2, (512,) * 2, (512,) * 2),
+    "vgg13_cifar": ((64, 64), (128, 128), (256,) * 2, (512,) * 2, (512,) * 2),
+    "vgg16_cifar": ((64, 64), (128, 128), (256,) * 3, (512,) * 3, (512,) * 3),
+    "vgg19_cifar": ((64, 64), (128, 128), (256,) * 4, (512,) * 4, (512,) * 4),
+}
 # MobileNetV2 (Sandler et al. 2018, Table 2) as (expansion, out channels, blocks, first stride)
 # groups, grouped into stages by output resolution. The 24-channel group keeps stride 1 (and the
 # stem is stride 1) so CIFAR's 32x32 input ends at 4x4 rather than 1x1.
@@ -202,7 +208,7 @@ class StagedNet(nn.Module):
 def _stage_names(name: str) -> tuple[str, ...]:
     if name in _RESNETS:
         return tuple(f"layer{i}" for i in range(1, len(_RESNETS[name][0]) + 1))
-    n_stages = len(_VGG19_STAGES if name == "vgg19_cifar" else _MOBILENETV2_STAGES)
+    n_stages = len(_VGGS[name] if name in _VGGS else _MOBILENETV2_STAGES)
     return tuple(f"stage{i}" for i in range(1, n_stages + 1))
 
 
@@ -217,9 +223,9 @@ def _resnet(name: str, num_classes: int, width_mult: float, exits: Sequence[str]
     return StagedNet(_conv_bn(3, widths[0], 3), stages, "fc", nn.Linear(in_ch, num_classes), exits)
 
 
-def _vgg19(name: str, num_classes: int, width_mult: float, exits: Sequence[str]) -> StagedNet:
+def _vgg(name: str, num_classes: int, width_mult: float, exits: Sequence[str]) -> StagedNet:
     stages, in_ch = [], 3
-    for stage_name, widths in zip(_stage_names(name), _VGG19_STAGES):
+    for stage_name, widths in zip(_stage_names(name), _VGGS[name]):
         stage = nn.Sequential()
         for i, width in enumerate(widths):
             out_ch = _scale_width(width, width_mult)
@@ -255,7 +261,7 @@ def _mobilenetv2(name: str, num_classes: int, width_mult: float, exits: Sequence
 _BUILDERS: dict[str, Callable[[str, int, float, Sequence[str]], StagedNet]] = {
     **{name: _resnet for name in _RESNETS},
     "mobilenetv2_cifar": _mobilenetv2,
-    "vgg19_cifar": _vgg19,
+    **{name: _vgg for name in _VGGS},
 }
 ZOO_NAMES: tuple[str, ...] = tuple(sorted(_BUILDERS))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +122,8 @@ def _run_count(args: argparse.Namespace) -> int:
     from bitops.table import save_table
 
     policy = _policy(args)
+    if args.save_table:
+        _check_writable("--save-table", args.save_table)
     for name in ("w_bits", "a_bits"):
         value = getattr(args, name)
         if not 1 <= value <= 32:
@@ -159,19 +161,107 @@ def _run_count(args: argparse.Namespace) -> int:
     data = count_report(table, config, policy, reference)
 
     if args.save_table:
-        _write(args.save_table, lambda path: save_table(full_table, path))
+        _write("--save-table", args.save_table, lambda path: save_table(full_table, path))
     print(json.dumps(data, indent=1) if args.json else format_count(data, args.per_layer))
     return 0
 
 
-def _write(path: str, writer) -> None:
+def _check_writable(option: str, path: str) -> Path:
+    """Fail before any work when an output file cannot be written where the user asked."""
     target = Path(path)
     if not target.parent.is_dir():
-        raise InputError(f"cannot write {path!r}: directory {str(target.parent)!r} does not exist")
+        raise InputError(f"{option}: cannot write {path!r}: directory {str(target.parent)!r} does not exist")
+    if target.is_dir():
+        raise InputError(f"{option}: {path!r} is a directory, not a file")
+    return target
+
+
+def _write(option: str, path: str, writer: Callable[[Path], None]) -> None:
+    from bitops.jsonio import write_atomic
+
+    target = _check_writable(option, path)
     try:
-        writer(target)
+        write_atomic(target, writer)
     except OSError as err:
-        raise InputError(f"cannot write {path!r}: {err.strerror}") from None
+        raise InputError(f"{option}: cannot write {path!r}: {err.strerror}") from None
+
+
+PIN_KEYS = {"w_bits": int, "a_bits": int, "first_last_bits": str, "input_bits": str, "bn": str, "aux_bits": int,
+            "reference": str}
+
+
+def _add_audit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("audit", help="check reported BitOpsCR / CR claims and solve for what they imply",
+                       description="For each [[claim]] in CLAIMS.toml: the BitOpsCR and CR reachable under every "
+                                   "convention the claim leaves open, the implied keep ratio and early-exit saving, "
+                                   "and a verdict in words. Runs from shipped zoo tables (no torch).")
+    p.add_argument("claims", nargs="?", metavar="CLAIMS.toml", help="claims file (see README for the format)")
+    p.add_argument("--example", choices=("paper",), help="audit a shipped claims file: 'paper' = the paper's Tables 2-5")
+    p.add_argument("--convention", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"pin a convention for every claim (repeatable); keys: {', '.join(PIN_KEYS)}")
+    p.add_argument("--all-conventions", action="store_true", help="print every convention combination, not just verdicts")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--plot", metavar="FILE.png", help="draw the reachable (CR, BitOpsCR) region of each claim")
+    p.set_defaults(run=_run_audit)
+
+
+def _pins(items: Sequence[str]) -> dict[str, object]:
+    pins: dict[str, object] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or key not in PIN_KEYS:
+            raise InputError(f"--convention must be KEY=VALUE with KEY one of {', '.join(PIN_KEYS)}, got {item!r}")
+        if key in ("first_last_bits", "input_bits"):
+            pins[key] = _bits_option(raw, f"--convention {key}")
+        elif key == "bn":
+            if raw not in ("folded", "counted"):
+                raise InputError(f"--convention bn must be folded or counted, got {raw!r}")
+            pins[key] = raw
+        elif key == "reference":
+            if raw not in ("teacher", "student"):
+                raise InputError(f"--convention reference must be teacher or student, got {raw!r}")
+            pins[key] = raw
+        else:
+            low = 0 if key == "aux_bits" else 1
+            try:
+                value = int(raw)
+            except ValueError:
+                value = -1
+            if not low <= value <= 32:
+                raise InputError(f"--convention {key} must be an integer in {low}..32, got {raw!r}")
+            pins[key] = value
+    return pins
+
+
+def _run_audit(args: argparse.Namespace) -> int:
+    from bitops.audit_report import EXAMPLES, audit_all, audit_json, format_audit, plot_audit
+    from bitops.claims import load_claims
+    from bitops.models import ModelSpec, load_model_table, zoo_names
+
+    if bool(args.claims) == bool(args.example):
+        raise InputError("give either a CLAIMS.toml file or --example paper (exactly one)")
+    pins = _pins(args.convention)
+    if args.plot:
+        _check_writable("--plot", args.plot)
+    claims = load_claims(args.claims or EXAMPLES[args.example], zoo_names())
+
+    def load(name: str, num_classes: int, width_mult: float):
+        return load_model_table(ModelSpec(name, num_classes=num_classes, width_mult=width_mult))
+
+    with _progress(len(claims), "auditing claims") as bar:
+        results = audit_all(claims, load, pins, progress=bar)
+    report = audit_json(results, pins)
+    if args.plot:
+        _write("--plot", args.plot, lambda path: plot_audit(results, path))
+    print(json.dumps(report, indent=1) if args.json else format_audit(report, args.all_conventions))
+    return 0
+
+
+def _progress(total: int, description: str):
+    """A progress bar on stderr for long work; silent when stderr is not a terminal."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, unit="claim", leave=False, disable=not sys.stderr.isatty())
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -179,6 +269,7 @@ def make_parser() -> argparse.ArgumentParser:
                                      "and CR counts, claim audits, order simulation and a thin trainer.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_count(sub)
+    _add_audit(sub)
     return parser
 
 

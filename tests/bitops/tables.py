@@ -140,7 +140,8 @@ def random_table(
     """A valid random table with at least ``n_layers`` MAC rows (more when the required rows need it).
 
     Required rows: conv stem, depthwise conv, flatten linear, matmul, a conv + linear head per
-    exit, final linear classifier. ``n_ops`` op rows, at least one of every category.
+    exit, final linear classifier. ``n_ops`` op rows; unless ``n_ops`` is 0, at least one of every
+    category (so at least ``len(OP_CATEGORIES)``).
     """
     group_channels = rng.integers(1, 25, size=n_groups)
     b = _Builder(rng, group_channels)
@@ -183,8 +184,8 @@ def random_table(
         head(placed)
         placed += 1
 
-    categories = list(OP_CATEGORIES) + [OP_CATEGORIES[int(c)] for c in rng.integers(len(OP_CATEGORIES),
-                                                                                   size=max(0, n_ops - len(OP_CATEGORIES)))]
+    extra = rng.integers(len(OP_CATEGORIES), size=max(0, n_ops - len(OP_CATEGORIES)))
+    categories = [] if n_ops == 0 else [*OP_CATEGORIES, *(OP_CATEGORIES[int(c)] for c in extra)]
     for j, category in enumerate(categories):
         exit_index = int(rng.integers(-1, n_exits)) if n_exits and rng.random() < 0.3 else -1
         segment = exit_index if exit_index >= 0 else int(rng.integers(0, n_exits + 1))

@@ -8,11 +8,12 @@ approximate. The serial and the ``parallel=True`` builds must agree with each ot
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
 
-from bitops import InputError, Policy, evaluate, evaluate_batch
+from bitops import InputError, LayerTable, Policy, evaluate, evaluate_batch
 from bitops.config import Config
 from tests.bitops.tables import config_at, random_configs, random_table
 
@@ -50,7 +51,8 @@ def _assert_batch_equals_reference(table, arrays, policy: Policy) -> None:
     serial = evaluate_batch(table, *arrays, policy=policy, parallel=False)
     parallel = evaluate_batch(table, *arrays, policy=policy, parallel=True)
     for field in ("bitops", "macs", "params", "storage_bits"):
-        np.testing.assert_array_equal(getattr(serial, field), getattr(parallel, field), err_msg=f"serial vs parallel: {field}")
+        np.testing.assert_array_equal(getattr(serial, field), getattr(parallel, field),
+                                      err_msg=f"serial vs parallel: {field}")
     for m in range(arrays[0].shape[0]):
         totals = evaluate(table, config_at(arrays, m), policy).totals
         got = (serial.bitops[m], serial.macs[m], serial.params[m], serial.storage_bits[m])
@@ -82,6 +84,32 @@ def test_large_widths_agree_exactly() -> None:
     assert evaluate_batch(table, *arrays, policy=Policy(ops="flops")).bitops.max() > 2**53
     for policy in (Policy(ops="flops"), Policy(ops="flops", bitops_formula="accumulator", elementwise="counted")):
         _assert_batch_equals_reference(table, arrays, policy)
+
+
+def test_accumulator_log2_agrees_for_many_fan_ins() -> None:
+    """The Baskin term's log2(fan_in): the kernel's scalar np.log2 must round like math.log2.
+
+    NumPy's own vectorised np.log2 does not: with numpy 2.4 it differs from math.log2 in the last
+    bit for 58 integers of 1..2**20 (1621, 3242, 6484...). Those fan-ins are in the table, so an
+    implementation computing the term with NumPy's vectorised np.log2 fails here.
+    """
+    rng = np.random.default_rng(99)
+    small = np.arange(1, 2**20)
+    vector_differs = small[np.log2(small.astype(np.float64)) != np.array([math.log2(v) for v in small.tolist()])]
+    fan_in = np.unique(np.concatenate([rng.integers(1, 2**22, size=400), 2 ** np.arange(22), 3 ** np.arange(14),
+                                       vector_differs]))
+    n = len(fan_in)
+    layers = {"name": [f"fc{i}" for i in range(n)], "kind": ["linear"] * n, "macs_unit": [1] * n,
+              "in_ch": fan_in.tolist(), "out_ch": [1] * n, "groups": [1] * n, "taps": [1] * n, "kernel_h": [1] * n,
+              "kernel_w": [1] * n, "out_h": [1] * n, "out_w": [1] * n, "in_group": [-1] * n, "out_group": [-1] * n,
+              "segment": [0] * n, "exit_index": [-1] * n, "has_weight": [True] * n, "has_bias": [False] * n,
+              "depthwise": [False] * n}
+    ops: dict[str, list] = {c: [] for c in ("name", "kind", "category", "elements", "channels", "group", "params",
+                                            "segment", "exit_index")}
+    table = LayerTable.from_columns(model="fan_ins", input_shape=(1,), layers=layers, ops=ops, group_channels=[],
+                                    group_labels=[])
+    arrays = random_configs(rng, table, 8)
+    _assert_batch_equals_reference(table, arrays, Policy(bitops_formula="accumulator"))
 
 
 def test_parallel_default_kicks_in_for_large_batches_and_agrees() -> None:
@@ -163,7 +191,8 @@ def test_wrong_exit_count_is_rejected() -> None:
 
 def test_batches_of_different_sizes_are_rejected() -> None:
     with pytest.raises(InputError, match=r"w_bits must have shape"):
-        evaluate_batch(ERR_TABLE, **_inputs(w_bits=np.full((3, ERR_TABLE.num_layers), 8), a_bits=np.full((5, ERR_TABLE.num_layers), 8)))
+        evaluate_batch(ERR_TABLE, **_inputs(w_bits=np.full((3, ERR_TABLE.num_layers), 8),
+                                            a_bits=np.full((5, ERR_TABLE.num_layers), 8)))
 
 
 def test_zero_bits_are_rejected() -> None:
@@ -205,8 +234,10 @@ def test_negative_exit_probs_are_rejected() -> None:
 
 
 def test_exit_probs_summing_past_one_are_rejected() -> None:
+    # Row 1 is over by 1e-6, far past the 1e-9 rounding slack; row 0 sums to exactly 1 and is fine.
+    exit_probs = np.array([[0.5, 0.5], [0.6, 0.4 + 1e-6], [0.0, 0.0], [0.1, 0.2]])
     with pytest.raises(InputError, match=r"exit_probs .* sum to at most 1"):
-        evaluate_batch(ERR_TABLE, **_inputs(exit_probs=np.array([[0.5, 0.5], [0.6, 0.4 + 1e-6], [0.0, 0.0], [0.1, 0.2]])))
+        evaluate_batch(ERR_TABLE, **_inputs(exit_probs=exit_probs))
 
 
 def test_nan_exit_probs_are_rejected() -> None:

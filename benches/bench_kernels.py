@@ -1,0 +1,112 @@
+"""Batch evaluation throughput on a ResNet34 table: serial vs parallel kernel vs the Python reference.
+
+Run: ``.venv/bin/python -m pytest benches/bench_kernels.py --benchmark-only``.
+
+Per batch size M (groups ``M=1e3``, ``M=1e5``, ``M=1e6``):
+
+* ``evaluate_batch`` with the serial and the ``parallel=True`` build: what a caller gets, including
+  the wrapper's validation, policy overrides and dtype conversions;
+* the kernels alone on arrays already in the kernels' dtypes: the ceiling the wrapper can reach;
+* ``bitops.cost.evaluate`` in a Python loop, at M=1e3 only (its per-config time is reported, not
+  extrapolated).
+
+Each variant warms up once (numba compilation and cache load stay out of the timings), runs 3
+rounds, checks a few configurations against ``evaluate`` exactly, and records configs/s and
+layer-evaluations/s (configs/s x MAC rows) in ``extra_info``. Target: >= 3e8 layer-evaluations/s
+for the parallel build at M=1e6.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+import pytest
+
+from bitops import Config, LayerTable, Policy, evaluate, evaluate_batch
+from bitops import kernels
+
+TARGET_LAYER_EVALS_PER_S = 3e8
+ROUNDS = 3
+SIZES = {"1e3": 1_000, "1e5": 100_000, "1e6": 1_000_000}
+POLICY = Policy()
+
+
+@cache
+def _batch(table: LayerTable, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """M random configurations (bits 1..32, kept 1..channels, no exits), drawn once per table and M."""
+    rng = np.random.default_rng(m)
+    w_bits = rng.integers(1, 33, size=(m, table.num_layers), dtype=np.uint8)
+    a_bits = rng.integers(1, 33, size=(m, table.num_layers), dtype=np.uint8)
+    kept = rng.integers(1, table.group_channels + 1, size=(m, table.num_groups)).astype(np.int32)
+    exit_probs = np.zeros((m, table.num_exits))
+    return w_bits, a_bits, kept, exit_probs
+
+
+def _check(table: LayerTable, batch: tuple[np.ndarray, ...], bitops: np.ndarray, storage_bits: np.ndarray) -> None:
+    m = batch[0].shape[0]
+    for i in sorted({0, 1, m // 2, m - 1}):
+        config = Config(w_bits=batch[0][i].astype(np.int64), a_bits=batch[1][i].astype(np.int64),
+                        kept=batch[2][i].astype(np.int64), exit_probs=batch[3][i])
+        totals = evaluate(table, config, POLICY).totals
+        assert (bitops[i], storage_bits[i]) == (totals.bitops, totals.storage_bits), f"config {i}"
+
+
+def _record(benchmark, table: LayerTable, m: int) -> None:
+    stats = benchmark.stats.stats
+    for label, seconds in (("mean", stats.mean), ("best", stats.min)):
+        benchmark.extra_info[f"configs_per_s_{label}"] = m / seconds
+        benchmark.extra_info[f"layer_evals_per_s_{label}"] = m * table.num_layers / seconds
+    benchmark.extra_info.update(m=m, mac_rows=table.num_layers, op_rows=table.num_ops,
+                                seconds_per_config=stats.mean / m)
+
+
+def _by_size(*labels: str) -> list:
+    return [pytest.param(SIZES[label], id=f"M={label}", marks=pytest.mark.benchmark(group=f"M={label}"))
+            for label in labels]
+
+
+@pytest.mark.parametrize("m", _by_size("1e3", "1e5", "1e6"))
+@pytest.mark.parametrize("parallel", [False, True], ids=["serial", "parallel"])
+def test_evaluate_batch(benchmark, resnet34_table: LayerTable, m: int, parallel: bool) -> None:
+    batch = _batch(resnet34_table, m)
+    result = benchmark.pedantic(evaluate_batch, args=(resnet34_table, *batch),
+                                kwargs={"policy": POLICY, "parallel": parallel},
+                                warmup_rounds=1, rounds=ROUNDS)
+    _check(resnet34_table, batch, result.bitops, result.storage_bits)
+    _record(benchmark, resnet34_table, m)
+
+
+@pytest.mark.parametrize("m", _by_size("1e3", "1e5", "1e6"))
+@pytest.mark.parametrize("parallel", [False, True], ids=["kernel-serial", "kernel-parallel"])
+def test_kernel_alone(benchmark, resnet34_table: LayerTable, m: int, parallel: bool) -> None:
+    table, (w_bits, a_bits, kept, exit_probs) = resnet34_table, _batch(resnet34_table, m)
+    lay, opc = table.layers, table.ops
+    # The default policy counts no non-MAC op: every op row costs 0 BitOps per element.
+    op_cost = np.zeros(table.num_ops)
+    args = (lay["macs_unit"], lay["in_ch"], lay["out_ch"], lay["groups"], lay["taps"], lay["in_group"],
+            lay["out_group"], lay["segment"], lay["has_weight"], lay["has_bias"], lay["depthwise"],
+            opc["elements"], opc["channels"], opc["group"], opc["params"], opc["segment"], op_cost,
+            table.group_channels, w_bits, a_bits, kept, exit_probs, 1, False, POLICY.aux_bits)
+    kernel = kernels.batch_cost_parallel if parallel else kernels.batch_cost_serial
+    bitops, _, _, storage_bits = benchmark.pedantic(kernel, args=args, warmup_rounds=1, rounds=ROUNDS)
+    _check(table, (w_bits, a_bits, kept, exit_probs), bitops, storage_bits + table.extra_params * POLICY.aux_bits)
+    _record(benchmark, table, m)
+    if parallel and m == SIZES["1e6"]:
+        benchmark.extra_info["meets_target"] = bool(
+            benchmark.extra_info["layer_evals_per_s_best"] >= TARGET_LAYER_EVALS_PER_S)
+
+
+@pytest.mark.parametrize("m", _by_size("1e3"))
+def test_python_reference(benchmark, resnet34_table: LayerTable, m: int) -> None:
+    w_bits, a_bits, kept, exit_probs = _batch(resnet34_table, m)
+    configs = [Config(w_bits=w_bits[i].astype(np.int64), a_bits=a_bits[i].astype(np.int64),
+                      kept=kept[i].astype(np.int64), exit_probs=exit_probs[i]) for i in range(m)]
+
+    def loop() -> list[float]:
+        return [evaluate(resnet34_table, c, POLICY).totals.bitops for c in configs]
+
+    bitops = benchmark.pedantic(loop, warmup_rounds=1, rounds=ROUNDS)
+    batch = evaluate_batch(resnet34_table, w_bits, a_bits, kept, exit_probs, POLICY)
+    assert bitops == batch.bitops.tolist()
+    _record(benchmark, resnet34_table, m)
