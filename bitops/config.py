@@ -102,14 +102,14 @@ def kept_from_mapping(table: LayerTable, ratios: Mapping[str, float], default: f
     for pattern, ratio in ratios.items():
         hits = [g for g, label in enumerate(table.group_labels) if fnmatch.fnmatchcase(label, pattern)]
         if not hits:
-            raise InputError(f"keep file: group {pattern!r} matches no channel group of {table.model}; "
+            raise InputError(f"group {pattern!r} matches no channel group of {table.model}; "
                              f"groups are named {', '.join(table.group_labels)}")
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
-            raise InputError(f"keep file: keep ratio of {pattern!r} must be in (0, 1], got {ratio!r}")
+            raise InputError(f"keep ratio of {pattern!r} must be in (0, 1], got {ratio!r}")
         for g in hits:
             kept[g] = kept_channels(int(table.group_channels[g]), float(ratio))
             if kept[g] < 1:
-                raise InputError(f"keep file: keep ratio {ratio} of {pattern!r} keeps 0 channels of group "
+                raise InputError(f"keep ratio {ratio} of {pattern!r} keeps 0 channels of group "
                                  f"{table.group_labels[g]}; it must keep at least 1")
     return kept
 
@@ -131,7 +131,7 @@ def bits_from_rules(table: LayerTable, rules: Sequence[BitsRule], w_bits: int, a
     for rule in rules:
         hits = [i for i, n in enumerate(names) if fnmatch.fnmatchcase(n, rule.pattern)]
         if not hits:
-            raise InputError(f"bits file: layer {rule.pattern!r} matches no layer of {table.model} "
+            raise InputError(f"layer {rule.pattern!r} matches no layer of {table.model} "
                              f"(layers look like {names[0]!r}, {names[-1]!r})")
         if rule.w_bits is not None:
             w[hits] = rule.w_bits

@@ -218,7 +218,8 @@ class LayerTable:
     def with_exits(self, names: Sequence[str] | None) -> LayerTable:
         """A table keeping only the named exit heads (``None``: all, ``[]``: none).
 
-        Dropping exit ``j`` merges the backbone segments on either side of it.
+        Dropping exit ``j`` merges the backbone segments on either side of it; channel groups used
+        only by dropped heads are dropped too (the remaining groups keep their order).
         """
         if names is None or list(names) == list(self.exit_names):
             return self
@@ -243,9 +244,18 @@ class LayerTable:
 
         _, layers = remap(self.layers)
         _, ops = remap(self.ops)
+        # Groups only the dropped heads used go too, so nothing reports or prunes a channel group
+        # that no longer exists.
+        used = np.unique(np.concatenate([layers["in_group"], layers["out_group"], ops["group"]]))
+        used = used[used >= 0]
+        new_group = np.full(self.num_groups + 1, -1, dtype=np.int64)  # index -1 maps "never pruned" to itself
+        new_group[used] = np.arange(used.size)
+        for cols, names in ((layers, ("in_group", "out_group")), (ops, ("group",))):
+            for name in names:
+                cols[name] = new_group[cols[name]]
         return LayerTable.from_columns(
             model=self.model, input_shape=self.input_shape, layers=layers, ops=ops,
-            group_channels=self.group_channels, group_labels=self.group_labels,
+            group_channels=self.group_channels[used], group_labels=[self.group_labels[g] for g in used],
             exit_names=[self.exit_names[k] for k in keep], extra_params=self.extra_params,
             unsupported_ops=self.unsupported_ops, notes=self.notes, provenance=self.provenance,
         )

@@ -12,6 +12,7 @@ use divisor 1, MobileNetV2 uses divisor 8 as in its reference code.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from functools import partial
 
@@ -304,6 +305,6 @@ def build(
     enabled = _enabled_exits(name, exits)
     if num_classes < 1:
         raise InputError(f"num_classes must be >= 1, got {num_classes}")
-    if not width_mult > 0:
-        raise InputError(f"width_mult must be > 0, got {width_mult}")
+    if not (math.isfinite(width_mult) and width_mult > 0):
+        raise InputError(f"width_mult must be a finite number > 0, got {width_mult}")
     return _BUILDERS[name](name, num_classes, width_mult, enabled)

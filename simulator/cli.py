@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -68,6 +71,9 @@ def _add_convention_options(parser: argparse.ArgumentParser) -> None:
 def _policy(args: argparse.Namespace):
     from bitops.policy import Policy
 
+    for option, value, low in (("--nonmac-bits", args.nonmac_bits, 1), ("--aux-bits", args.aux_bits, 0)):
+        if not low <= value <= 32:
+            raise InputError(f"{option} must be an integer in {low}..32, got {value}")
     return Policy(ops="flops" if args.flops else "macs", bitops_formula=args.bitops_formula,
                   first_last_bits=_bits_option(args.first_last_bits, "--first-last-bits"),
                   input_bits=_bits_option(args.input_bits, "--input-bits"), bn=args.bn, elementwise=args.elementwise,
@@ -84,11 +90,13 @@ def _add_count(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", metavar="C,H,W", help="input shape (default 3,32,32 for the zoo, 3,224,224 for torchvision)")
     p.add_argument("--num-classes", type=int, help="classifier outputs (default: the model's own; zoo 10)")
     p.add_argument("--width-mult", type=float, default=1.0, help="zoo width multiplier (default 1.0)")
-    p.add_argument("--w-bits", type=int, default=32, help="weight bits of every layer (default 32)")
-    p.add_argument("--a-bits", type=int, default=32, help="input-activation bits of every layer (default 32)")
-    p.add_argument("--bits-file", metavar="FILE.toml", help="per-layer bits by layer name or glob (see README)")
+    p.add_argument("--w-bits", type=int, help="weight bits of every layer (default 32)")
+    p.add_argument("--a-bits", type=int, help="input-activation bits of every layer (default 32)")
+    p.add_argument("--bits-file", metavar="FILE.toml",
+                   help="per-layer bits by layer name or glob (see README); its [default] replaces --w-bits/--a-bits")
     p.add_argument("--keep-ratio", type=float, help="uniform fraction of channels kept per group, in (0, 1]")
-    p.add_argument("--keep-file", metavar="FILE.toml", help="keep ratio per channel group label or glob (see README)")
+    p.add_argument("--keep-file", metavar="FILE.toml",
+                   help="keep ratio per channel group label or glob (see README); --keep-ratio sets the rest")
     who = p.add_mutually_exclusive_group()
     who.add_argument("--student", metavar="MODEL", help="distillation: count this student; MODEL is the teacher (reference)")
     who.add_argument("--reference", metavar="MODEL", help="reference model for BitOpsCR/CR (default: MODEL itself)")
@@ -109,8 +117,8 @@ def _spec(model: str, args: argparse.Namespace):
         raise InputError(f"--input must be C,H,W with three positive integers, got {args.input!r}")
     if args.num_classes is not None and args.num_classes < 1:
         raise InputError(f"--num-classes must be >= 1, got {args.num_classes}")
-    if not args.width_mult > 0:
-        raise InputError(f"--width-mult must be > 0, got {args.width_mult}")
+    if not (math.isfinite(args.width_mult) and args.width_mult > 0):
+        raise InputError(f"--width-mult must be a finite number > 0, got {args.width_mult}")
     return ModelSpec(model=model, input_shape=shape, num_classes=args.num_classes, width_mult=args.width_mult)
 
 
@@ -126,25 +134,39 @@ def _run_count(args: argparse.Namespace) -> int:
         _check_writable("--save-table", args.save_table)
     for name in ("w_bits", "a_bits"):
         value = getattr(args, name)
-        if not 1 <= value <= 32:
+        if value is not None and not 1 <= value <= 32:
             raise InputError(f"--{name.replace('_', '-')} must be an integer in 1..32, got {value}")
     if args.keep_ratio is not None and not 0 < args.keep_ratio <= 1:
         raise InputError(f"--keep-ratio must be in (0, 1], got {args.keep_ratio}")
     if args.exit_probs and not args.exits:
         raise InputError("--exit-probs needs --exits (the exit points the probabilities belong to)")
-    exit_names = [n for n in args.exits.split(",") if n] if args.exits else []
+    exit_names = args.exits.split(",") if args.exits is not None else []
+    if args.exits is not None and not all(exit_names):
+        raise InputError(f"--exits must be comma-separated exit point names, got {args.exits!r}")
+    repeated = next((n for n in exit_names if exit_names.count(n) > 1), None)
+    if repeated:
+        raise InputError(f"--exits: exit {repeated!r} is named twice")
     probs = np.array(_float_list(args.exit_probs, "--exit-probs") if args.exit_probs else [0.0] * len(exit_names))
     if len(probs) != len(exit_names):
         raise InputError(f"--exit-probs must give one probability per exit ({len(exit_names)}: {args.exits}), got {len(probs)}")
     check_exit_probs(probs, exit_names)
     bits_defaults, rules = read_bits_file(args.bits_file) if args.bits_file else ({}, [])
+    for key in bits_defaults:
+        if getattr(args, key) is not None:
+            raise InputError(f"--bits-file {args.bits_file!r} sets [default] {key}; give it there or with "
+                             f"--{key.replace('_', '-')}, not both")
     keep_default, keep_groups = read_keep_file(args.keep_file) if args.keep_file else (None, {})
+    if keep_default is not None and args.keep_ratio is not None:
+        raise InputError(f"--keep-file {args.keep_file!r} sets a default keep ratio; give it there or with "
+                         "--keep-ratio, not both")
 
     counted_model = args.student or args.model
     full_table = load_model_table(_spec(counted_model, args))
     if args.student or args.reference:
-        ref_spec = ModelSpec(model=args.model if args.student else args.reference,
-                             input_shape=full_table.input_shape, num_classes=args.num_classes)
+        ref_model = args.model if args.student else args.reference
+        saved = ref_model.endswith(".json")
+        ref_spec = ModelSpec(model=ref_model, input_shape=None if saved else full_table.input_shape,
+                             num_classes=None if saved else args.num_classes)
         reference = load_model_table(ref_spec)
     else:
         reference = full_table
@@ -153,10 +175,13 @@ def _run_count(args: argparse.Namespace) -> int:
     order = {n: i for i, n in enumerate(exit_names)}
     probs = np.array([probs[order[n]] for n in table.exit_names])
 
-    w_bits, a_bits = bits_from_rules(table, rules, bits_defaults.get("w_bits", args.w_bits),
-                                     bits_defaults.get("a_bits", args.a_bits))
+    w_bits, a_bits = _prefixed(f"--bits-file {args.bits_file!r}", bits_from_rules, table, rules,
+                               bits_defaults.get("w_bits", args.w_bits or 32), bits_defaults.get("a_bits", args.a_bits or 32))
     default_keep = keep_default if keep_default is not None else (args.keep_ratio or 1.0)
-    kept = kept_from_mapping(table, keep_groups, default_keep) if keep_groups else kept_from_ratio(table, default_keep)
+    if keep_groups:
+        kept = _prefixed(f"--keep-file {args.keep_file!r}", kept_from_mapping, table, keep_groups, default_keep)
+    else:
+        kept = kept_from_ratio(table, default_keep)
     config = Config(w_bits=w_bits, a_bits=a_bits, kept=kept, exit_probs=probs)
     data = count_report(table, config, policy, reference)
 
@@ -164,6 +189,14 @@ def _run_count(args: argparse.Namespace) -> int:
         _write("--save-table", args.save_table, lambda path: save_table(full_table, path))
     print(json.dumps(data, indent=1) if args.json else format_count(data, args.per_layer))
     return 0
+
+
+def _prefixed(where: str, function: Callable[..., Any], *args: Any) -> Any:
+    """Call ``function``; an InputError about a file's content is prefixed with the option and path."""
+    try:
+        return function(*args)
+    except InputError as err:
+        raise InputError(f"{where}: {err}") from None
 
 
 def _check_writable(option: str, path: str) -> Path:
@@ -284,3 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("chaincomp: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) closed the pipe: stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

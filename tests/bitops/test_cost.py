@@ -558,17 +558,17 @@ def test_kept_from_mapping_applies_globs_and_names() -> None:
 
 
 def test_kept_from_mapping_rejects_an_unknown_group() -> None:
-    with pytest.raises(InputError, match=r"keep file: group 'block\*' matches no channel group of toy"):
+    with pytest.raises(InputError, match=r"group 'block\*' matches no channel group of toy"):
         kept_from_mapping(toy_table(), {"block*": 0.5})
 
 
 def test_kept_from_mapping_rejects_a_bad_ratio() -> None:
-    with pytest.raises(InputError, match=r"keep file: keep ratio of 'g1' must be in \(0, 1\], got 1\.2"):
+    with pytest.raises(InputError, match=r"keep ratio of 'g1' must be in \(0, 1\], got 1\.2"):
         kept_from_mapping(toy_table(), {"g1": 1.2})
 
 
 def test_kept_from_mapping_rejects_a_ratio_that_empties_a_group() -> None:
-    with pytest.raises(InputError, match=r"keep file: keep ratio 0\.1 of 'g\*' keeps 0 channels of group g0"):
+    with pytest.raises(InputError, match=r"keep ratio 0\.1 of 'g\*' keeps 0 channels of group g0"):
         kept_from_mapping(toy_table(), {"g*": 0.1})
 
 
@@ -578,7 +578,7 @@ def test_kept_from_mapping_rejects_a_bad_default() -> None:
 
 
 def test_bits_from_rules_rejects_a_pattern_matching_no_layer() -> None:
-    with pytest.raises(InputError, match=r"bits file: layer 'layer4\.\*' matches no layer of toy"):
+    with pytest.raises(InputError, match=r"layer 'layer4\.\*' matches no layer of toy"):
         bits_from_rules(toy_table(), [BitsRule("stem", w_bits=8), BitsRule("layer4.*", w_bits=2)], 4, 4)
 
 

@@ -183,6 +183,7 @@ def test_analytic_pruning_equals_physically_pruned_model(name, exits, keep_ratio
                        "op_elements", "op_bitops", "op_params"):
             assert getattr(analytic, column) == getattr(physical, column), (column, w_bits, a_bits, policy)
     assert physical.in_width == pruned_table.layers["in_ch"].tolist()
+    assert physical.out_width == pruned_table.layers["out_ch"].tolist()
     assert physical.totals.params == n_params(pruned)
 
 

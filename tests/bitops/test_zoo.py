@@ -20,7 +20,7 @@ STAGE_OUTPUTS = {
     "mobilenetv2_cifar": ((24, 32), (32, 16), (96, 8), (1280, 4)),
     "resnet18_cifar": ((64, 32), (128, 16), (256, 8), (512, 4)),
     "resnet34_cifar": ((64, 32), (128, 16), (256, 8), (512, 4)),
-    "vgg19_cifar": ((64, 16), (128, 8), (256, 4), (512, 2), (512, 1)),
+    **{f"vgg{depth}_cifar": ((64, 16), (128, 8), (256, 4), (512, 2), (512, 1)) for depth in (11, 13, 16, 19)},
 }
 
 
@@ -59,7 +59,8 @@ def stage_outputs(model: nn.Module) -> list[tuple[int, int]]:
 
 
 def test_zoo_names_are_sorted_and_complete():
-    expected = {"mobilenetv2_cifar", "resnet18_cifar", "resnet34_cifar", "vgg19_cifar"}
+    expected = {"mobilenetv2_cifar", "resnet18_cifar", "resnet34_cifar", "vgg11_cifar", "vgg13_cifar", "vgg16_cifar",
+                "vgg19_cifar"}
     assert ZOO_NAMES == tuple(sorted(expected | set(CIFAR_RESNETS)))
 
 
@@ -174,10 +175,19 @@ def test_cifar_resnet_depth_is_6n_plus_2(name, n):
     assert (len(weighted) - len(projections), len(projections)) == (6 * n + 2, 2)
 
 
-def test_vgg19_params_match_closed_form():
-    cfg = [64, 64, 128, 128, 256, 256, 256, 256] + [512] * 8
+# Conv widths of VGG configs A, B, D, E (Simonyan & Zisserman 2015, Table 1), written out flat.
+VGG_CONFIGS = {
+    "vgg11_cifar": [64, 128, 256, 256, 512, 512, 512, 512],
+    "vgg13_cifar": [64, 64, 128, 128, 256, 256, 512, 512, 512, 512],
+    "vgg16_cifar": [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512],
+    "vgg19_cifar": [64, 64, 128, 128, 256, 256, 256, 256] + [512] * 8,
+}
+
+
+@pytest.mark.parametrize(("name", "cfg"), VGG_CONFIGS.items())
+def test_vgg_params_match_closed_form(name, cfg):
     convs = sum(conv_bn_params(3, c_in, c_out) for c_in, c_out in zip([3, *cfg], cfg))
-    assert n_params(build("vgg19_cifar")) == convs + 512 * 10 + 10
+    assert n_params(build(name)) == convs + 512 * 10 + 10
 
 
 def test_resnet20_macs_match_closed_form():
@@ -254,7 +264,7 @@ def test_num_classes_below_one_is_rejected():
 
 @pytest.mark.parametrize("width_mult", [0.0, -0.5, float("nan")])
 def test_non_positive_width_mult_is_rejected(width_mult):
-    with pytest.raises(ValueError, match="width_mult must be > 0"):
+    with pytest.raises(ValueError, match="width_mult must be a finite number > 0"):
         build("resnet8", width_mult=width_mult)
 
 

@@ -539,8 +539,6 @@ def test_save_table_keeps_every_exit_head(capsys, tmp_path):
     assert count_json(capsys, str(out)) == count_json(capsys, "resnet20")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a saved-table reference is given the counted model's input shape "
-                                       "and rejected as if --input had been passed (simulator/cli.py _run_count)")
 @pytest.mark.parametrize("counted_first", [True, False])
 def test_saved_table_as_reference(capsys, tmp_path, counted_first):
     out = tmp_path / "resnet56.json"
@@ -668,10 +666,10 @@ BAD_INPUT = {
                              ["t.json", "layers.macs_unit", "missing"]),
     "first-last-bits-40": (lambda d: ["resnet20", "--first-last-bits", "40"], ["--first-last-bits", "1..32", "40"]),
     "input-bits-0": (lambda d: ["resnet20", "--input-bits", "0"], ["--input-bits", "1..32", "got 0"]),
-    "aux-bits-40": (lambda d: ["resnet20", "--aux-bits", "40"], ["aux_bits", "0..32", "40"]),
-    "nonmac-bits-0": (lambda d: ["resnet20", "--nonmac-bits", "0"], ["nonmac_bits", "1..32", "got 0"]),
+    "aux-bits-40": (lambda d: ["resnet20", "--aux-bits", "40"], ["--aux-bits", "0..32", "40"]),
+    "nonmac-bits-0": (lambda d: ["resnet20", "--nonmac-bits", "0"], ["--nonmac-bits", "1..32", "got 0"]),
 }
-# Cases whose message names the rule and the value but not the option as typed (reported).
+# Cases whose message must also name the option as typed (once reported, now fixed).
 OPTION_NOT_NAMED = {
     "bits-file-glob-matches-nothing": "--bits-file",
     "keep-file-label-matches-nothing": "--keep-file",
@@ -704,7 +702,6 @@ def test_bad_input_is_one_clear_line(capsys, tmp_path, case):
     assert list(outputs.iterdir()) == []
 
 
-@pytest.mark.xfail(strict=True, reason="reported: the message names the rule and value but not the option as typed")
 @pytest.mark.parametrize("case", list(OPTION_NOT_NAMED))
 def test_bad_input_names_the_option(capsys, tmp_path, case):
     build_argv, _ = BAD_INPUT[case]
@@ -719,15 +716,11 @@ def test_save_table_into_a_missing_directory(capsys, tmp_path):
     assert not target.parent.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="reported: --width-mult inf passes the > 0 check and crashes in "
-                                       "bitops.zoo._scale_width with OverflowError (a traceback)")
 def test_width_mult_must_be_finite(capsys, tmp_path):
     code, out, err = run_count(capsys, "resnet8", "--width-mult", "inf")
     assert_one_error_line(code, out, err, ["--width-mult", "inf"])
 
 
-@pytest.mark.xfail(strict=True, reason="reported: a repeated exit name is accepted and the first of its "
-                                       "probabilities silently dropped (simulator/cli.py _run_count)")
 def test_repeated_exit_name_is_an_error(capsys):
     code, out, err = run_count(capsys, "resnet20", "--exits", "layer1,layer1", "--exit-probs", "0.2,0.3")
     assert_one_error_line(code, out, err, ["--exits", "'layer1'"])
