@@ -238,8 +238,7 @@ def _keep_grid(table: LayerTable, prunable: np.ndarray, stated: float | None) ->
 
 def _grid(table: LayerTable, heads_pruned: bool, stated_keep: float | None) -> _Grid:
     lay, ops = table.layers, table.ops
-    head_groups = set(lay["out_group"][lay["exit_index"] >= 0]) - set(lay["out_group"][lay["exit_index"] < 0])
-    prunable = np.array([heads_pruned or g not in head_groups for g in range(table.num_groups)], dtype=bool)
+    prunable = np.ones(table.num_groups, dtype=bool) if heads_pruned else ~table.head_only_groups
     keep = _keep_grid(table, prunable, stated_keep)
     kept = np.where(prunable[None, :], kept_channels_array(table.group_channels[None, :], keep[:, None]),
                     table.group_channels[None, :])

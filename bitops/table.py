@@ -212,6 +212,14 @@ class LayerTable:
         """Index of the last backbone MAC row: the classifier the policy's last-layer bits target."""
         return int(self.backbone_rows[-1])
 
+    @cached_property
+    def head_only_groups(self) -> np.ndarray:
+        """Bool (G,): groups whose channels only exit-head rows produce (a head's own inner channels)."""
+        lay = self.layers
+        heads = set(lay["out_group"][lay["exit_index"] >= 0].tolist())
+        backbone = set(lay["out_group"][lay["exit_index"] < 0].tolist())
+        return np.array([g in heads and g not in backbone for g in range(self.num_groups)], dtype=bool)
+
     def layer_index(self) -> dict[str, int]:
         return {name: i for i, name in enumerate(self.layers["name"])}
 

@@ -66,19 +66,15 @@ def _prod(values: Sequence[int]) -> int:
     return math.prod(int(v) for v in values)
 
 
-def output_layers(model: nn.Module) -> list[nn.Module]:
+def output_layers(model: nn.Module, example: torch.Tensor | None = None) -> list[nn.Module]:
     """The Conv/Linear modules whose output channels no layer consumes: classifiers, exit-head outputs.
 
     The trainer passes these to torch-pruning as ``ignored_layers`` ("the classifier keeps its
-    outputs"), and the trace maps their output groups to ``-1``.
+    outputs"), and the trace maps their output groups to ``-1``. ``example`` defaults to one
+    3x32x32 zero image (any size the model takes gives the same answer).
     """
-    _, outputs = _dependency_groups(model, _example_input(model))
+    _, outputs = _dependency_groups(model, torch.zeros(1, 3, 32, 32) if example is None else example)
     return outputs
-
-
-def _example_input(model: nn.Module) -> torch.Tensor:
-    shape = getattr(model, "input_shape", (3, 32, 32))
-    return torch.zeros(1, *shape)
 
 
 def _dependency_groups(model: nn.Module, example: torch.Tensor) -> tuple[list[list[tuple[str, bool, nn.Module]]], list[nn.Module]]:

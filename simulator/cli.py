@@ -102,6 +102,8 @@ def _add_count(sub: argparse._SubParsersAction) -> None:
     who.add_argument("--reference", metavar="MODEL", help="reference model for BitOpsCR/CR (default: MODEL itself)")
     p.add_argument("--exits", metavar="NAME,...", help="exit points to attach (zoo: e.g. layer1,layer2)")
     p.add_argument("--exit-probs", metavar="P,...", help="probability of leaving at each of --exits (sum <= 1)")
+    p.add_argument("--unpruned-heads", action="store_true",
+                   help="exit heads keep all their own channels (order P before E: heads added after pruning)")
     p.add_argument("--per-layer", action="store_true", help="print the per-layer table")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--save-table", metavar="FILE.json", help="also write the traced LayerTable (all exit heads)")
@@ -182,6 +184,8 @@ def _run_count(args: argparse.Namespace) -> int:
         kept = _prefixed(f"--keep-file {args.keep_file!r}", kept_from_mapping, table, keep_groups, default_keep)
     else:
         kept = kept_from_ratio(table, default_keep)
+    if args.unpruned_heads:
+        kept = np.where(table.head_only_groups, table.group_channels, kept)
     config = Config(w_bits=w_bits, a_bits=a_bits, kept=kept, exit_probs=probs)
     data = count_report(table, config, policy, reference)
 
