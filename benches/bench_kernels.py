@@ -10,7 +10,7 @@ Per batch size M (groups ``M=1e3``, ``M=1e5``, ``M=1e6``):
 * ``bitops.cost.evaluate`` in a Python loop, at M=1e3 only (its per-config time is reported, not
   extrapolated).
 
-Each variant warms up once (numba compilation and cache load stay out of the timings), runs 3
+Each variant warms up once (numba compilation and cache load stay out of the timings), runs 5
 rounds, checks a few configurations against ``evaluate`` exactly, and records configs/s and
 layer-evaluations/s (configs/s x MAC rows) in ``extra_info``. Target: >= 3e8 layer-evaluations/s
 for the parallel build at M=1e6.
@@ -27,7 +27,7 @@ from bitops import Config, LayerTable, Policy, evaluate, evaluate_batch
 from bitops import kernels
 
 TARGET_LAYER_EVALS_PER_S = 3e8
-ROUNDS = 3
+ROUNDS = 5
 SIZES = {"1e3": 1_000, "1e5": 100_000, "1e6": 1_000_000}
 POLICY = Policy()
 

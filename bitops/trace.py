@@ -126,6 +126,9 @@ def channel_groups(model: nn.Module, example: torch.Tensor) -> GroupMap:
             target[name] = g
             if _is_depthwise(module):
                 gm.out_group[name] = gm.in_group[name] = g
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d) and module.groups == module.in_channels > 1 and not _is_depthwise(module):
+            gm.conflicts.add(name)  # a depthwise conv with a channel multiplier: in/out widths not modelled together
     for name in gm.conflicts:
         gm.in_group[name] = -1
     return gm
@@ -317,8 +320,19 @@ def trace_model(model: nn.Module, input_shape: Sequence[int], *, name: str = "mo
         warnings.simplefilter("ignore")  # fvcore's import touches the deprecated torch.jit.script
         from fvcore.nn.jit_analysis import JitModelAnalysis
 
-    model = model.eval()
-    example = torch.zeros(1, *input_shape)
+    was_training = model.training
+    model.eval()
+    try:
+        return _trace_eval_model(model, tuple(input_shape), name, provenance, JitModelAnalysis)
+    finally:
+        model.train(was_training)
+
+
+def _trace_eval_model(model: nn.Module, input_shape: tuple[int, ...], name: str, provenance: dict[str, Any] | None,
+                      analysis_type: type) -> LayerTable:
+    first_param = next(model.parameters(), None)
+    example = torch.zeros(1, *input_shape) if first_param is None else \
+        torch.zeros(1, *input_shape, dtype=first_param.dtype, device=first_param.device)
     try:
         with torch.no_grad():
             model(example)
@@ -332,7 +346,7 @@ def trace_model(model: nn.Module, input_shape: Sequence[int], *, name: str = "mo
         warnings.simplefilter("ignore")
         groups = channel_groups(model, example)
         recorder = _Recorder(model, groups, exit_names)
-        analysis = JitModelAnalysis(model, (example,))
+        analysis = analysis_type(model, (example,))
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
         analysis.set_op_handle(**{k: recorder.mac(k) for k in _MAC_OPS})
         analysis.set_op_handle(**{k: recorder.other(k) for k in _OP_CATEGORIES})
@@ -342,7 +356,8 @@ def trace_model(model: nn.Module, input_shape: Sequence[int], *, name: str = "mo
     owned = sum(p.numel() for m in model.modules() if id(m) in recorder.owned_params
                 for p in m.parameters(recurse=False))
     total = sum(p.numel() for p in model.parameters())
-    notes = [f"pruning of the concatenated inputs of {n} is not modelled (treated as unpruned)" for n in sorted(groups.conflicts)]
+    notes = [f"pruning of the inputs of {n} (a concatenation or a channel-multiplier depthwise conv) is not modelled "
+             "(treated as unpruned)" for n in sorted(groups.conflicts)]
     return LayerTable.from_columns(
         model=name, input_shape=input_shape, layers=recorder.layers, ops=recorder.ops,
         group_channels=groups.channels, group_labels=groups.labels, exit_names=exit_names,

@@ -301,12 +301,102 @@ def _progress(total: int, description: str):
     return tqdm(total=total, desc=description, unit="claim", leave=False, disable=not sys.stderr.isatty())
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="run an order of D, P, Q, E for real and record what it measured",
+                       description="Train the teacher, apply the stages of --order one after another (each fine-tunes "
+                                   "at 1/10 of --lr), and write a run record with accuracy, exit rates and the "
+                                   "BitOps/BitOpsCR/CR bitops computes from the real model after every stage.")
+    p.add_argument("--order", required=True, help="letters from D, P, Q, E in the order to apply them, e.g. DPQE")
+    p.add_argument("--out", required=True, metavar="RUN.json", help="run record (a checkpoint RUN.pt goes beside it)")
+    p.add_argument("--resume", action="store_true", help="continue the run recorded in --out")
+    p.add_argument("--allow-repeat", action="store_true", help="allow D, P or Q to appear more than once")
+    p.add_argument("--teacher", default="resnet20", help="zoo model trained first and used as the reference")
+    p.add_argument("--student", default="resnet8", help="zoo model D distils into")
+    p.add_argument("--dataset", default="digits", help="digits (offline default), cifar10, cifar100, svhn, cinic10")
+    p.add_argument("--data-dir", help="folder holding the dataset (not needed for digits)")
+    p.add_argument("--download", action="store_true", help="let torchvision download the dataset into --data-dir")
+    p.add_argument("--image-size", type=int, default=16, help="digits are upsampled from 8x8 to this size (16)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=15, help="epochs of the base (teacher) training")
+    p.add_argument("--lr", type=float, default=0.05, help="base learning rate; stages fine-tune at lr/10")
+    p.add_argument("--distill-epochs", type=int, default=15)
+    p.add_argument("--temperature", type=float, default=4.0, help="KD temperature")
+    p.add_argument("--alpha", type=float, default=0.9, help="KD weight of the soft targets")
+    p.add_argument("--prune-ratio", type=float, default=0.5, help="fraction of channels P removes per group, in [0, 1)")
+    p.add_argument("--finetune-epochs", type=int, default=5, help="fine-tuning epochs after P and after Q")
+    p.add_argument("--w-bits", type=int, default=1)
+    p.add_argument("--a-bits", type=int, default=8)
+    p.add_argument("--first-last-bits", default="same", metavar="same|8|32")
+    p.add_argument("--input-bits", default="same", metavar="same|8|32")
+    p.add_argument("--exits", metavar="NAME,...", help="exit points E adds heads at (default: all of the model's)")
+    p.add_argument("--thresholds", default="0.5,0.6,0.7,0.8,0.9,0.95,0.99", help="confidence thresholds E reports")
+    p.add_argument("--threshold", type=float, default=0.9, help="the threshold the record's BitOps use")
+    p.add_argument("--exit-epochs", type=int, default=10, help="epochs training the exit heads")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_run_train)
+
+
+def _chain_config(args: argparse.Namespace):
+    from trainer.chain import ChainConfig, validate_order
+    from trainer.data import DataConfig
+    from trainer.stages import DistillConfig, ExitConfig, PruneConfig, QuantConfig, TrainConfig
+
+    order = validate_order(args.order, args.allow_repeat)
+    return ChainConfig(
+        order=order, teacher=args.teacher,
+        data=DataConfig(dataset=args.dataset, data_dir=args.data_dir, download=args.download,
+                        image_size=args.image_size, batch_size=args.batch_size, seed=args.seed),
+        base=TrainConfig(epochs=args.epochs, lr=args.lr),
+        distill=DistillConfig(student=args.student, temperature=args.temperature, alpha=args.alpha,
+                              epochs=args.distill_epochs),
+        prune=PruneConfig(ratio=args.prune_ratio, finetune_epochs=args.finetune_epochs),
+        quant=QuantConfig(w_bits=args.w_bits, a_bits=args.a_bits,
+                          first_last_bits=_bits_option(args.first_last_bits, "--first-last-bits"),
+                          input_bits=_bits_option(args.input_bits, "--input-bits"), finetune_epochs=args.finetune_epochs),
+        exits=ExitConfig(exits=tuple(args.exits.split(",")) if args.exits else None,
+                         thresholds=tuple(_float_list(args.thresholds, "--thresholds")), threshold=args.threshold,
+                         epochs=args.exit_epochs),
+        device=args.device, seed=args.seed, allow_repeat=args.allow_repeat,
+    )
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    out = _check_writable("--out", args.out)
+    if out.exists() and not args.resume:
+        raise InputError(f"--out {args.out!r} already exists; add --resume to continue it, or choose another file")
+    if args.resume and not out.exists():
+        raise InputError(f"--resume: there is no run record at {args.out!r} to continue")
+    config = _chain_config(args)
+    from trainer.chain import run_chain
+
+    try:
+        record = run_chain(config, out, resume=args.resume, log=lambda m: print(m, file=sys.stderr))
+    except KeyboardInterrupt:
+        print(f"chaincomp train: interrupted; {args.out} holds the finished stages (continue with --resume)",
+              file=sys.stderr)
+        return 130
+    print(format_record(record))
+    return 0
+
+
+def format_record(record: dict[str, Any]) -> str:
+    """One line per stage: accuracy, exit rate at the chosen threshold, BitOpsCR, CR, wall time."""
+    lines = [f"{'stage':<6} {'accuracy':>8} {'exited':>7} {'BitOpsCR':>9} {'CR':>8} {'wall s':>7}"]
+    for stage in record["stages"]:
+        exited = "" if "exit" not in stage else f"{100 * (1 - stage['exit']['rates']['final']):.0f}%"
+        lines.append(f"{stage['stage']:<6} {stage['accuracy']:>8.2f} {exited:>7} {stage['cost']['bitops_cr']:>8.1f}x "
+                     f"{stage['cost']['cr']:>7.1f}x {stage['wall_s']:>7.1f}")
+    return "\n".join(lines)
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chaincomp", description="Combinational CNN compression: exact BitOps "
                                      "and CR counts, claim audits, order simulation and a thin trainer.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_count(sub)
     _add_audit(sub)
+    _add_train(sub)
     return parser
 
 

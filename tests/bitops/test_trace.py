@@ -69,7 +69,7 @@ def traced_counts(table: LayerTable) -> dict[str, tuple[int, int]]:
 
 def fvcore_macs(model: nn.Module, input_shape: Sequence[int]) -> tuple[int, dict[str, int]]:
     """fvcore's stock count: MAC-bearing ops in total, and per module."""
-    flops = FlopCountAnalysis(model, torch.zeros(1, *input_shape))
+    flops = FlopCountAnalysis(model.eval(), torch.zeros(1, *input_shape))
     flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
     by_op = flops.by_operator()
     return sum(by_op.get(op, 0) for op in FVCORE_MAC_OPS), flops.by_module()
@@ -396,7 +396,7 @@ def test_conv_reading_a_concat_of_two_groups_is_noted_and_never_pruned():
     lay = table.layers
     assert lay["in_group"][row["c"]] == -1
     assert len({lay["out_group"][row["a"]], lay["out_group"][row["b"]], lay["out_group"][row["c"]]}) == 3
-    assert table.notes == ("pruning of the concatenated inputs of c is not modelled (treated as unpruned)",)
+    assert len(table.notes) == 1 and table.notes[0].startswith("pruning of the inputs of c (a concatenation")
     assert traced_counts(table) == count_macs_params(model, SMALL_INPUT)
     assert evaluate(table, uniform_config(table)).totals.params == n_params(model)
 
@@ -421,8 +421,6 @@ def test_input_shape_the_model_cannot_take_is_an_input_error(name, input_shape):
         trace_model(zoo.build(name), input_shape, name=name)
 
 
-@pytest.mark.xfail(strict=True, reason="trace.py trace_model calls model.eval() and never restores the caller's "
-                                       "training mode (BN statistics and dropout stay frozen afterwards)")
 def test_trace_leaves_the_training_mode_as_it_was():
     model = SharedNet().train()
     trace_model(model, SMALL_INPUT)

@@ -1,0 +1,454 @@
+"""The four compressions of "Chain of Compression" as functions ``model -> model``.
+
+* **D** :func:`distill` -- Hinton KD of a teacher into a fresh zoo student (Tian et al. 2020's
+  ``DistillKL``, the paper's section 2).
+* **P** :func:`prune` -- structured L1-magnitude channel pruning through torch-pruning (Fang et
+  al. 2023), dependency-aware, the classifiers' outputs kept.
+* **Q** :func:`quantize` -- DoReFa fixed-point QAT (Zhou et al. 2016) through ``trainer.quant``.
+* **E** :func:`add_exits` -- early-exit heads trained on the frozen backbone; :func:`exit_report`
+  measures max-softmax exits (Passalis et al. 2020; Li et al. 2023).
+
+Each stage takes the base model's learning rate ``base_lr``: D and the base model train at it,
+P and Q fine-tune at ``base_lr / 10`` (the paper, section 3.1: "fine-tuning will have 1/10 of the
+initial learning rate"), E trains its new heads at it (section 3.1 counts the exit layers with the
+trained parts, not the fine-tuned ones). Every stage works on a copy: its input model is left as
+it was, so rival orders can start from one trained base model.
+
+Order semantics (DESIGN.md, from the paper's Figures 6-11): D builds an unpruned, full-precision
+student whatever was done to the teacher (PD, QD), but the teacher's exit heads become distillation
+targets of the student's (ED). P and Q prune / quantize exit heads that already exist and fine-tune
+them with the backbone (EP, EQ); E after P sizes its heads to the pruned widths (PE) and E after Q
+quantizes its new heads from the start (QE).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+import torch_pruning as tp
+from torch import nn
+from torch.utils.data import DataLoader
+
+from bitops import zoo
+from bitops.errors import InputError
+from bitops.config import kept_channels
+from bitops.trace import channel_groups, output_layers
+from bitops.zoo import _exit_head as exit_head  # the zoo's own head, so traced heads match built ones
+from trainer.loop import train_epochs
+
+__all__ = [
+    "FINETUNE_LR_FACTOR",
+    "DistillConfig",
+    "ExitConfig",
+    "PruneConfig",
+    "QuantConfig",
+    "TrainConfig",
+    "add_exits",
+    "distill",
+    "exit_report",
+    "kd_loss",
+    "prune",
+    "quantize",
+    "train_base",
+]
+
+# Paper, section 3.1: "fine-tuning will have 1/10 of the initial learning rate".
+FINETUNE_LR_FACTOR = 0.1
+MAX_BITS = 32
+
+
+class Splits(Protocol):
+    """What a stage reads from ``trainer.data.DataSplits``."""
+
+    train: DataLoader
+    num_classes: int
+    input_shape: tuple[int, ...]
+
+
+# ---- validation ----------------------------------------------------------------------------------
+
+def _check_count(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InputError(f"{name} must be an integer >= 0, got {value!r}")
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        raise InputError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def _check_bits(name: str, value: Any, *, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BITS:
+        raise InputError(f"{name} must be an integer in 1..{MAX_BITS}{' or None' if optional else ''}, got {value!r}")
+
+
+def _check_threshold(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise InputError(f"{name} must be in (0, 1], got {value!r}")
+
+
+# ---- configs -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training of the base (teacher) model; ``lr`` is the initial learning rate every stage scales."""
+
+    epochs: int = 15  # the paper trains 200 epochs on CIFAR; 15 suits the offline digits default
+    lr: float = 0.05  # SGD + cosine; D and E train at it, P and Q fine-tune at lr / 10
+
+    def __post_init__(self) -> None:
+        _check_count("epochs", self.epochs)
+        _check_positive("lr", self.lr)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """D: Hinton knowledge distillation into a fresh zoo student."""
+
+    student: str = "resnet8"  # a bitops.zoo name; the paper distils ResNet34 -> ResNet18 and the like
+    temperature: float = 4.0  # Tian et al. 2020's default for KD
+    alpha: float = 0.9  # weight of the soft (teacher) term; 1 - alpha weighs the hard labels
+    epochs: int = 15  # trained at the base learning rate, as the paper trains students
+    width_mult: float = 1.0  # the student's zoo width, e.g. 0.5 for the paper's thin MobileNetV2
+
+    def __post_init__(self) -> None:
+        if self.student not in zoo.ZOO_NAMES:
+            raise InputError(f"student must be a zoo model ({', '.join(zoo.ZOO_NAMES)}), got {self.student!r}")
+        _check_positive("temperature", self.temperature)
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 <= self.alpha <= 1:
+            raise InputError(f"alpha must be in [0, 1], got {self.alpha!r}")
+        _check_count("epochs", self.epochs)
+        _check_positive("width_mult", self.width_mult)
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """P: uniform structured channel pruning, then fine-tuning."""
+
+    ratio: float = 0.5  # fraction of each channel group removed; bitops' keep_ratio is 1 - ratio
+    finetune_epochs: int = 5
+
+    def __post_init__(self) -> None:
+        if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)) or not 0 <= self.ratio < 1:
+            raise InputError(f"ratio must be in [0, 1), got {self.ratio!r}")
+        _check_count("finetune_epochs", self.finetune_epochs)
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """Q: DoReFa fixed-point QAT at ``w_bits`` weights / ``a_bits`` activations."""
+
+    w_bits: int = 1  # the paper's headline setting is 1w8a (Tables 2-4)
+    a_bits: int = 8
+    first_last_bits: int | None = None  # None: first conv and last linear at w_bits/a_bits too
+    input_bits: int | None = None  # None: the image enters at the first layer's a_bits
+    finetune_epochs: int = 5  # QAT fine-tuning at base_lr / 10
+
+    def __post_init__(self) -> None:
+        _check_bits("w_bits", self.w_bits)
+        _check_bits("a_bits", self.a_bits)
+        _check_bits("first_last_bits", self.first_last_bits, optional=True)
+        _check_bits("input_bits", self.input_bits, optional=True)
+        _check_count("finetune_epochs", self.finetune_epochs)
+
+
+@dataclass(frozen=True)
+class ExitConfig:
+    """E: exit heads at ``exits`` and the max-softmax thresholds they are measured at."""
+
+    exits: tuple[str, ...] | None = None  # exit points (stage names); None: every exit point
+    thresholds: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)  # measured, one row each
+    threshold: float = 0.9  # the operating point a run reports its cost at
+    epochs: int = 10  # head training at the base learning rate on the frozen backbone
+
+    def __post_init__(self) -> None:
+        if self.exits is not None:
+            if isinstance(self.exits, str) or not isinstance(self.exits, tuple) or not self.exits:
+                raise InputError(f"exits must be None or a non-empty tuple of exit point names, got {self.exits!r}")
+            if not all(isinstance(p, str) for p in self.exits):
+                raise InputError(f"exits must hold exit point names (strings), got {self.exits!r}")
+        if not isinstance(self.thresholds, tuple) or not self.thresholds:
+            raise InputError(f"thresholds must be a non-empty tuple, got {self.thresholds!r}")
+        for value in self.thresholds:
+            _check_threshold("thresholds", value)
+        _check_threshold("threshold", self.threshold)
+        _check_count("epochs", self.epochs)
+
+
+# ---- shared pieces -------------------------------------------------------------------------------
+
+def _outputs(output: torch.Tensor | list[torch.Tensor]) -> list[torch.Tensor]:
+    return list(output) if isinstance(output, (list, tuple)) else [output]
+
+
+def _every_output_ce(output: torch.Tensor | list[torch.Tensor], _x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy summed over the final logits and every exit's (equal weights, as BranchyNet).
+
+    Without exits this is plain cross-entropy; with exits it fine-tunes "whole networks including
+    exit layers" (the paper's EP and EQ, Figures 10 and 11).
+    """
+    return sum(F.cross_entropy(logits, y) for logits in _outputs(output))
+
+
+def _check_base_lr(base_lr: Any) -> None:
+    _check_positive("base_lr", base_lr)
+
+
+def _finetune(model: nn.Module, data: Splits, device: torch.device, base_lr: float, epochs: int, desc: str,
+              progress: bool) -> None:
+    train_epochs(model, data.train, epochs=epochs, lr=base_lr * FINETUNE_LR_FACTOR, device=device,
+                 loss_fn=_every_output_ce, desc=desc, progress=progress)
+
+
+def _example(data: Splits, device: torch.device) -> torch.Tensor:
+    return torch.zeros(1, *data.input_shape, device=device)
+
+
+def _exit_names(model: nn.Module) -> tuple[str, ...]:
+    exits = getattr(model, "exits", None)
+    return tuple(exits.keys()) if isinstance(exits, nn.ModuleDict) else ()
+
+
+def train_base(model: nn.Module, config: TrainConfig, data: Splits, device: torch.device, *,
+               progress: bool = True) -> nn.Module:
+    """The original model, trained in place at the full learning rate ``config.lr``."""
+    train_epochs(model, data.train, epochs=config.epochs, lr=config.lr, device=device, desc="base",
+                 progress=progress)
+    return model
+
+
+# ---- D -------------------------------------------------------------------------------------------
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor, *,
+            temperature: float, alpha: float) -> torch.Tensor:
+    """Hinton KD: ``alpha * T^2 * KL(p_t || p_s) + (1 - alpha) * CE(student, targets)``.
+
+    ``p = softmax(logits / T)``; the KL is averaged over the batch. ``T^2`` keeps the soft term's
+    gradients at the hard term's scale as T changes (Hinton et al. 2015, section 2). This is
+    Tian et al.'s ``DistillKL`` (``kl_div(log p_s, p_t)``), the distillation the paper follows.
+    """
+    log_p_student = F.log_softmax(student_logits / temperature, dim=1)
+    p_teacher = F.softmax(teacher_logits / temperature, dim=1)
+    soft = F.kl_div(log_p_student, p_teacher, reduction="batchmean") * temperature**2
+    return alpha * soft + (1 - alpha) * F.cross_entropy(student_logits, targets)
+
+
+def distill(teacher: nn.Module, config: DistillConfig, data: Splits, device: torch.device, base_lr: float, *,
+            progress: bool = True) -> zoo.StagedNet:
+    """A fresh ``config.student`` trained from ``teacher`` by KD at ``base_lr``; the teacher is untouched.
+
+    The student is unpruned and full precision whatever was done to the teacher (PD, QD). When the
+    teacher has exit heads (ED) the student gets heads at the same exit points and each is distilled
+    from the teacher's head there, the final classifier from the teacher's final one.
+    """
+    _check_base_lr(base_lr)
+    teacher_exits = _exit_names(teacher)
+    student_points = zoo.exit_points(config.student)
+    missing = [p for p in teacher_exits if p not in student_points]
+    if missing:
+        raise InputError(f"student: {config.student} has no exit point {missing[0]!r} for the teacher's exit head there "
+                         f"(ED); its exit points are {', '.join(student_points)}")
+    student = zoo.build(config.student, num_classes=data.num_classes, width_mult=config.width_mult,
+                        exits=teacher_exits)
+    was_training = teacher.training
+    teacher.to(device).eval()
+
+    def loss_fn(output: torch.Tensor | list[torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            targets = _outputs(teacher(x))
+        return sum(kd_loss(s, t, y, temperature=config.temperature, alpha=config.alpha)
+                   for s, t in zip(_outputs(output), targets, strict=True))
+
+    train_epochs(student, data.train, epochs=config.epochs, lr=base_lr, device=device, loss_fn=loss_fn,
+                 desc=f"D {config.student}", progress=progress)
+    teacher.train(was_training)
+    return student
+
+
+# ---- P -------------------------------------------------------------------------------------------
+
+def prune(model: nn.Module, config: PruneConfig, data: Splits, device: torch.device, base_lr: float, *,
+          progress: bool = True) -> nn.Module:
+    """A copy of ``model`` with ``config.ratio`` of every channel group removed, fine-tuned at base_lr / 10.
+
+    L1 magnitude importance, local (per group) ranking, the classifier's and exit heads' outputs
+    kept. Existing exit heads are pruned with the backbone and fine-tuned with it (EP). A quantized
+    model stays quantized, so its fine-tuning is QAT (QP).
+    """
+    _check_base_lr(base_lr)
+    pruned = copy.deepcopy(model).to(device).eval()  # eval: BN on a batch of one 1x1 map would fail
+    example = _example(data, device)
+    # torch-pruning keeps int(C * (1 - pruning_ratio)) channels of a group of C; bitops'
+    # kept_channels(C, keep_ratio) evaluates pruning_ratio = 1 - keep_ratio. Passing the same
+    # float expression makes the two agree to the channel for every ratio.
+    keep_ratio = 1.0 - config.ratio
+    groups = channel_groups(pruned, example)
+    for width, label in zip(groups.channels, groups.labels, strict=True):
+        if kept_channels(width, keep_ratio) < 1:
+            raise InputError(f"ratio {config.ratio} keeps 0 of the {width} channels of group {label}; "
+                             "it must keep at least 1")
+    pruner = tp.pruner.MagnitudePruner(
+        pruned,
+        example,
+        importance=tp.importance.MagnitudeImportance(p=1),
+        pruning_ratio=1.0 - keep_ratio,
+        ignored_layers=output_layers(pruned, example),
+    )
+    pruner.step()
+    _finetune(pruned, data, device, base_lr, config.finetune_epochs, "P fine-tune", progress)
+    return pruned
+
+
+# ---- Q -------------------------------------------------------------------------------------------
+
+def quantize(model: nn.Module, config: QuantConfig, data: Splits, device: torch.device, base_lr: float, *,
+             progress: bool = True) -> nn.Module:
+    """A quantized copy of ``model`` (exit heads included: EQ), QAT fine-tuned at base_lr / 10."""
+    from trainer.quant import quantize_model  # imported on use: D, P and E do not need it
+
+    _check_base_lr(base_lr)
+    quantized = quantize_model(copy.deepcopy(model).to(device), w_bits=config.w_bits, a_bits=config.a_bits,
+                               first_last_bits=config.first_last_bits, input_bits=config.input_bits,
+                               example_input=_example(data, device)).to(device)
+    _finetune(quantized, data, device, base_lr, config.finetune_epochs, "Q fine-tune", progress)
+    return quantized
+
+
+# ---- E -------------------------------------------------------------------------------------------
+
+class _HeadsOnFrozenBackbone(nn.Module):
+    """Exit logits of ``model``'s heads over its backbone, run in eval mode without gradients.
+
+    Training only the heads on a frozen backbone keeps the backbone's weights and BN statistics as
+    they were (the paper, section 3.1.3: "the information of the student's own body layer is more
+    important for its exit layer"). Stages past the last head are not run.
+    """
+
+    def __init__(self, model: zoo.StagedNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def train(self, mode: bool = True) -> _HeadsOnFrozenBackbone:
+        self.training = mode
+        self.model.eval()
+        self.model.exits.train(mode)
+        return self
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = []
+        with torch.no_grad():
+            x = self.model.stem(x)
+            for name, stage in self.model.named_stages():
+                x = stage(x)
+                if name in self.model.exits:
+                    features.append((name, x))
+                    if len(features) == len(self.model.exits):
+                        break
+        return [self.model.exits[name](f) for name, f in features]
+
+
+def _stage_channels(model: zoo.StagedNet, example: torch.Tensor) -> dict[str, int]:
+    """Output channels of every stage, read from a forward pass (the backbone may be pruned)."""
+    was_training = model.training
+    model.eval()
+    channels = {}
+    with torch.no_grad():
+        x = model.stem(example)
+        for name, stage in model.named_stages():
+            x = stage(x)
+            channels[name] = int(x.shape[1])
+    model.train(was_training)
+    return channels
+
+
+def _chosen_exits(model: nn.Module, exits: tuple[str, ...] | None) -> tuple[str, ...]:
+    points = tuple(getattr(model, "exit_points", ()))
+    if not points or not isinstance(getattr(model, "exits", None), nn.ModuleDict):
+        raise InputError(f"E needs a staged zoo model with exit points, got {type(model).__name__}")
+    if exits is None:
+        return points
+    unknown = [p for p in exits if p not in points]
+    if unknown:
+        raise InputError(f"exits must be exit points of the model ({', '.join(points)}), got unknown {unknown[0]!r}")
+    return tuple(p for p in points if p in exits)
+
+
+def add_exits(model: nn.Module, config: ExitConfig, data: Splits, device: torch.device, base_lr: float,
+              head_bits: tuple[int, int] | None = None, *, progress: bool = True) -> zoo.StagedNet:
+    """A copy of ``model`` with new exit heads at ``config.exits``, trained on the frozen backbone.
+
+    Each head is the zoo's, sized to the channels its stage has now: after P they are the pruned
+    widths and the head itself is unpruned (PE). ``head_bits = (w_bits, a_bits)`` quantizes the
+    new heads from the start, for a backbone that Q has quantized (QE). Only the heads train, at
+    ``base_lr``, with cross-entropy summed over the exits. E applies once: a model that already has
+    heads is refused.
+    """
+    _check_base_lr(base_lr)
+    points = _chosen_exits(model, config.exits)
+    existing = _exit_names(model)
+    if existing:
+        raise InputError(f"E is applied at most once (a run-time policy, paper section 6); the model already has exit "
+                         f"heads at {', '.join(existing)}")
+    if head_bits is not None:
+        for name, bits in zip(("head w_bits", "head a_bits"), head_bits, strict=True):
+            _check_bits(name, bits)
+    result = copy.deepcopy(model).to(device)
+    channels = _stage_channels(result, _example(data, device))
+    heads = {p: exit_head(channels[p], data.num_classes) for p in points}
+    if head_bits is not None:
+        from trainer.quant import quantize_like  # imported on use: only QE needs it
+
+        heads = {p: quantize_like(head, *head_bits) for p, head in heads.items()}
+    result.exits = nn.ModuleDict(heads).to(device)
+    train_epochs(_HeadsOnFrozenBackbone(result), data.train, epochs=config.epochs, lr=base_lr, device=device,
+                 loss_fn=_every_output_ce, parameters=result.exits.parameters(), desc="E heads", progress=progress)
+    return result
+
+
+def exit_report(model: nn.Module, loader: DataLoader, thresholds: Sequence[float],
+                device: torch.device) -> list[dict[str, Any]]:
+    """Accuracy and exit rates of max-softmax early exit, one row per threshold.
+
+    A sample leaves at the first head (in depth order) whose largest softmax probability is at
+    least the threshold, otherwise at the final classifier. Row: ``threshold``, ``accuracy`` (top-1
+    %, each sample judged where it left) and ``rates`` (fraction leaving at each exit point and at
+    ``"final"``; they sum to 1). One pass over ``loader`` serves every threshold.
+    """
+    for value in thresholds:
+        _check_threshold("thresholds", value)
+    names = [*_exit_names(model), "final"]
+    was_training = model.training
+    model.to(device).eval()
+    confidence, correct = [], []
+    with torch.no_grad():
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            probs = torch.stack([F.softmax(out.float(), dim=1) for out in _outputs(model(x))], dim=1)  # N, K+1, C
+            top, predicted = probs.max(dim=2)
+            confidence.append(top.cpu())
+            correct.append((predicted == y[:, None]).cpu())
+    model.train(was_training)
+    if not confidence:
+        raise InputError("exit_report: the loader yields no samples")
+    top, hit = torch.cat(confidence), torch.cat(correct)
+    n, k = top.shape[0], len(names) - 1
+    rows = []
+    for threshold in thresholds:
+        confident = torch.cat([top[:, :k] >= threshold, torch.ones(n, 1, dtype=torch.bool)], dim=1)
+        leave = confident.int().argmax(dim=1)  # the first True: the final column is always True
+        counts = torch.bincount(leave, minlength=k + 1)
+        rows.append({
+            "threshold": float(threshold),
+            "accuracy": 100.0 * hit[torch.arange(n), leave].float().mean().item(),
+            "rates": {name: counts[i].item() / n for i, name in enumerate(names)},
+        })
+    return rows
+
