@@ -47,7 +47,8 @@ OPEN_AUX = (FULL_PRECISION_BITS, 0)
 DEFAULTS = {"first_last_bits": None, "input_bits": None, "bn": "folded", "aux_bits": FULL_PRECISION_BITS,
             "reference": "teacher"}
 
-TableLoader = Callable[[str, int, float], LayerTable]  # (zoo name, num_classes, width_mult) -> table
+# (zoo name, num_classes, width_mult, input shape) -> table
+TableLoader = Callable[[str, int, float, tuple[int, int, int]], LayerTable]
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,9 @@ class Convention:
                 "input_bits": same(self.input_bits), "bn": self.bn, "aux_bits": self.aux_bits,
                 "reference": self.reference}
 
-    def is_default(self) -> bool:
-        return all(getattr(self, k) == v for k, v in DEFAULTS.items())
+    def matches(self, baseline: dict[str, Any]) -> bool:
+        """Whether every convention equals the baseline (the claim's stated values, else the defaults)."""
+        return all(getattr(self, k) == v for k, v in baseline.items())
 
 
 def _pinned(value: Any) -> Any:
@@ -130,13 +132,14 @@ class ClaimAudit:
     student_width_mult: float
     exits: tuple[str, ...]
     combos: list[ComboResult] = field(default_factory=list)
+    baseline: dict[str, Any] = field(default_factory=lambda: dict(DEFAULTS))  # stated or pinned, else default
     grid: _Grid | None = field(default=None, repr=False)
     ref_totals: dict[tuple[str, str, bool], Totals] = field(default_factory=dict, repr=False)
 
     @property
     def status(self) -> str:
         consistent = [c for c in self.combos if c.consistent]
-        if any(c.convention.is_default() for c in consistent):
+        if any(c.convention.matches(self.baseline) for c in consistent):
             return "consistent"
         return "conditional" if consistent else "unreachable"
 
@@ -144,16 +147,18 @@ class ClaimAudit:
         """The combination a verdict quotes: the default conventions if consistent, else the closest."""
         consistent = [c for c in self.combos if c.consistent]
         pool = consistent or self.combos
-        defaults = [c for c in pool if c.convention.is_default()]
+        defaults = [c for c in pool if c.convention.matches(self.baseline)]
         return (defaults or pool)[0]
 
     def verdict(self) -> str:
         head = self.headline()
         implied = _implied_text(head)
         if self.status == "consistent":
-            return f"consistent{self._bits_text()}{implied}"
+            stated = [f"{k}={'same' if v is None else v}" for k, v in self.baseline.items() if DEFAULTS[k] != v]
+            under = f" under the stated {' and '.join(stated)}" if stated else ""
+            return f"consistent{under}{self._bits_text()}{implied}"
         if self.status == "conditional":
-            return f"consistent only if {_condition_text(self.combos)}{implied}"
+            return f"consistent only if {_condition_text(self.combos, self.baseline)}{implied}"
         return f"unreachable because {head.reason}"
 
     def _bits_text(self) -> str:
@@ -161,7 +166,7 @@ class ClaimAudit:
         if self.claim.w_bits is not None and self.claim.a_bits is not None:
             return ""
         pairs = sorted({(c.convention.w_bits, c.convention.a_bits) for c in self.combos
-                        if c.consistent and c.convention.is_default()})
+                        if c.consistent and c.convention.matches(self.baseline)})
         return " at " + ", ".join(f"{w}w{a}a" for w, a in pairs)
 
     def curves(self) -> dict[str, np.ndarray]:
@@ -185,9 +190,15 @@ def _implied_text(result: ComboResult) -> str:
         lo, hi = result.exit_saving
         what = (f"early exit saving {_percent(lo, hi)} of the exit-less model's BitOps" if hi >= 0 else
                 f"exit heads costing {_percent(-hi, -lo)} more BitOps than they save")
-        parts.append(f"{what} (hazard h={result.exit_hazard[0]:.3f}"
-                     f"{'' if abs(result.exit_hazard[1] - result.exit_hazard[0]) < 5e-4 else f'-{result.exit_hazard[1]:.3f}'}, "
-                     f"{100 * result.reach_final[1]:.0f}% of samples reach the final classifier)")
+        if result.exit_hazard is None:
+            parts.append(f"{what} at the stated exit probabilities")
+        else:
+            lo_h, hi_h = result.exit_hazard
+            hazard = f"{lo_h:.3f}" if abs(hi_h - lo_h) < 5e-4 else f"{lo_h:.3f}-{hi_h:.3f}"
+            parts.append(f"{what} (hazard h={hazard}, {100 * result.reach_final[1]:.0f}% of samples reach the final "
+                         "classifier)")
+    if result.note:
+        parts.append(result.note)
     return f" ({'; '.join(parts)})" if parts else ""
 
 
@@ -195,16 +206,17 @@ def _percent(lo: float, hi: float) -> str:
     return f"{100 * lo:.1f}%" if abs(hi - lo) < 5e-4 else f"{100 * lo:.1f}-{100 * hi:.1f}%"
 
 
-def _condition_text(combos: Sequence[ComboResult]) -> str:
-    """Convention values shared by every consistent combination (and not by every combination)."""
-    consistent = [c.convention.describe() for c in combos if c.consistent]
-    every = [c.convention.describe() for c in combos]
-    forced = [f"{k}={consistent[0][k]}" for k in consistent[0]
-              if len({d[k] for d in consistent}) == 1 and len({d[k] for d in every}) > 1]
+def _condition_text(combos: Sequence[ComboResult], baseline: dict[str, Any]) -> str:
+    """Departures from the baseline that every consistent combination shares."""
+    consistent = [c.convention for c in combos if c.consistent]
+    shown = [c.describe() for c in consistent]
+    forced = [f"{k}={shown[0][k]}" for k, v in baseline.items()
+              if all(getattr(c, k) == getattr(consistent[0], k) for c in consistent) and getattr(consistent[0], k) != v]
     if forced:
         return " and ".join(forced)
-    example = ", ".join(f"{k}={v}" for k, v in consistent[0].items())
-    return f"one of {len(consistent)} of the {len(every)} convention sets holds (no setting shared by all), e.g. {example}"
+    example = ", ".join(f"{k}={v}" for k, v in shown[0].items())
+    return (f"one of {len(consistent)} of the {len(combos)} convention sets holds (no departure from the defaults "
+            f"shared by all), e.g. {example}")
 
 
 # ---- the cost of a claim's model over a grid of keep ratios ------------------------------------
@@ -226,20 +238,33 @@ class _Grid:
     first_layer_macs: np.ndarray  # (M,)
 
 
-def _keep_grid(table: LayerTable, prunable: np.ndarray, stated: float | None) -> np.ndarray:
-    """Every keep ratio at which some prunable group changes width, from the smallest that keeps a channel."""
+def _keep_grid(table: LayerTable, prunable: np.ndarray, stated: float | None, claim_name: str) -> np.ndarray:
+    """Every keep ratio at which some prunable group changes width, from the smallest that keeps a channel.
+
+    ``j / C`` in floating point can fall a hair below the step it names (``int(C * j/C)`` gives
+    ``j - 1``), so the next float up is tried too and points with identical kept channels merged.
+    """
+    widths = table.group_channels[prunable]
     if stated is not None:
+        kept = kept_channels_array(widths, stated)
+        if np.any(kept < 1):
+            raise InputError(f"claim {claim_name!r}: keep_ratio {stated} keeps 0 of the {int(widths[kept < 1][0])} "
+                             "channels of a group; it must keep at least 1")
         return np.array([stated])
-    channels = np.unique(table.group_channels[prunable])
-    points = np.unique(np.concatenate([np.arange(1, c + 1) / c for c in channels] + [np.array([1.0])]))
-    kept = kept_channels_array(table.group_channels[prunable][None, :], points[:, None])
-    return points[np.all(kept >= 1, axis=1)]
+    steps = np.concatenate([np.arange(1, c + 1) / c for c in np.unique(widths)] + [np.array([1.0])])
+    points = np.unique(np.concatenate([steps, np.nextafter(steps, 2.0)]))
+    points = points[points <= 1.0]
+    kept = kept_channels_array(widths[None, :], points[:, None])
+    valid = np.all(kept >= 1, axis=1)
+    points, kept = points[valid], kept[valid]
+    _, first = np.unique(kept, axis=0, return_index=True)
+    return points[np.sort(first)]
 
 
-def _grid(table: LayerTable, heads_pruned: bool, stated_keep: float | None) -> _Grid:
+def _grid(table: LayerTable, heads_pruned: bool, stated_keep: float | None, claim_name: str) -> _Grid:
     lay, ops = table.layers, table.ops
     prunable = np.ones(table.num_groups, dtype=bool) if heads_pruned else ~table.head_only_groups
-    keep = _keep_grid(table, prunable, stated_keep)
+    keep = _keep_grid(table, prunable, stated_keep, claim_name)
     kept = np.where(prunable[None, :], kept_channels_array(table.group_channels[None, :], keep[:, None]),
                     table.group_channels[None, :])
     q = quantities(table, kept)
@@ -306,6 +331,7 @@ def _solve_hazard(seg: np.ndarray, target: float) -> float:
 # ---- one combination --------------------------------------------------------------------------
 def _evaluate_combo(claim: Claim, grid: _Grid, ref: Totals, convention: Convention,
                     fixed_reach: np.ndarray | None) -> ComboResult:
+    """Consistency of ``claim`` under one convention set, with the implied keep ratio and exit rate."""
     bits = _role_bits(grid.table, convention)
     storage = _storage(grid, bits, convention.aux_bits)
     cr = ref.storage_bits / storage
@@ -339,9 +365,19 @@ def _evaluate_combo(claim: Claim, grid: _Grid, ref: Totals, convention: Conventi
     i_lo, i_hi = keep_idx[0], keep_idx[-1]
     result.bitops_cr_reachable = (float(ref.bitops / b_max[i_hi]), float(ref.bitops / b_min[i_lo]))
     if feasible.size == 0:
-        result.consistent = False
-        result.reason = _bitops_reason(claim, grid, bits, b_min, b_max, keep_idx, t_lo, t_hi, ref.bitops)
-        return result
+        if b_min[i_lo] > t_hi or b_max[i_hi] < t_lo:
+            result.consistent = False
+            result.reason = _bitops_reason(claim, grid, bits, b_min, b_max, keep_idx, t_lo, t_hi, ref.bitops)
+            return result
+        # The reported window falls between two pruning steps: take the nearest step, and say so.
+        gap = np.maximum(b_min[keep_idx] - t_hi, 0) + np.maximum(t_lo - b_max[keep_idx], 0)
+        nearest = keep_idx[int(np.argmin(gap))]
+        feasible = np.array([nearest])
+        step = f"BitOpsCR {ref.bitops / b_max[nearest]:.2f}" + (
+            "" if b_max[nearest] == b_min[nearest] else f"..{ref.bitops / b_min[nearest]:.2f}")
+        note = "; ".join(filter(None, [note, f"no keep ratio gives BitOpsCR in [{claim.bitops_cr.low:g}, "
+                                             f"{claim.bitops_cr.high:g}]; nearest pruning step {step}"]))
+        result.note = note
     result.keep = (float(grid.keep[feasible[0]]), float(grid.keep[feasible[-1]]))
     target = ref.bitops / claim.bitops_cr.value
     if n_exits and fixed_reach is None:
@@ -359,7 +395,8 @@ def _evaluate_combo(claim: Claim, grid: _Grid, ref: Totals, convention: Conventi
 
 def _cr_reason(reported: Reported, cr: np.ndarray, grid: _Grid, ref_storage: float) -> str:
     if cr[-1] > reported.high:
-        return (f"the unpruned model at these bits already has CR {cr[-1]:.2f} > the reported {reported.text}: "
+        which = "the unpruned model" if grid.keep[-1] == 1.0 else f"the model at keep ratio {grid.keep[-1]:g}"
+        return (f"{which} at these bits already has CR {cr[-1]:.2f} > the reported {reported.text}: "
                 f"the claim implies more storage than this configuration has")
     if cr[0] < reported.low:
         return (f"CR {reported.text} needs at most {ref_storage / reported.value / 8 / 2**20:.3f} MiB, but even "
@@ -380,11 +417,18 @@ def _bitops_reason(claim: Claim, grid: _Grid, bits: dict[str, tuple[int, int]], 
         if first_cost > t_hi:
             return (f"the first conv alone costs {first_cost:.4g} BitOps at {wf}x{af} bits, more than the "
                     f"{t_hi:.4g} a BitOpsCR of {claim.bitops_cr.text} allows (reference {ref_bitops:.4g})")
-        where = f"if every sample left at the first exit ({table.exit_names[0]})" if table.num_exits else "with no exits"
-        return (f"{keep_text}, {where} the model costs {b_min[i_lo]:.4g} BitOps (BitOpsCR {ref_bitops / b_min[i_lo]:.1f}), "
-                f"above the {t_hi:.4g} a BitOpsCR of {claim.bitops_cr.text} allows")
-    return (f"at keep ratio {grid.keep[i_hi]:.3f}, with no sample leaving early the model already costs only "
-            f"{b_max[i_hi]:.4g} BitOps (BitOpsCR {ref_bitops / b_max[i_hi]:.1f}), below the {t_lo:.4g} a BitOpsCR of "
+        if claim.exit_probs is not None:
+            where = "at the stated exit probabilities"
+        elif table.num_exits:
+            where = f"if every sample left at the first exit ({table.exit_names[0]})"
+        else:
+            where = "with no exits"
+        return (f"{keep_text}, {where} the model costs {b_min[i_lo]:.6g} BitOps (BitOpsCR "
+                f"{ref_bitops / b_min[i_lo]:.2f}, {100 * (b_min[i_lo] / t_hi - 1):.3g}% over), above the {t_hi:.6g} "
+                f"a BitOpsCR of {claim.bitops_cr.text} allows")
+    leaving = "at the stated exit probabilities" if claim.exit_probs is not None else "with no sample leaving early"
+    return (f"at keep ratio {grid.keep[i_hi]:.3f}, {leaving} the model already costs only "
+            f"{b_max[i_hi]:.6g} BitOps (BitOpsCR {ref_bitops / b_max[i_hi]:.2f}), below the {t_lo:.6g} a BitOpsCR of "
             f"{claim.bitops_cr.text} implies")
 
 
@@ -394,19 +438,26 @@ def audit_claim(claim: Claim, load: TableLoader, *, student: str | None = None, 
     """Audit ``claim`` with its own student, or with ``student``/``width_mult`` instead."""
     student = claim.student if student is None else student
     width = claim.student_width_mult if width_mult is None else width_mult
-    teacher = load(claim.reference, claim.num_classes, 1.0)
-    counted_full = load(student, claim.num_classes, width) if student else teacher
+    teacher = load(claim.reference, claim.num_classes, 1.0, claim.input_shape)
+    counted_full = load(student, claim.num_classes, width, claim.input_shape) if student else teacher
     exits: tuple[str, ...] = ()
     if claim.has_exits:
         exits = claim.exits if claim.exits is not None else counted_full.exit_names
+        unknown = [e for e in exits if e not in counted_full.exit_names]
+        if unknown:
+            raise InputError(f"claim {claim.name!r}: exits names {unknown[0]!r}, not an exit point of "
+                             f"{counted_full.model} ({', '.join(counted_full.exit_names)})")
     counted = counted_full.with_exits(list(exits))
     fixed_reach = None
     if claim.exit_probs is not None:
         order = {n: i for i, n in enumerate(claim.exits or ())}
         fixed_reach = np.array(reach_probabilities([claim.exit_probs[order[n]] for n in counted.exit_names]))
-    grid = _grid(counted, claim.heads_pruned, claim.keep_ratio)
+    grid = _grid(counted, claim.heads_pruned, claim.keep_ratio, claim.name)
+    stated = {"first_last_bits": _pinned(claim.first_last_bits), "input_bits": _pinned(claim.input_bits),
+              "bn": claim.bn, "aux_bits": claim.aux_bits}
+    baseline = {k: (pins or {}).get(k, stated.get(k) if stated.get(k) is not None else v) for k, v in DEFAULTS.items()}
     audit = ClaimAudit(claim=claim, student=student, student_width_mult=width, exits=tuple(counted.exit_names),
-                       grid=grid)
+                       baseline=baseline, grid=grid)
     references = {"teacher": teacher, "student": counted_full if student else teacher}
     ref_totals = audit.ref_totals  # the reference depends on (reference, bn, aux stored) only
     for convention in claim_combos(claim, pins):

@@ -106,7 +106,7 @@ class Claim:
 
     @property
     def has_exits(self) -> bool:
-        return "E" in self.order or self.exit_probs is not None
+        return "E" in self.order
 
     @property
     def heads_pruned(self) -> bool:
@@ -198,6 +198,10 @@ def _parse_claim(entry: Any, index: int, known_models: tuple[str, ...]) -> Claim
     exits = _get(entry, "exits", list, where)
     if exits is not None and any(not isinstance(e, str) for e in exits):
         raise InputError(f"{where}.exits must be a list of exit point names, got {exits!r}")
+    if exits is not None and len(set(exits)) != len(exits):
+        raise InputError(f"{where}.exits names an exit twice: {exits!r}")
+    if (exits is not None or "exit_probs" in entry) and "E" not in order:
+        raise InputError(f"{where}: exits/exit_probs are given but order {order!r} has no E")
     probs = _get(entry, "exit_probs", list, where)
     if probs is not None:
         if any(isinstance(p, bool) or not isinstance(p, (int, float)) or p < 0 for p in probs) or sum(probs) > 1 + 1e-9:

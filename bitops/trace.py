@@ -320,12 +320,13 @@ def trace_model(model: nn.Module, input_shape: Sequence[int], *, name: str = "mo
         warnings.simplefilter("ignore")  # fvcore's import touches the deprecated torch.jit.script
         from fvcore.nn.jit_analysis import JitModelAnalysis
 
-    was_training = model.training
+    modes = {module: module.training for module in model.modules()}  # mixed modes (a frozen backbone) survive
     model.eval()
     try:
         return _trace_eval_model(model, tuple(input_shape), name, provenance, JitModelAnalysis)
     finally:
-        model.train(was_training)
+        for module, training in modes.items():
+            module.training = training
 
 
 def _trace_eval_model(model: nn.Module, input_shape: tuple[int, ...], name: str, provenance: dict[str, Any] | None,

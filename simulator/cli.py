@@ -282,8 +282,8 @@ def _run_audit(args: argparse.Namespace) -> int:
         _check_writable("--plot", args.plot)
     claims = load_claims(args.claims or EXAMPLES[args.example], zoo_names())
 
-    def load(name: str, num_classes: int, width_mult: float):
-        return load_model_table(ModelSpec(name, num_classes=num_classes, width_mult=width_mult))
+    def load(name: str, num_classes: int, width_mult: float, input_shape: tuple[int, int, int]):
+        return load_model_table(ModelSpec(name, input_shape=input_shape, num_classes=num_classes, width_mult=width_mult))
 
     with _progress(len(claims), "auditing claims") as bar:
         results = audit_all(claims, load, pins, progress=bar)

@@ -134,7 +134,7 @@ def load_data(config: DataConfig) -> DataSplits:
     generator = torch.Generator().manual_seed(config.seed)
     return DataSplits(
         name=config.dataset,
-        train=DataLoader(train, batch_size=config.batch_size, shuffle=True,
+        train=DataLoader(train, batch_size=config.batch_size, shuffle=True, generator=generator,
                          num_workers=0, drop_last=False),
         val=DataLoader(val, batch_size=config.batch_size, shuffle=False, num_workers=0, drop_last=False),
         test=DataLoader(test, batch_size=config.batch_size, shuffle=False, num_workers=0, drop_last=False),
@@ -236,7 +236,7 @@ def _open(tv: ModuleType, name: str, root: Path, download: bool) -> tuple[Datase
 def _not_found(config: DataConfig, root: Path, exc: Exception) -> str:
     spec = _SETS[config.dataset]
     # torchvision's own wording ("You can use download=True ...") speaks to Python callers, not CLI users.
-    reason = "missing or corrupted" if isinstance(exc, RuntimeError) else str(exc).splitlines()[0]
+    reason = "missing or corrupted" if isinstance(exc, RuntimeError) else (str(exc).splitlines() or [repr(exc)])[0]
     if config.download:
         return (f"dataset {config.dataset} could not be downloaded into {root} ({reason}); "
                 f"get it from {spec.source} and pass --data-dir DIR with {spec.expects}")

@@ -41,6 +41,7 @@ from bitops.config import kept_channels
 from bitops.trace import channel_groups, output_layers
 from bitops.zoo import _exit_head as exit_head  # the zoo's own head, so traced heads match built ones
 from trainer.loop import train_epochs
+from trainer.quant import quantize_like, quantize_model
 
 __all__ = [
     "FINETUNE_LR_FACTOR",
@@ -67,6 +68,7 @@ class Splits(Protocol):
     """What a stage reads from ``trainer.data.DataSplits``."""
 
     train: DataLoader
+    val: DataLoader
     num_classes: int
     input_shape: tuple[int, ...]
 
@@ -170,13 +172,16 @@ class ExitConfig:
     epochs: int = 10  # head training at the base learning rate on the frozen backbone
 
     def __post_init__(self) -> None:
+        # Lists (from JSON or argparse) are accepted and stored as tuples, so the config stays hashable.
         if self.exits is not None:
-            if isinstance(self.exits, str) or not isinstance(self.exits, tuple) or not self.exits:
-                raise InputError(f"exits must be None or a non-empty tuple of exit point names, got {self.exits!r}")
+            if isinstance(self.exits, str) or not isinstance(self.exits, Sequence) or not self.exits:
+                raise InputError(f"exits must be None or a non-empty sequence of exit point names, got {self.exits!r}")
             if not all(isinstance(p, str) for p in self.exits):
                 raise InputError(f"exits must hold exit point names (strings), got {self.exits!r}")
-        if not isinstance(self.thresholds, tuple) or not self.thresholds:
-            raise InputError(f"thresholds must be a non-empty tuple, got {self.thresholds!r}")
+            object.__setattr__(self, "exits", tuple(self.exits))
+        if isinstance(self.thresholds, str) or not isinstance(self.thresholds, Sequence) or not self.thresholds:
+            raise InputError(f"thresholds must be a non-empty sequence of numbers, got {self.thresholds!r}")
+        object.__setattr__(self, "thresholds", tuple(self.thresholds))
         for value in self.thresholds:
             _check_threshold("thresholds", value)
         _check_threshold("threshold", self.threshold)
@@ -209,7 +214,16 @@ def _finetune(model: nn.Module, data: Splits, device: torch.device, base_lr: flo
 
 
 def _example(data: Splits, device: torch.device) -> torch.Tensor:
+    """One zero image: enough where only shapes matter (tracing for the pruner)."""
     return torch.zeros(1, *data.input_shape, device=device)
+
+
+def _real_batch(data: Splits, device: torch.device) -> torch.Tensor:
+    """The first validation batch (unshuffled, unaugmented): where the values matter, e.g. which
+    layers see negative inputs and so quantize them as signed (``trainer.quant``)."""
+    for x, _ in data.val:
+        return x.to(device)
+    raise InputError("the validation loader yields no samples")
 
 
 def _exit_names(model: nn.Module) -> tuple[str, ...]:
@@ -312,12 +326,10 @@ def prune(model: nn.Module, config: PruneConfig, data: Splits, device: torch.dev
 def quantize(model: nn.Module, config: QuantConfig, data: Splits, device: torch.device, base_lr: float, *,
              progress: bool = True) -> nn.Module:
     """A quantized copy of ``model`` (exit heads included: EQ), QAT fine-tuned at base_lr / 10."""
-    from trainer.quant import quantize_model  # imported on use: D, P and E do not need it
-
     _check_base_lr(base_lr)
     quantized = quantize_model(copy.deepcopy(model).to(device), w_bits=config.w_bits, a_bits=config.a_bits,
                                first_last_bits=config.first_last_bits, input_bits=config.input_bits,
-                               example_input=_example(data, device)).to(device)
+                               example_input=_real_batch(data, device)).to(device)
     _finetune(quantized, data, device, base_lr, config.finetune_epochs, "Q fine-tune", progress)
     return quantized
 
@@ -355,18 +367,18 @@ class _HeadsOnFrozenBackbone(nn.Module):
         return [self.model.exits[name](f) for name, f in features]
 
 
-def _stage_channels(model: zoo.StagedNet, example: torch.Tensor) -> dict[str, int]:
-    """Output channels of every stage, read from a forward pass (the backbone may be pruned)."""
+def _stage_features(model: zoo.StagedNet, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every stage's feature map for ``x`` in eval mode: the channels a head must take now (the
+    backbone may be pruned) and the values a quantized head will read."""
     was_training = model.training
     model.eval()
-    channels = {}
+    features = {}
     with torch.no_grad():
-        x = model.stem(example)
+        x = model.stem(x)
         for name, stage in model.named_stages():
-            x = stage(x)
-            channels[name] = int(x.shape[1])
+            x = features[name] = stage(x)
     model.train(was_training)
-    return channels
+    return features
 
 
 def _chosen_exits(model: nn.Module, exits: tuple[str, ...] | None) -> tuple[str, ...]:
@@ -401,13 +413,11 @@ def add_exits(model: nn.Module, config: ExitConfig, data: Splits, device: torch.
         for name, bits in zip(("head w_bits", "head a_bits"), head_bits, strict=True):
             _check_bits(name, bits)
     result = copy.deepcopy(model).to(device)
-    channels = _stage_channels(result, _example(data, device))
-    heads = {p: exit_head(channels[p], data.num_classes) for p in points}
+    features = _stage_features(result, _real_batch(data, device))
+    heads = {p: exit_head(features[p].shape[1], data.num_classes).to(device) for p in points}
     if head_bits is not None:
-        from trainer.quant import quantize_like  # imported on use: only QE needs it
-
-        heads = {p: quantize_like(head, *head_bits) for p, head in heads.items()}
-    result.exits = nn.ModuleDict(heads).to(device)
+        heads = {p: quantize_like(head, *head_bits, example_input=features[p]) for p, head in heads.items()}
+    result.exits = nn.ModuleDict(heads)
     train_epochs(_HeadsOnFrozenBackbone(result), data.train, epochs=config.epochs, lr=base_lr, device=device,
                  loss_fn=_every_output_ce, parameters=result.exits.parameters(), desc="E heads", progress=progress)
     return result

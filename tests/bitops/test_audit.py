@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from bitops import Config, InputError, Policy, evaluate, kept_channels, kept_from_ratio, reference_totals
-from bitops.audit import (OPEN_AUX, OPEN_BITS, OPEN_BN, OPEN_FIRST_LAST, OPEN_INPUT, ClaimAudit, ComboResult,
+from bitops.audit import (DEFAULTS, OPEN_AUX, OPEN_BITS, OPEN_BN, OPEN_FIRST_LAST, OPEN_INPUT, ClaimAudit, ComboResult,
                           Convention, audit_claim, claim_combos)
 from bitops.claims import Claim, parse_claims
 from bitops.models import ModelSpec, load_model_table, zoo_names
@@ -30,8 +30,8 @@ DECIMALS = 6  # reported ratios are written this precisely, so the rounding inte
 HAZARD_TOL = 1e-6
 
 
-def load(name: str, num_classes: int, width_mult: float) -> LayerTable:
-    return load_model_table(ModelSpec(name, num_classes=num_classes, width_mult=width_mult))
+def load(name: str, num_classes: int, width_mult: float, input_shape: tuple[int, int, int] = (3, 32, 32)) -> LayerTable:
+    return load_model_table(ModelSpec(name, input_shape=input_shape, num_classes=num_classes, width_mult=width_mult))
 
 
 def make_claim(**entry: Any) -> Claim:
@@ -186,21 +186,14 @@ def test_round_trip_recovers_keep_and_hazard(truth: Truth):
         assert result.exit_saving is None
 
 
-STATED_PROBS_CRASH = pytest.mark.xfail(
-    strict=True, raises=TypeError,
-    reason="bitops/audit.py _implied_text indexes exit_hazard/reach_final, which are None when the claim states "
-           "exit_probs: verdict() raises TypeError (and `chaincomp audit` prints a traceback) (reported)")
-
-
-@pytest.mark.parametrize("truth", [pytest.param(t, id=name, marks=STATED_PROBS_CRASH if t.exit_probs else ())
-                                   for name, t in ROUND_TRIPS.items()])
+@pytest.mark.parametrize("truth", [pytest.param(t, id=name) for name, t in ROUND_TRIPS.items()])
 def test_round_trip_verdict_quotes_keep_and_hazard(truth: Truth):
     """Pinned to the true conventions, the verdict quotes the recovered keep ratio and hazard."""
     audit = audit_claim(truth.claim(), load, pins=truth.pins())
     assert len(audit.combos) == 1
     result = audit.combos[0]
-    expected_status = "consistent" if truth.convention().is_default() else "conditional"
-    assert audit.status == expected_status
+    # Pinned conventions are the baseline the verdict is judged against: consistent under them.
+    assert audit.status == "consistent"
     verdict = audit.verdict()
     assert verdict.startswith("consistent")
     assert f"keep ratio {result.keep[0]:.3f}" in verdict
@@ -225,7 +218,7 @@ def test_hidden_bits_are_among_the_consistent_pairs():
     audit = audit_claim(truth.claim(), load)
     assert len(audit.combos) == len(OPEN_BITS) ** 2 * len(claim_combos(truth.claim(w_bits=1, a_bits=1)))
     pairs = {(c.convention.w_bits, c.convention.a_bits) for c in audit.combos
-             if c.consistent and c.convention.is_default()}
+             if c.consistent and c.convention.matches(DEFAULTS)}
     assert (truth.w_bits, truth.a_bits) in pairs
     assert audit.status == "consistent"
     assert f"{truth.w_bits}w{truth.a_bits}a" in audit.verdict()
@@ -292,7 +285,7 @@ def test_bitops_cr_beyond_everyone_leaving_at_the_first_exit_is_unreachable():
     reason = audit.headline().reason
     assert audit.headline().convention == truth.convention()
     assert "if every sample left at the first exit (layer1)" in reason
-    assert f"(BitOpsCR {first_exit_bitops_cr:.1f})" in reason and f"a BitOpsCR of {claimed} allows" in reason
+    assert f"(BitOpsCR {first_exit_bitops_cr:.2f}," in reason and f"a BitOpsCR of {claimed} allows" in reason
     assert "first conv" not in reason
     assert audit.verdict() == f"unreachable because {reason}"
 
@@ -324,7 +317,7 @@ def test_bitops_cr_below_the_no_exit_model_is_unreachable():
     assert audit.status == "unreachable"
     reason = combo(audit, truth.convention()).reason
     assert "with no sample leaving early the model already costs only" in reason
-    assert f"(BitOpsCR {no_exit_bitops_cr:.1f})" in reason
+    assert f"(BitOpsCR {no_exit_bitops_cr:.2f})" in reason
 
 
 # ---- conditional claims ------------------------------------------------------------------------
@@ -342,23 +335,21 @@ def test_claim_fitting_only_first_last_32_is_conditional():
     assert audit.status == "conditional"
     verdict = audit.verdict()
     condition = verdict.split(" (")[0]
-    assert condition == "consistent only if first_last_bits=32 and bn=folded and aux_bits=32"
+    # The only departure from the default conventions every consistent combination shares.
+    assert condition == "consistent only if first_last_bits=32"
     assert f"keep ratio {combo(audit, truth.convention()).keep[0]:.3f}" in verdict
 
 
-def test_pinning_a_non_default_convention_stays_conditional():
-    """Pinning the true convention narrows the combinations; the fit is still conditional on it."""
+def test_pinning_a_non_default_convention_makes_it_the_baseline():
+    """Pinning the true convention narrows the combinations and is judged as stated: consistent."""
     truth = Truth("resnet20", None, "PQ", 1, 8, keep=0.55, policy=Policy(first_last_bits=32))
     audit = audit_claim(truth.claim(), load, pins={"first_last_bits": 32})
-    assert audit.status == "conditional"
+    assert audit.status == "consistent"
     assert {c.convention.first_last_bits for c in audit.combos} == {32}
 
 
 # ---- reported bugs -----------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="bitops/audit.py _keep_grid evaluates kept channels exactly at j/c; for widths "
-                                       "that are not powers of two torch-pruning's float rounding keeps j-1 there, so "
-                                       "some reachable pruned widths are missing from the grid (reported)")
 def test_round_trip_on_mobilenet_widths():
     truth = Truth("mobilenetv2_cifar", "mobilenetv2_cifar", "DPQ", 4, 8, keep=0.49, width_mult=0.5)
     audit = audit_claim(truth.claim(), load)
@@ -368,9 +359,6 @@ def test_round_trip_on_mobilenet_widths():
     np.testing.assert_array_equal(truth.kept(table, result.keep[0]), truth.kept(table, truth.keep))
 
 
-@pytest.mark.xfail(strict=True, reason="bitops/audit.py _condition_text: when the claim states every convention "
-                                       "the verdict says 'one of 1 of the 1 convention sets holds (no setting "
-                                       "shared by all)' instead of naming first_last_bits=32 (reported)")
 def test_verdict_names_stated_non_default_conventions():
     truth = Truth("resnet20", None, "PQ", 1, 8, keep=0.55, policy=Policy(first_last_bits=32, bn="counted"),
                   stated={"first_last_bits": 32, "input_bits": 32, "bn": "counted", "aux_bits": 32})
@@ -381,8 +369,6 @@ def test_verdict_names_stated_non_default_conventions():
     assert "no setting shared by all" not in verdict
 
 
-@pytest.mark.xfail(strict=True, reason="bitops/audit.py _keep_grid/audit_claim: a stated keep_ratio that keeps 0 "
-                                       "channels of a group is not rejected (divide by zero, nonsense CR) (reported)")
 @pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
 def test_stated_keep_ratio_keeping_no_channel_is_rejected():
     claim = make_claim(reference="resnet20", order="PQ", w_bits=1, a_bits=1, keep_ratio=0.01, cr="20")
@@ -390,8 +376,6 @@ def test_stated_keep_ratio_keeping_no_channel_is_rejected():
         audit_claim(claim, load)
 
 
-@pytest.mark.xfail(strict=True, reason="bitops/audit.py _cr_reason calls the model at a stated keep_ratio 'the "
-                                       "unpruned model' (reported)")
 def test_cr_reason_at_a_stated_keep_does_not_say_unpruned():
     claim = make_claim(reference="resnet20", order="PQ", w_bits=1, a_bits=1, keep_ratio=0.5, cr="2")
     audit = audit_claim(claim, load)
@@ -399,8 +383,6 @@ def test_cr_reason_at_a_stated_keep_does_not_say_unpruned():
     assert "unpruned" not in audit.headline().reason
 
 
-@pytest.mark.xfail(strict=True, reason="bitops/audit.py audit_claim ignores claim.input_shape: the TableLoader takes "
-                                       "no input shape, so a 64x64 claim is audited on the 32x32 table (reported)")
 def test_claim_input_shape_is_used_or_rejected():
     common = dict(reference="resnet20", order="PQ", w_bits=1, a_bits=8, bitops_cr="100")
     small = audit_claim(make_claim(**common), load)
@@ -413,9 +395,6 @@ def test_claim_input_shape_is_used_or_rejected():
     assert large.headline().bitops_cr_reachable != small.headline().bitops_cr_reachable
 
 
-@pytest.mark.xfail(strict=True, reason="bitops/audit.py _bitops_reason prints both BitOps figures with 4 significant "
-                                       "digits, so a near miss reads 'costs 2.205e+08 ... above the 2.205e+08' "
-                                       "(reported)")
 def test_near_miss_reason_shows_the_gap():
     truth = Truth("resnet20", None, "PQ", 2, 4, keep=0.5)
     bitops_cr, _ = truth.ratios()
@@ -427,9 +406,6 @@ def test_near_miss_reason_shows_the_gap():
     assert costs != allowed
 
 
-@pytest.mark.xfail(strict=True, reason="bitops/audit.py _bitops_reason says 'if every sample left at the first exit' "
-                                       "when the claim states exit_probs (the cost quoted is at the stated "
-                                       "probabilities) (reported)")
 def test_reason_at_stated_exit_probs_does_not_assume_everyone_leaves_first():
     truth = Truth("resnet20", None, "PQE", 2, 4, keep=0.5, exits=("layer1",), exit_probs=(0.3,))
     bitops_cr, _ = truth.ratios()
@@ -438,5 +414,5 @@ def test_reason_at_stated_exit_probs_does_not_assume_everyone_leaves_first():
     audit = audit_claim(claim, load, pins=truth.pins())
     assert audit.status == "unreachable"
     reason = audit.headline().reason
-    assert f"(BitOpsCR {bitops_cr:.1f})" in reason  # the cost at the stated probabilities
+    assert f"(BitOpsCR {bitops_cr:.2f}," in reason  # the cost at the stated probabilities
     assert "every sample left at the first exit" not in reason

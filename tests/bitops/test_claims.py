@@ -294,14 +294,10 @@ def test_error_names_the_claim_by_index_and_name(tmp_path):
     _rejects(tmp_path, text, "claim #2 ('second').w_bits")
 
 
-@pytest.mark.xfail(strict=True, reason="bitops/claims.py _parse_claim accepts repeated exit names; the audit then "
-                                       "drops one head and one probability (reported)")
 def test_rejects_repeated_exit_names(tmp_path):
     _rejects(tmp_path, _claim(exits='["layer1", "layer1"]', exit_probs="[0.3, 0.4]"), "exits")
 
 
-@pytest.mark.xfail(strict=True, reason="bitops/claims.py _parse_claim accepts 'exits' on an order without E; the "
-                                       "audit silently ignores them (reported)")
 def test_rejects_exits_on_an_order_without_e(tmp_path):
     _rejects(tmp_path, _claim(order='"DPQ"', exits='["layer1"]'), "exits")
 

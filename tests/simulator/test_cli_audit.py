@@ -226,9 +226,6 @@ def test_plot_onto_a_directory_is_refused(capsys, tmp_path):
 
 # ---- reported bugs -----------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="bitops/audit.py _implied_text: a claim with exits + exit_probs crashes the verdict "
-                          "(exit_hazard is None) and the CLI prints a traceback (reported)")
 def test_claim_with_stated_exit_probs_gets_a_verdict(capsys, tmp_path):
     # Without a CR the keep ratio is free, so BitOpsCR 150 is reachable with 30% leaving at layer1.
     claims = _claims_file(tmp_path, SMALL_CLAIM.replace('cr = "40"\n', 'exits = ["layer1"]\nexit_probs = [0.3]\n'))
@@ -238,8 +235,6 @@ def test_claim_with_stated_exit_probs_gets_a_verdict(capsys, tmp_path):
     assert entry["status"] == "consistent"
 
 
-@pytest.mark.xfail(strict=True, reason="an unknown exit name in a claims file is reported as '--exits: unknown exit' "
-                                       "(an option audit does not have) without the claim's name (reported)")
 def test_unknown_exit_in_claims_names_the_claim_field(capsys, tmp_path):
     claims = _claims_file(tmp_path, SMALL_CLAIM + 'exits = ["layer9"]\n')
     code, _, err = run(capsys, claims)

@@ -109,6 +109,7 @@ def n_params(model: nn.Module) -> int:
 def test_measured_cost_equals_an_independent_count() -> None:
     model = compressed()
     ref_model, ref_table = reference()
+    assert model.layer1[0].conv1.out_channels == 8  # pruned from 16: the count must see it
     cost = measure_cost(model, INPUT, ref_table, EXIT_PROBS)
 
     macs, bitops = hooked_bitops(model, EXIT_PROBS)
@@ -136,6 +137,7 @@ def test_missing_exit_probs_are_zero_and_unknown_exits_are_rejected() -> None:
     none = measure_cost(model, INPUT, ref_table)
     partial = measure_cost(model, INPUT, ref_table, {"layer2": 0.4})
     assert none["exit_probs"] == [0.0, 0.0] and partial["exit_probs"] == [0.0, 0.4]
+    assert partial["bitops"] < none["bitops"]
     assert none["bitops"] == pytest.approx(hooked_bitops(model, {})[1], rel=1e-12)
     assert partial["bitops"] == pytest.approx(hooked_bitops(model, {"layer2": 0.4})[1], rel=1e-12)
     with pytest.raises(InputError, match="exit_probs: unknown exit 'layer3'"):
