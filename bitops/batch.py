@@ -1,7 +1,12 @@
 """Batch evaluation: validate M configurations once, then hand flat arrays to a numba kernel.
 
 This is the Python side of :mod:`bitops.kernels`: it owns the checks, the policy overrides, the
-dtype/contiguity conversions and the choice between the serial and the ``parallel=True`` build.
+dtype/contiguity conversions, the per-table precomputation (:func:`kernel_table`) and the choice
+between the serial and the ``parallel=True`` build.
+
+The inputs are checked in the caller's dtype and cast once; nothing the size of the batch is
+copied unless it must be (a dtype or layout the kernels do not take, a first/last-layer or
+input-bits override, a row broadcast over M).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from bitops.errors import InputError
 from bitops.policy import FULL_PRECISION_BITS, Policy
 from bitops.table import LayerTable
 
-__all__ = ["PARALLEL_MIN_CONFIGS", "BatchResult", "evaluate_batch"]
+__all__ = ["PARALLEL_MIN_CONFIGS", "BatchResult", "evaluate_batch", "kernel_table"]
 
 # Below this many configurations thread start-up costs more than it saves (measured in
 # benches/bench_kernels.py on 2 cores).
@@ -33,13 +38,70 @@ class BatchResult:
     storage_bits: np.ndarray
 
 
-def _as_matrix(name: str, values: np.ndarray, m: int | None, width: int, dtype: type) -> np.ndarray:
+def _per_kept_channel(size: np.ndarray, group: np.ndarray, group_channels: np.ndarray) -> np.ndarray:
+    """``size`` per kept channel of each row's group (``size // channels of the group``); ``size`` where group is -1."""
+    if group_channels.size == 0:  # no groups: every row is never pruned
+        return size.copy()
+    return np.where(group < 0, size, size // group_channels[np.maximum(group, 0)])
+
+
+def kernel_table(table: LayerTable, policy: Policy) -> tuple:
+    """The leading arguments of the :mod:`bitops.kernels` builds: ``table``'s rows under ``policy``.
+
+    The layout is in the kernels' module docstring. Everything is folded with integer arithmetic,
+    so the kernels stay exact: widths become units (``in_ch // channels of in_group``...), op rows
+    the policy does not count drop out, and every parameter stored at ``aux_bits`` (MAC-row biases,
+    op-row parameters, ``extra_params``) becomes one count per kept channel of each group plus one
+    never-pruned count.
+    """
+    lay, opc, gch = table.layers, table.ops, table.group_channels
+    out_unit = _per_kept_channel(lay["out_ch"], lay["out_group"], gch)
+    op_channels_unit = _per_kept_channel(opc["channels"], opc["group"], gch)
+    counted = np.array([policy.counts_category(c) for c in opc["category"]], dtype=bool)
+    bias = lay["has_bias"]
+    aux_group = np.concatenate([lay["out_group"][bias], opc["group"]])
+    aux_unit = np.concatenate([out_unit[bias], opc["params"] // opc["channels"] * op_channels_unit])
+    pruned = aux_group >= 0
+    aux_per_kept = np.zeros(table.num_groups, dtype=np.int64)
+    np.add.at(aux_per_kept, aux_group[pruned], aux_unit[pruned])
+    aux_fixed = int(aux_unit[~pruned].sum()) + table.extra_params
+    op_unit = opc["elements"] // opc["channels"] * op_channels_unit
+    return (
+        lay["macs_unit"], _per_kept_channel(lay["in_ch"], lay["in_group"], gch), lay["in_group"], out_unit,
+        lay["out_group"], lay["groups"], lay["taps"], lay["segment"], lay["has_weight"], lay["depthwise"],
+        op_unit[counted], opc["group"][counted], opc["segment"][counted], aux_per_kept, aux_fixed,
+        policy.ops_per_mac, policy.bitops_formula == "accumulator",
+        policy.nonmac_bits * policy.nonmac_bits * policy.ops_per_mac, policy.aux_bits,
+    )
+
+
+def _as_rows(name: str, values: np.ndarray, width: int) -> np.ndarray:
+    """``values`` as a 2-D (rows, width) view, rows = M or 1; a (width,) vector is one row."""
     arr = np.asarray(values)
+    if arr.dtype.kind not in "iuf":
+        raise InputError(f"{name} must be numbers, got an array of dtype {arr.dtype}")
     if arr.ndim == 1:
         arr = arr[None, :]
-    if arr.ndim != 2 or arr.shape[1] != width or (m is not None and arr.shape[0] not in (1, m)):
+    if arr.ndim != 2 or arr.shape[1] != width:
         raise InputError(f"{name} must have shape (M, {width}) or ({width},), got {np.shape(values)}")
-    return arr.astype(dtype, copy=False)
+    return arr
+
+
+def _check_whole(name: str, values: np.ndarray) -> None:
+    """Counts (bits, channels) given as floats must be whole numbers: 7.5 bits is no configuration."""
+    if values.dtype.kind == "f":
+        fractional = values[values != np.trunc(values)]
+        if fractional.size:
+            raise InputError(f"{name} must be whole numbers, got {fractional[0]}")
+
+
+def _for_kernel(rows: np.ndarray, m: int, dtype: type) -> np.ndarray:
+    """(1 or m, width) rows as the kernels take them: C-contiguous (m, width) of ``dtype``."""
+    if rows.shape[0] == m:
+        return np.ascontiguousarray(rows, dtype=dtype)  # no copy when already so
+    out = np.empty((m, rows.shape[1]), dtype=dtype)
+    out[:] = rows
+    return out
 
 
 def evaluate_batch(
@@ -54,40 +116,46 @@ def evaluate_batch(
     """Cost of M configurations. Each input is (M, width) or (width,), broadcast over M.
 
     ``w_bits``/``a_bits`` are per MAC layer (L), ``kept`` per channel group (G), ``exit_probs``
-    per exit (K; default: nobody leaves early). ``parallel=None`` picks the parallel build for
+    per exit (K; default: nobody leaves early). Bits and kept channels are whole numbers of any
+    numeric dtype. M may be 0 (empty results). ``parallel=None`` picks the parallel build for
     M >= :data:`PARALLEL_MIN_CONFIGS`.
     """
     from bitops import kernels  # numba is imported only when a batch is evaluated
 
-    inputs = {"w_bits": (w_bits, table.num_layers, np.int64), "a_bits": (a_bits, table.num_layers, np.int64),
-              "kept": (kept, table.num_groups, np.int64),
-              "exit_probs": (np.zeros(table.num_exits) if exit_probs is None else exit_probs, table.num_exits, np.float64)}
-    m = max(np.shape(v)[0] if np.ndim(v) == 2 else 1 for v, _, _ in inputs.values())
-    arrays = {k: _as_matrix(k, v, m, w, dt) for k, (v, w, dt) in inputs.items()}
-    w, a = resolved_bits(table, np.broadcast_to(arrays["w_bits"], (m, table.num_layers)),
-                         np.broadcast_to(arrays["a_bits"], (m, table.num_layers)), policy)
-    for name, bits in (("w_bits", w), ("a_bits", a)):
-        if bits.size and (bits.min() < 1 or bits.max() > FULL_PRECISION_BITS):
+    given = {"w_bits": (w_bits, table.num_layers), "a_bits": (a_bits, table.num_layers),
+             "kept": (kept, table.num_groups),
+             "exit_probs": (np.zeros(table.num_exits) if exit_probs is None else exit_probs, table.num_exits)}
+    rows = {name: _as_rows(name, values, width) for name, (values, width) in given.items()}
+    sizes = [r.shape[0] for r in rows.values()]
+    m = 0 if 0 in sizes and max(sizes) == 1 else max(sizes)  # (0, width) beside one-row inputs: an empty batch
+    for name, r in rows.items():
+        if r.shape[0] not in (1, m):
+            raise InputError(f"{name} must have shape (M, {r.shape[1]}) or ({r.shape[1]},), "
+                             f"got {np.shape(given[name][0])}")
+
+    # The caller's bits, before the policy's overrides: like evaluate, a 0 on the stem is an error
+    # even where first_last_bits would replace it.
+    for name in ("w_bits", "a_bits"):
+        bits = rows[name]
+        if bits.size and not (1 <= bits.min() and bits.max() <= FULL_PRECISION_BITS):
             raise InputError(f"{name} must be in 1..{FULL_PRECISION_BITS}, got values in {bits.min()}..{bits.max()}")
-    kept_m = np.broadcast_to(arrays["kept"], (m, table.num_groups))
-    if kept_m.size and (np.any(kept_m < 1) or np.any(kept_m > table.group_channels)):
+        _check_whole(name, bits)
+    kept_rows = rows["kept"]
+    if kept_rows.size and not (np.all(kept_rows.min(axis=0) >= 1) and np.all(kept_rows.max(axis=0) <= table.group_channels)):
         raise InputError("kept channels must be in 1..channels of their group for every configuration")
-    probs = np.broadcast_to(arrays["exit_probs"], (m, table.num_exits))
+    _check_whole("kept", kept_rows)
+    probs = rows["exit_probs"].astype(np.float64, copy=False)
     if probs.size and (not np.all(np.isfinite(probs)) or probs.min() < 0 or probs.sum(axis=1).max() > 1 + PROB_SLACK):
         raise InputError("exit_probs must be finite, >= 0 and sum to at most 1 in every configuration")
 
-    lay, opc = table.layers, table.ops
-    op_cost = np.array([float(policy.nonmac_bits * policy.nonmac_bits * policy.ops_per_mac)
-                        if policy.counts_category(c) else 0.0 for c in opc["category"]], dtype=np.float64)
+    w, a = rows["w_bits"].astype(np.uint8, copy=False), rows["a_bits"].astype(np.uint8, copy=False)
+    if policy.first_last_bits is not None or policy.input_bits is not None:
+        w, a = resolved_bits(table, w, a, policy)  # new arrays: the caller's stay as given
     use_parallel = m >= PARALLEL_MIN_CONFIGS if parallel is None else parallel
     kernel = kernels.batch_cost_parallel if use_parallel else kernels.batch_cost_serial
     bitops, macs, params, storage = kernel(
-        lay["macs_unit"], lay["in_ch"], lay["out_ch"], lay["groups"], lay["taps"], lay["in_group"], lay["out_group"],
-        lay["segment"], lay["has_weight"], lay["has_bias"], lay["depthwise"],
-        opc["elements"], opc["channels"], opc["group"], opc["params"], opc["segment"], op_cost, table.group_channels,
-        np.ascontiguousarray(w, dtype=np.uint8), np.ascontiguousarray(a, dtype=np.uint8),
-        np.ascontiguousarray(kept_m, dtype=np.int32), np.ascontiguousarray(probs, dtype=np.float64),
-        policy.ops_per_mac, policy.bitops_formula == "accumulator", policy.aux_bits,
+        *kernel_table(table, policy),
+        _for_kernel(w, m, np.uint8), _for_kernel(a, m, np.uint8), _for_kernel(kept_rows, m, np.int32),
+        _for_kernel(probs, m, np.float64),
     )
-    extra = table.extra_params
-    return BatchResult(bitops=bitops, macs=macs, params=params + extra, storage_bits=storage + extra * policy.aux_bits)
+    return BatchResult(bitops=bitops, macs=macs, params=params, storage_bits=storage)

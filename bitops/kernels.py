@@ -1,23 +1,45 @@
 """Batch kernels: the cost of M configurations of one table in one pass.
 
 Module-level ``@njit(cache=True)`` functions over flat, contiguous numpy arrays; no objects,
-dicts or validation inside (the Python layer in :mod:`bitops.batch` owns those). Each computes,
-per configuration m, exactly what :func:`bitops.cost.evaluate` computes row by row, in the same
-order of float operations, so the two agree to the last bit.
+dicts or validation inside (the Python layer in :mod:`bitops.batch` owns those, and
+:func:`bitops.batch.kernel_table` builds the table arguments below). Each computes, per
+configuration m, exactly what :func:`bitops.cost.evaluate` computes row by row, in the same order
+of float operations, so the two agree to the last bit.
 
-Arrays (L MAC rows, N other ops, G channel groups, K exits, M configurations):
+Arguments (L MAC rows, C counted non-MAC op rows, G channel groups, K exits, M configurations),
+in this order:
 
-* layer columns, int64[L]: ``macs_unit, in_ch, out_ch, groups, taps, in_group, out_group,
-  segment``; bool[L]: ``has_weight, has_bias, depthwise``;
-* op columns, int64[N]: ``op_elements, op_channels, op_group, op_params, op_segment``;
-  ``op_cost`` float64[N]: BitOps per kept element (0 where the policy does not count the op);
-* ``group_channels`` int64[G];
+* MAC rows, int64[L]: ``macs_unit``; ``in_unit, in_group`` and ``out_unit, out_group`` (see
+  *units* below); ``groups, taps, segment``; bool[L]: ``has_weight, depthwise``;
+* the op rows whose BitOps the policy counts, int64[C]: ``op_unit`` (output elements, a unit),
+  ``op_group, op_segment``; op rows the policy does not count cost 0 BitOps and are left out;
+* parameters stored at ``aux_bits`` (biases, BN and other per-channel op parameters, the table's
+  ``extra_params``): ``aux_per_kept`` int64[G], how many per kept channel of group g, and
+  ``aux_fixed`` int64, how many never pruned;
+* scalars: ``ops_per_mac`` (1, or 2 for FLOPs), ``accumulator`` (bool: Baskin et al.'s term on),
+  ``nonmac_cost`` (BitOps per element of a counted op: nonmac_bits^2 x ops_per_mac), ``aux_bits``;
 * configurations: ``w_bits, a_bits`` uint8[M, L] (policy overrides already applied),
-  ``kept`` int32[M, G], ``exit_probs`` float64[M, K];
-* scalars: ``ops_per_mac`` (1 or 2), ``accumulator`` (Baskin term on/off), ``aux_bits``.
+  ``kept`` int32[M, G], ``exit_probs`` float64[M, K].
 
-Outputs, each of length M: ``bitops`` and ``macs`` float64 (expected over exits),
-``params`` and ``storage_bits`` int64.
+Units: a row's width at a pruning is ``kept[m, group] * unit`` (``unit`` = its full width divided
+by its group's channel count), or ``unit`` itself, the full width, where ``group`` is -1 (never
+pruned). Precomputing the quotient keeps integer divisions, the slowest instruction here, out of
+the loops; it is exact because every width is a multiple of its group's channel count.
+
+Per configuration m, with reach[0] = 1 and reach[k+1] = max(reach[k] - exit_probs[m, k], 0):
+
+* MAC row i: in' and out' from the units; in_pg = 1 (depthwise), in' (groups == 1) or
+  in' // groups; MACs = macs_unit x out' x in_pg x ops_per_mac; BitOps = MACs x wb x ab, or
+  MACs x (wb*ab + wb + ab + log2(in_pg x taps)) with ``accumulator``; weights = out' x in_pg x taps
+  where ``has_weight``;
+* ``bitops`` = sum_i BitOps_i x reach[segment_i] + sum_j (elements'_j x nonmac_cost) x
+  reach[op_segment_j], each sum left to right from 0.0, then added (as ``evaluate`` does);
+* ``macs`` = sum_i MACs_i x reach[segment_i];
+* aux = aux_fixed + sum_g aux_per_kept[g] x kept[m, g];
+* ``params`` = sum_i weights_i + aux; ``storage_bits`` = sum_i weights_i x wb_i + aux x aux_bits.
+
+Outputs, each of length M: ``bitops`` and ``macs`` float64 (expected over exits), ``params`` and
+``storage_bits`` int64 (totals, ``extra_params`` included).
 """
 
 from __future__ import annotations
@@ -29,31 +51,33 @@ __all__ = ["batch_cost_parallel", "batch_cost_serial"]
 
 
 @njit(cache=True, inline="always")
-def _width(width, group, kept_row, group_channels):
+def _scaled(unit, group, kept_row):
+    """Width (or element count) of a row: ``unit`` per kept channel of ``group``; ``unit`` if group < 0."""
     if group < 0:
-        return width
-    return np.int64(kept_row[group]) * (width // group_channels[group])
+        return unit
+    return np.int64(kept_row[group]) * unit
 
 
 @njit(cache=True, inline="always")
-def _one_config(m, macs_unit, in_ch, out_ch, groups, taps, in_group, out_group, segment, has_weight, has_bias,
-                depthwise, op_elements, op_channels, op_group, op_params, op_segment, op_cost, group_channels,
-                w_bits, a_bits, kept, exit_probs, ops_per_mac, accumulator, aux_bits,
-                out_bitops, out_macs, out_params, out_storage):
-    n_exits = exit_probs.shape[1]
-    reach = np.empty(n_exits + 1)
-    reach[0] = 1.0
-    for k in range(n_exits):
-        reach[k + 1] = max(reach[k] - exit_probs[m, k], 0.0)
+def _one_config(m, macs_unit, in_pg_unit, in_pg_group, in_pg_div, out_unit, out_group, taps, segment, has_weight,
+                op_unit, op_group, op_segment, aux_per_kept, aux_fixed,
+                ops_per_mac, accumulator, nonmac_cost, aux_bits,
+                w_bits, a_bits, kept, exit_probs, reach, out_bitops, out_macs, out_params, out_storage):
+    """Configuration m into ``out_*[m]``; ``reach`` float64[M, K+1] is scratch (row m is written)."""
+    reach_m = reach[m]
+    reach_m[0] = 1.0
+    for k in range(exit_probs.shape[1]):
+        reach_m[k + 1] = max(reach_m[k] - exit_probs[m, k], 0.0)
     kept_row = kept[m]
     total_macs = 0.0
     total_bitops = 0.0
-    params = np.int64(0)
-    storage = np.int64(0)
+    weights_total = np.int64(0)
+    weight_bits = np.int64(0)
     for i in range(macs_unit.shape[0]):
-        in_w = _width(in_ch[i], in_group[i], kept_row, group_channels)
-        out_w = _width(out_ch[i], out_group[i], kept_row, group_channels)
-        in_pg = np.int64(1) if depthwise[i] else in_w // groups[i]
+        in_pg = _scaled(in_pg_unit[i], in_pg_group[i], kept_row)
+        if in_pg_div[i] != 1:
+            in_pg //= in_pg_div[i]
+        out_w = _scaled(out_unit[i], out_group[i], kept_row)
         macs = macs_unit[i] * out_w * in_pg * ops_per_mac
         wb = np.int64(w_bits[m, i])
         ab = np.int64(a_bits[m, i])
@@ -61,59 +85,63 @@ def _one_config(m, macs_unit, in_ch, out_ch, groups, taps, in_group, out_group, 
             static = macs * (np.float64(wb * ab + wb + ab) + np.log2(np.float64(in_pg * taps[i])))
         else:
             static = np.float64(macs * wb * ab)
-        r = reach[segment[i]]
+        r = reach_m[segment[i]]
         total_macs += macs * r
         total_bitops += static * r
-        weights = out_w * in_pg * taps[i] if has_weight[i] else np.int64(0)
-        bias = out_w if has_bias[i] else np.int64(0)
-        params += weights + bias
-        storage += weights * wb + bias * aux_bits
+        if has_weight[i]:
+            weights = out_w * in_pg * taps[i]
+            weights_total += weights
+            weight_bits += weights * wb
     op_total = 0.0
-    for j in range(op_elements.shape[0]):
-        width = _width(op_channels[j], op_group[j], kept_row, group_channels)
-        elements = op_elements[j] // op_channels[j] * width
-        op_params_j = op_params[j] // op_channels[j] * width
-        if op_cost[j] != 0.0:
-            op_total += elements * op_cost[j] * reach[op_segment[j]]
-        params += op_params_j
-        storage += op_params_j * aux_bits
+    for j in range(op_unit.shape[0]):
+        elements = _scaled(op_unit[j], op_group[j], kept_row)
+        op_total += np.float64(elements * nonmac_cost) * reach_m[op_segment[j]]
+    aux = aux_fixed
+    for g in range(aux_per_kept.shape[0]):
+        aux += aux_per_kept[g] * np.int64(kept_row[g])
     out_bitops[m] = total_bitops + op_total
     out_macs[m] = total_macs
-    out_params[m] = params
-    out_storage[m] = storage
+    out_params[m] = weights_total + aux
+    out_storage[m] = weight_bits + aux * aux_bits
 
 
-@njit(cache=True)
-def batch_cost_serial(macs_unit, in_ch, out_ch, groups, taps, in_group, out_group, segment, has_weight, has_bias,
-                      depthwise, op_elements, op_channels, op_group, op_params, op_segment, op_cost, group_channels,
-                      w_bits, a_bits, kept, exit_probs, ops_per_mac, accumulator, aux_bits):
-    """Serial build: one configuration after another (best for small M)."""
+@njit(cache=True, error_model="numpy")
+def batch_cost_serial(macs_unit, in_pg_unit, in_pg_group, in_pg_div, out_unit, out_group, taps, segment, has_weight,
+                      op_unit, op_group, op_segment, aux_per_kept, aux_fixed,
+                      ops_per_mac, accumulator, nonmac_cost, aux_bits,
+                      w_bits, a_bits, kept, exit_probs):
+    """Serial build: one configuration after another (best for small M). Arguments: module docstring."""
     n = w_bits.shape[0]
+    reach = np.empty((n, exit_probs.shape[1] + 1))
     out_bitops = np.empty(n)
     out_macs = np.empty(n)
     out_params = np.empty(n, dtype=np.int64)
     out_storage = np.empty(n, dtype=np.int64)
     for m in range(n):
-        _one_config(m, macs_unit, in_ch, out_ch, groups, taps, in_group, out_group, segment, has_weight, has_bias,
-                    depthwise, op_elements, op_channels, op_group, op_params, op_segment, op_cost, group_channels,
-                    w_bits, a_bits, kept, exit_probs, ops_per_mac, accumulator, aux_bits,
-                    out_bitops, out_macs, out_params, out_storage)
+        _one_config(m, macs_unit, in_pg_unit, in_pg_group, in_pg_div, out_unit, out_group, taps, segment, has_weight,
+                    op_unit, op_group, op_segment, aux_per_kept, aux_fixed,
+                    ops_per_mac, accumulator, nonmac_cost, aux_bits,
+                    w_bits, a_bits, kept, exit_probs, reach, out_bitops, out_macs, out_params, out_storage)
     return out_bitops, out_macs, out_params, out_storage
 
 
 @njit(cache=True, parallel=True)
-def batch_cost_parallel(macs_unit, in_ch, out_ch, groups, taps, in_group, out_group, segment, has_weight, has_bias,
-                        depthwise, op_elements, op_channels, op_group, op_params, op_segment, op_cost, group_channels,
-                        w_bits, a_bits, kept, exit_probs, ops_per_mac, accumulator, aux_bits):
+def batch_cost_parallel(macs_unit, in_pg_unit, in_pg_group, in_pg_div, out_unit, out_group, taps, segment,
+                        has_weight, op_unit, op_group, op_segment, aux_per_kept, aux_fixed,
+                        ops_per_mac, accumulator, nonmac_cost, aux_bits,
+                        w_bits, a_bits, kept, exit_probs):
     """Parallel build: configurations split across threads (``prange``); same result as serial."""
     n = w_bits.shape[0]
+    # One scratch row per configuration, allocated once: an allocation per configuration inside
+    # prange costs more than the configuration itself.
+    reach = np.empty((n, exit_probs.shape[1] + 1))
     out_bitops = np.empty(n)
     out_macs = np.empty(n)
     out_params = np.empty(n, dtype=np.int64)
     out_storage = np.empty(n, dtype=np.int64)
     for m in prange(n):
-        _one_config(m, macs_unit, in_ch, out_ch, groups, taps, in_group, out_group, segment, has_weight, has_bias,
-                    depthwise, op_elements, op_channels, op_group, op_params, op_segment, op_cost, group_channels,
-                    w_bits, a_bits, kept, exit_probs, ops_per_mac, accumulator, aux_bits,
-                    out_bitops, out_macs, out_params, out_storage)
+        _one_config(m, macs_unit, in_pg_unit, in_pg_group, in_pg_div, out_unit, out_group, taps, segment, has_weight,
+                    op_unit, op_group, op_segment, aux_per_kept, aux_fixed,
+                    ops_per_mac, accumulator, nonmac_cost, aux_bits,
+                    w_bits, a_bits, kept, exit_probs, reach, out_bitops, out_macs, out_params, out_storage)
     return out_bitops, out_macs, out_params, out_storage

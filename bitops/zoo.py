@@ -21,7 +21,7 @@ from torch import nn
 
 from bitops.errors import InputError
 
-__all__ = ["DEFAULT_INPUT_SHAPE", "ZOO_NAMES", "StagedNet", "build", "exit_points"]
+__all__ = ["DEFAULT_INPUT_SHAPE", "ZOO_NAMES", "StagedNet", "build", "exit_head", "exit_points"]
 
 DEFAULT_INPUT_SHAPE = (3, 32, 32)
 
@@ -83,7 +83,7 @@ def _conv_bn(
     return layers
 
 
-def _exit_head(channels: int, num_classes: int) -> nn.Sequential:
+def exit_head(channels: int, num_classes: int) -> nn.Sequential:
     """Early-exit head: conv3x3 -> BN -> ReLU -> global average pool -> linear."""
     head = _conv_bn(channels, channels, 3)
     head.add_module("pool", nn.AdaptiveAvgPool2d(1))
@@ -182,7 +182,7 @@ class StagedNet(nn.Module):
         channels = {name: out_ch for name, _, out_ch in stages}
         num_classes = classifier.out_features
         self.exits = nn.ModuleDict(
-            {p: _exit_head(channels[p], num_classes) for p in self.exit_points if p in exits}
+            {p: exit_head(channels[p], num_classes) for p in self.exit_points if p in exits}
         )
 
     def named_stages(self) -> list[tuple[str, nn.Module]]:

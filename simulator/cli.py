@@ -312,6 +312,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-repeat", action="store_true", help="allow D, P or Q to appear more than once")
     p.add_argument("--teacher", default="resnet20", help="zoo model trained first and used as the reference")
     p.add_argument("--student", default="resnet8", help="zoo model D distils into")
+    p.add_argument("--student-width-mult", type=float, default=1.0, help="width multiplier of the student (1.0)")
     p.add_argument("--dataset", default="digits", help="digits (offline default), cifar10, cifar100, svhn, cinic10")
     p.add_argument("--data-dir", help="folder holding the dataset (not needed for digits)")
     p.add_argument("--download", action="store_true", help="let torchvision download the dataset into --data-dir")
@@ -323,7 +324,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=4.0, help="KD temperature")
     p.add_argument("--alpha", type=float, default=0.9, help="KD weight of the soft targets")
     p.add_argument("--prune-ratio", type=float, default=0.5, help="fraction of channels P removes per group, in [0, 1)")
-    p.add_argument("--finetune-epochs", type=int, default=5, help="fine-tuning epochs after P and after Q")
+    p.add_argument("--finetune-epochs", type=int, default=15, help="fine-tuning epochs after P and after Q")
     p.add_argument("--w-bits", type=int, default=1)
     p.add_argument("--a-bits", type=int, default=8)
     p.add_argument("--first-last-bits", default="same", metavar="same|8|32")
@@ -331,7 +332,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--exits", metavar="NAME,...", help="exit points E adds heads at (default: all of the model's)")
     p.add_argument("--thresholds", default="0.5,0.6,0.7,0.8,0.9,0.95,0.99", help="confidence thresholds E reports")
     p.add_argument("--threshold", type=float, default=0.9, help="the threshold the record's BitOps use")
-    p.add_argument("--exit-epochs", type=int, default=10, help="epochs training the exit heads")
+    p.add_argument("--exit-epochs", type=int, default=30,
+                   help="epochs training the exit heads (heads quantized from scratch, QE, need ~30)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_run_train)
@@ -349,7 +351,7 @@ def _chain_config(args: argparse.Namespace):
                         image_size=args.image_size, batch_size=args.batch_size, seed=args.seed),
         base=TrainConfig(epochs=args.epochs, lr=args.lr),
         distill=DistillConfig(student=args.student, temperature=args.temperature, alpha=args.alpha,
-                              epochs=args.distill_epochs),
+                              epochs=args.distill_epochs, width_mult=args.student_width_mult),
         prune=PruneConfig(ratio=args.prune_ratio, finetune_epochs=args.finetune_epochs),
         quant=QuantConfig(w_bits=args.w_bits, a_bits=args.a_bits,
                           first_last_bits=_bits_option(args.first_last_bits, "--first-last-bits"),

@@ -37,10 +37,10 @@ from bitops.jsonio import write_atomic, write_json_atomic
 from bitops.table import LayerTable
 from bitops.trace import trace_model
 from trainer.data import DataConfig, DataSplits, load_data
-from trainer.loop import evaluate_accuracy, resolve_device, train_epochs
-from trainer.measure import measure_cost
+from trainer.loop import evaluate_accuracy, resolve_device
+from trainer.measure import measure_cost, measure_costs
 from trainer.stages import (DistillConfig, ExitConfig, PruneConfig, QuantConfig, TrainConfig, add_exits, distill,
-                            exit_report, prune, quantize)
+                            exit_report, prune, quantize, train_base)
 
 __all__ = ["RECORD_TYPE", "RECORD_VERSION", "ChainConfig", "load_record", "run_chain", "validate_order"]
 
@@ -120,26 +120,23 @@ def _stage_entry(letter: str, index: int, config: Any, state: _State, data: Data
     """Accuracy, exit rates and cost of the model after a stage."""
     model = state.model
     entry: dict[str, Any] = {"stage": letter, "index": index, "config": None if config is None else asdict(config)}
-    exit_probs = None
     if len(getattr(model, "exits", ())) > 0:
+        # Accuracy and BitOps at each threshold, from exit rates measured on the test split.
         rows = exit_report(model, data.test, exits.thresholds, device)
         chosen = min(rows, key=lambda r: abs(r["threshold"] - exits.threshold))
-        exit_probs = {k: v for k, v in chosen["rates"].items() if k != "final"}
-        for row in rows:
-            row["cost"] = _cost_summary(measure_cost(model, data.input_shape, reference,
-                                                     {k: v for k, v in row["rates"].items() if k != "final"}))
+        probs = [{k: v for k, v in row["rates"].items() if k != "final"} for row in [chosen, *rows]]
+        costs = measure_costs(model, data.input_shape, reference, probs)
+        for row, cost in zip(rows, costs[1:]):
+            row["cost"] = {k: cost[k] for k in ("bitops", "bitops_cr", "cr", "macs", "params")}
         entry["exit"] = {"threshold": chosen["threshold"], "rates": chosen["rates"], "thresholds": rows}
         entry["accuracy"] = chosen["accuracy"]
+        entry["cost"] = costs[0]
     else:
         entry["accuracy"] = evaluate_accuracy(model, data.test, device)
+        entry["cost"] = measure_cost(model, data.input_shape, reference)
     entry["val_accuracy"] = evaluate_accuracy(model, data.val, device)
-    entry["cost"] = measure_cost(model, data.input_shape, reference, exit_probs)
     entry["wall_s"] = round(time.perf_counter() - started, 3)
     return entry
-
-
-def _cost_summary(cost: dict[str, Any]) -> dict[str, Any]:
-    return {k: cost[k] for k in ("bitops", "bitops_cr", "cr", "macs", "params")}
 
 
 def _apply(letter: str, state: _State, config: ChainConfig, data: DataSplits, device: torch.device) -> Any:
@@ -205,7 +202,7 @@ def run_chain(config: ChainConfig, out: Path, *, resume: bool = False,
         started = time.perf_counter()
         model = zoo.build(config.teacher, num_classes=data.num_classes)
         log(f"base: training {config.teacher} for {config.base.epochs} epochs on {data.name}")
-        train_epochs(model, data.train, epochs=config.base.epochs, lr=config.base.lr, device=device, desc="base")
+        train_base(model, config.base, data, device)
         state = _State(model=model)
         base = _stage_entry("base", 0, config.base, state, data, device, teacher_table, config.exits, started)
         record["reference"].update(bitops=base["cost"]["reference_bitops"],

@@ -14,7 +14,7 @@ predicted configuration can only differ in their inputs. The inputs, read off th
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,7 @@ from bitops.table import LayerTable
 from bitops.trace import trace_model
 from trainer.quant import float_view, layer_bits
 
-__all__ = ["measure_cost"]
+__all__ = ["measure_cost", "measure_costs"]
 
 
 def _row_bits(row: str, bits: Mapping[str, tuple[int, int]]) -> tuple[int, int]:
@@ -62,30 +62,39 @@ def measure_cost(model: nn.Module, input_shape: tuple[int, int, int], reference:
     they were. Raises InputError for an exit name the model does not have, or probabilities that
     are negative or sum over 1.
     """
+    return measure_costs(model, input_shape, reference, [exit_probs])[0]
+
+
+def measure_costs(model: nn.Module, input_shape: tuple[int, int, int], reference: LayerTable,
+                  exit_probs: Sequence[Mapping[str, float] | None]) -> list[dict[str, Any]]:
+    """:func:`measure_cost` for several sets of exit probabilities (one per threshold), tracing once."""
     twin = copy.deepcopy(model).cpu()
     with float_view(twin):  # the quantizers' own ops must not enter the trace as layers
         table = trace_model(twin, input_shape, name=type(model).__name__)
     module_bits = layer_bits(twin)
     row_bits = [_row_bits(row, module_bits) for row in table.layers["name"]]
-    probs = _exit_prob_array(table.exit_names, exit_probs)
-    config = Config(
-        w_bits=np.array([w for w, _ in row_bits], dtype=np.int64),
-        a_bits=np.array([a for _, a in row_bits], dtype=np.int64),
-        kept=table.group_channels.copy(),
-        exit_probs=probs,
-    )
-    totals = evaluate(table, config, Policy()).totals
     ref = reference_totals(reference)
-    return {
-        "macs": totals.macs,
-        "params": totals.params,
-        "bitops": totals.bitops,
-        "storage_bits": totals.storage_bits,
-        "reference_bitops": ref.bitops,
-        "reference_storage_bits": ref.storage_bits,
-        "bitops_cr": ref.bitops / totals.bitops,
-        "cr": ref.storage_bits / totals.storage_bits,
-        "exits": list(table.exit_names),
-        "exit_probs": probs.tolist(),
-        "layer_bits": {row: [w, a] for row, (w, a) in zip(table.layers["name"], row_bits)},
-    }
+    results = []
+    for probs_by_name in exit_probs:
+        probs = _exit_prob_array(table.exit_names, probs_by_name)
+        config = Config(
+            w_bits=np.array([w for w, _ in row_bits], dtype=np.int64),
+            a_bits=np.array([a for _, a in row_bits], dtype=np.int64),
+            kept=table.group_channels.copy(),
+            exit_probs=probs,
+        )
+        totals = evaluate(table, config, Policy()).totals
+        results.append({
+            "macs": totals.macs,
+            "params": totals.params,
+            "bitops": totals.bitops,
+            "storage_bits": totals.storage_bits,
+            "reference_bitops": ref.bitops,
+            "reference_storage_bits": ref.storage_bits,
+            "bitops_cr": ref.bitops / totals.bitops,
+            "cr": ref.storage_bits / totals.storage_bits,
+            "exits": list(table.exit_names),
+            "exit_probs": probs.tolist(),
+            "layer_bits": {row: [w, a] for row, (w, a) in zip(table.layers["name"], row_bits)},
+        })
+    return results

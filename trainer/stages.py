@@ -17,8 +17,9 @@ it was, so rival orders can start from one trained base model.
 Order semantics (DESIGN.md, from the paper's Figures 6-11): D builds an unpruned, full-precision
 student whatever was done to the teacher (PD, QD), but the teacher's exit heads become distillation
 targets of the student's (ED). P and Q prune / quantize exit heads that already exist and fine-tune
-them with the backbone (EP, EQ); E after P sizes its heads to the pruned widths (PE) and E after Q
-quantizes its new heads from the start (QE).
+them with the backbone (EP, EQ); P on a quantized model keeps its bits, so its fine-tuning is QAT
+(QP); E after P sizes its heads to the pruned widths (PE) and E after Q quantizes its new heads from
+the start (QE).
 """
 
 from __future__ import annotations
@@ -36,10 +37,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from bitops import zoo
-from bitops.errors import InputError
 from bitops.config import kept_channels
+from bitops.errors import InputError
 from bitops.trace import channel_groups, output_layers
-from bitops.zoo import _exit_head as exit_head  # the zoo's own head, so traced heads match built ones
+from bitops.zoo import exit_head  # the zoo's own head, so traced heads match built ones
 from trainer.loop import train_epochs
 from trainer.quant import quantize_like, quantize_model
 
@@ -136,7 +137,7 @@ class PruneConfig:
     """P: uniform structured channel pruning, then fine-tuning."""
 
     ratio: float = 0.5  # fraction of each channel group removed; bitops' keep_ratio is 1 - ratio
-    finetune_epochs: int = 5
+    finetune_epochs: int = 15
 
     def __post_init__(self) -> None:
         if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)) or not 0 <= self.ratio < 1:
@@ -152,7 +153,7 @@ class QuantConfig:
     a_bits: int = 8
     first_last_bits: int | None = None  # None: first conv and last linear at w_bits/a_bits too
     input_bits: int | None = None  # None: the image enters at the first layer's a_bits
-    finetune_epochs: int = 5  # QAT fine-tuning at base_lr / 10
+    finetune_epochs: int = 15  # QAT fine-tuning at base_lr / 10
 
     def __post_init__(self) -> None:
         _check_bits("w_bits", self.w_bits)
@@ -169,7 +170,7 @@ class ExitConfig:
     exits: tuple[str, ...] | None = None  # exit points (stage names); None: every exit point
     thresholds: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)  # measured, one row each
     threshold: float = 0.9  # the operating point a run reports its cost at
-    epochs: int = 10  # head training at the base learning rate on the frozen backbone
+    epochs: int = 30  # head training at the base learning rate on the frozen backbone
 
     def __post_init__(self) -> None:
         # Lists (from JSON or argparse) are accepted and stored as tuples, so the config stays hashable.
@@ -339,9 +340,10 @@ def quantize(model: nn.Module, config: QuantConfig, data: Splits, device: torch.
 class _HeadsOnFrozenBackbone(nn.Module):
     """Exit logits of ``model``'s heads over its backbone, run in eval mode without gradients.
 
-    Training only the heads on a frozen backbone keeps the backbone's weights and BN statistics as
-    they were (the paper, section 3.1.3: "the information of the student's own body layer is more
-    important for its exit layer"). Stages past the last head are not run.
+    Only the heads train: the backbone's weights and BN statistics stay as the stages before E left
+    them (the paper's E "trains exit layers" on a finished network, Figures 8-11, and section 3.1.6
+    finds fine-tuning through exit layers less effective than on the network). Stages past the
+    last head are not run.
     """
 
     def __init__(self, model: zoo.StagedNet) -> None:

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from bitops import InputError, kept_from_ratio, zoo
 from bitops.trace import trace_model
 from trainer import stages
-from trainer.loop import evaluate_accuracy
+from trainer.loop import evaluate_accuracy, resolve_device, train_epochs
 from trainer.quant import QConv2d, QLinear, layer_bits
 from trainer.stages import (DistillConfig, ExitConfig, PruneConfig, QuantConfig, TrainConfig, add_exits, distill,
                             exit_report, kd_loss, prune, quantize, train_base)
@@ -56,6 +56,16 @@ def easy_loader(n: int, seed: int, shuffle: bool) -> DataLoader:
     y = torch.randint(0, CLASSES, (n,), generator=gen)
     x = patterns[y] + 0.8 * torch.randn(n, *INPUT, generator=gen)
     return DataLoader(TensorDataset(x, y), batch_size=64, shuffle=shuffle, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """These models are too small to gain from a second thread, and on a shared 2-core machine two
+    OpenMP threads that wait on each other run many times slower than one (as in test_trace.py)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -333,6 +343,36 @@ def test_heads_added_after_q_are_quantized_at_the_given_bits(data):
         assert quantized_bits(head) == {"conv": (3, 5), "fc": (3, 5)}
     backbone = {k: v for k, v in quantized_bits(model).items() if not k.startswith("exits.")}
     assert backbone == quantized_bits(quantized)
+
+
+# ---- the loop the stages share -------------------------------------------------------------------
+
+def test_resolve_device():
+    assert resolve_device("cpu") == CPU
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(InputError, match="^--device must be auto, cpu, cuda or cuda:N, got 'tpu'"):
+        resolve_device("tpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_cuda_device_is_an_input_error():
+    with pytest.raises(InputError, match="^--device cuda: no CUDA device is available"):
+        resolve_device("cuda")
+
+
+def test_train_epochs_trains_only_the_given_parameters_and_evaluation_restores_the_mode(data):
+    model = tiny()
+    frozen = state_of(model)
+    losses = train_epochs(model, data.train, epochs=2, lr=BASE_LR, device=CPU, parameters=model.fc.parameters(),
+                          progress=False)
+    assert len(losses) == 2 and losses[1] < losses[0]
+    changed = {k for k in frozen if not torch.equal(frozen[k], model.state_dict()[k])}
+    # fc learns; BN statistics move in train mode; no other weight changes.
+    assert {k for k in changed if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))} == {
+        "fc.weight", "fc.bias"}
+    model.train()
+    evaluate_accuracy(model, data.test, CPU)
+    assert model.training
 
 
 # ---- config rules: one test each -----------------------------------------------------------------
