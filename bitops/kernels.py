@@ -6,40 +6,50 @@ dicts or validation inside (the Python layer in :mod:`bitops.batch` owns those, 
 configuration m, exactly what :func:`bitops.cost.evaluate` computes row by row, in the same order
 of float operations, so the two agree to the last bit.
 
-Arguments (L MAC rows, C counted non-MAC op rows, G channel groups, K exits, M configurations),
-in this order:
+Arguments, in this order (L MAC rows, C counted op rows, G channel groups, K exits, M configs):
 
-* MAC rows, int64[L]: ``macs_unit``; ``in_unit, in_group`` and ``out_unit, out_group`` (see
-  *units* below); ``groups, taps, segment``; bool[L]: ``has_weight, depthwise``;
-* the op rows whose BitOps the policy counts, int64[C]: ``op_unit`` (output elements, a unit),
-  ``op_group, op_segment``; op rows the policy does not count cost 0 BitOps and are left out;
-* parameters stored at ``aux_bits`` (biases, BN and other per-channel op parameters, the table's
-  ``extra_params``): ``aux_per_kept`` int64[G], how many per kept channel of group g, and
-  ``aux_fixed`` int64, how many never pruned;
-* scalars: ``ops_per_mac`` (1, or 2 for FLOPs), ``accumulator`` (bool: Baskin et al.'s term on),
+* MAC rows: ``macs_unit`` int64[L]; ``in_pg_unit, in_pg_group, in_pg_div`` int64[L] (input
+  channels per conv group, below); ``out_unit, out_group`` int64[L]; ``taps, segment`` int64[L];
+  ``has_weight`` bool[L];
+* the non-MAC op rows whose BitOps the policy counts: ``op_unit, op_group, op_segment``
+  int64[C] (output elements, a unit); the rows it does not count cost 0.0 and are left out;
+* parameters stored at ``aux_bits`` (MAC-row biases, BN and other per-channel op parameters, the
+  table's ``extra_params``): ``aux_per_kept`` int64[G], how many per kept channel of group g, and
+  ``aux_fixed`` int64, how many are never pruned;
+* scalars: ``ops_per_mac`` (1, or 2 for FLOPs), ``accumulator`` (bool: Baskin et al.'s term),
   ``nonmac_cost`` (BitOps per element of a counted op: nonmac_bits^2 x ops_per_mac), ``aux_bits``;
 * configurations: ``w_bits, a_bits`` uint8[M, L] (policy overrides already applied),
   ``kept`` int32[M, G], ``exit_probs`` float64[M, K].
 
-Units: a row's width at a pruning is ``kept[m, group] * unit`` (``unit`` = its full width divided
-by its group's channel count), or ``unit`` itself, the full width, where ``group`` is -1 (never
-pruned). Precomputing the quotient keeps integer divisions, the slowest instruction here, out of
-the loops; it is exact because every width is a multiple of its group's channel count.
+Units: a count that scales with a channel group's kept channels is ``kept[m, group] x unit``, or
+``unit`` itself where ``group`` is -1 (never pruned). :func:`bitops.batch.kernel_table` divides
+by the group's channel count once per table (``out_unit = out_ch // channels of out_group``):
+integer division is the slowest instruction in these loops, and every width is a multiple of
+its group's channel count (``LayerTable.validate``), so the product is exact. The input channels
+per conv group are ``in_pg = kept[m, in_pg_group] x in_pg_unit // in_pg_div``, where
+``in_pg_div`` is 1 except on a pruned grouped conv whose unit ``groups`` does not divide
+(depthwise rows: unit 1, group -1).
 
 Per configuration m, with reach[0] = 1 and reach[k+1] = max(reach[k] - exit_probs[m, k], 0):
 
-* MAC row i: in' and out' from the units; in_pg = 1 (depthwise), in' (groups == 1) or
-  in' // groups; MACs = macs_unit x out' x in_pg x ops_per_mac; BitOps = MACs x wb x ab, or
-  MACs x (wb*ab + wb + ab + log2(in_pg x taps)) with ``accumulator``; weights = out' x in_pg x taps
-  where ``has_weight``;
+* MAC row i: MACs = macs_unit x out' x in_pg x ops_per_mac; BitOps = MACs x wb x ab, or
+  MACs x (wb*ab + wb + ab + log2(in_pg x taps)) with ``accumulator``; weights = out' x in_pg x
+  taps where ``has_weight``, else 0;
 * ``bitops`` = sum_i BitOps_i x reach[segment_i] + sum_j (elements'_j x nonmac_cost) x
-  reach[op_segment_j], each sum left to right from 0.0, then added (as ``evaluate`` does);
+  reach[op_segment_j], each sum left to right from 0.0, then the two added, as ``evaluate`` does
+  (the left-out rows' 0.0 terms change no sum);
 * ``macs`` = sum_i MACs_i x reach[segment_i];
 * aux = aux_fixed + sum_g aux_per_kept[g] x kept[m, g];
 * ``params`` = sum_i weights_i + aux; ``storage_bits`` = sum_i weights_i x wb_i + aux x aux_bits.
 
-Outputs, each of length M: ``bitops`` and ``macs`` float64 (expected over exits), ``params`` and
-``storage_bits`` int64 (totals, ``extra_params`` included).
+Integers are int64 throughout and converted to float64 exactly where ``evaluate`` converts its
+Python ints. Outputs, each of length M: ``bitops`` and ``macs`` float64 (expected over exits),
+``params`` and ``storage_bits`` int64 (totals, ``extra_params`` included).
+
+Both builds compile with numba's ``error_model="numpy"``, which the ``parallel=True`` build's
+loop body gets anyway (numba's parfor lowering sets it): with the default Python error model the
+one division above carries a ZeroDivisionError path that halves the serial build's speed, though
+no table can reach it (``groups`` >= 1).
 """
 
 from __future__ import annotations
@@ -63,7 +73,7 @@ def _one_config(m, macs_unit, in_pg_unit, in_pg_group, in_pg_div, out_unit, out_
                 op_unit, op_group, op_segment, aux_per_kept, aux_fixed,
                 ops_per_mac, accumulator, nonmac_cost, aux_bits,
                 w_bits, a_bits, kept, exit_probs, reach, out_bitops, out_macs, out_params, out_storage):
-    """Configuration m into ``out_*[m]``; ``reach`` float64[M, K+1] is scratch (row m is written)."""
+    """Cost of configuration m into ``out_*[m]``; ``reach`` float64[M, K+1] is scratch (writes row m only)."""
     reach_m = reach[m]
     reach_m[0] = 1.0
     for k in range(exit_probs.shape[1]):
@@ -110,7 +120,11 @@ def batch_cost_serial(macs_unit, in_pg_unit, in_pg_group, in_pg_div, out_unit, o
                       op_unit, op_group, op_segment, aux_per_kept, aux_fixed,
                       ops_per_mac, accumulator, nonmac_cost, aux_bits,
                       w_bits, a_bits, kept, exit_probs):
-    """Serial build: one configuration after another (best for small M). Arguments: module docstring."""
+    """Serial build: one configuration after another (best for small M).
+
+    Arguments as in the module docstring; returns ``(bitops, macs, params, storage_bits)``, float64[M],
+    float64[M], int64[M], int64[M].
+    """
     n = w_bits.shape[0]
     reach = np.empty((n, exit_probs.shape[1] + 1))
     out_bitops = np.empty(n)
@@ -125,12 +139,15 @@ def batch_cost_serial(macs_unit, in_pg_unit, in_pg_group, in_pg_div, out_unit, o
     return out_bitops, out_macs, out_params, out_storage
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def batch_cost_parallel(macs_unit, in_pg_unit, in_pg_group, in_pg_div, out_unit, out_group, taps, segment,
                         has_weight, op_unit, op_group, op_segment, aux_per_kept, aux_fixed,
                         ops_per_mac, accumulator, nonmac_cost, aux_bits,
                         w_bits, a_bits, kept, exit_probs):
-    """Parallel build: configurations split across threads (``prange``); same result as serial."""
+    """Parallel build: configurations split across threads (``prange``); the serial build's result, bit for bit.
+
+    Each configuration is computed by one thread, in the serial order, so no float sum is split.
+    """
     n = w_bits.shape[0]
     # One scratch row per configuration, allocated once: an allocation per configuration inside
     # prange costs more than the configuration itself.
