@@ -112,6 +112,48 @@ def test_accumulator_log2_agrees_for_many_fan_ins() -> None:
     _assert_batch_equals_reference(table, arrays, Policy(bitops_formula="accumulator"))
 
 
+def _grouped_conv_table() -> LayerTable:
+    """Grouped (not depthwise) convs on pruned channel groups, which ``random_table`` never builds.
+
+    Groups g0 (8 channels) and g1 (6). Per kept channel, conv ``a`` has 2 input channels and 4
+    conv groups (in_pg = 2 x kept // 4: a division per configuration, flooring at odd kept
+    counts), conv ``b`` 2 and 2 (in_pg = kept), conv ``c`` 4 and 8 (in_pg = kept // 2).
+    """
+    rows = [  # name, in_ch, out_ch, groups, in_group, out_group, has_bias
+        ("stem", 3, 16, 1, -1, 0, False), ("a", 16, 12, 4, 0, 1, False), ("b", 12, 16, 2, 1, 0, True),
+        ("c", 24, 24, 8, 1, 1, False), ("fc", 24, 10, 1, 1, -1, True)]
+    n = len(rows)
+    name, in_ch, out_ch, groups, in_group, out_group, has_bias = (list(col) for col in zip(*rows))
+    kernel = [3, 3, 3, 1, 1]
+    layers = {"name": name, "kind": ["conv"] * (n - 1) + ["linear"], "in_ch": in_ch, "out_ch": out_ch,
+              "groups": groups, "taps": [k * k for k in kernel], "kernel_h": kernel, "kernel_w": kernel,
+              "out_h": [4] * (n - 1) + [1], "out_w": [4] * (n - 1) + [1],
+              "macs_unit": [k * k * 16 for k in kernel[:-1]] + [1], "in_group": in_group, "out_group": out_group,
+              "segment": [0] * n, "exit_index": [-1] * n, "has_weight": [True] * n, "has_bias": has_bias,
+              "depthwise": [False] * n}
+    ops = {"name": ["a.bn", "c.relu"], "kind": ["batch_norm", "relu"], "category": ["bn", "act"],
+           "elements": [12 * 16, 24 * 16], "channels": [12, 24], "group": [1, 1], "params": [24, 0],
+           "segment": [0, 0], "exit_index": [-1, -1]}
+    return LayerTable.from_columns(model="grouped", input_shape=(3, 4, 4), layers=layers, ops=ops,
+                                   group_channels=[8, 6], group_labels=["g0", "g1"], extra_params=7)
+
+
+@pytest.mark.parametrize("policy", [Policy(), Policy(ops="flops", bitops_formula="accumulator", bn="counted",
+                                                     elementwise="counted", first_last_bits=8)], ids=_policy_id)
+def test_pruned_grouped_convs_agree_exactly(policy: Policy) -> None:
+    table = _grouped_conv_table()
+    rng = np.random.default_rng(5)
+    m = 64
+    # At least 2 kept channels per group: conv a's 2 x kept // 4 input channels per group stay >= 1
+    # (0 would leave the accumulator's log2(fan_in) undefined in the reference too).
+    kept = np.stack([rng.integers(2, c + 1, size=m) for c in table.group_channels], axis=1)
+    kept[0] = table.group_channels
+    arrays = (rng.integers(1, 33, size=(m, table.num_layers)), rng.integers(1, 33, size=(m, table.num_layers)),
+              kept, np.zeros((m, 0)))
+    assert set(((2 * kept[:, 0]) % 4).tolist()) == {0, 2}  # conv a's division floors, and is exact
+    _assert_batch_equals_reference(table, arrays, policy)
+
+
 def test_parallel_default_kicks_in_for_large_batches_and_agrees() -> None:
     table, _ = CASES[3]
     arrays = random_configs(np.random.default_rng(3), table, 5000)
@@ -148,6 +190,34 @@ def test_all_vectors_give_one_configuration() -> None:
     result = evaluate_batch(table, *(a[4] for a in arrays))
     assert result.bitops.shape == (1,)
     assert result.bitops[0] == evaluate(table, config_at(arrays, 4)).totals.bitops
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["serial", "parallel"])
+def test_empty_batch_beside_vectors_gives_empty_results(parallel: bool) -> None:
+    table, (w_bits, a_bits, kept, exit_probs) = CASES[3]
+    result = evaluate_batch(table, w_bits[:0], a_bits[0], kept[0], exit_probs[0],
+                            policy=Policy(first_last_bits=8), parallel=parallel)
+    for field, dtype in (("bitops", np.float64), ("macs", np.float64), ("params", np.int64),
+                         ("storage_bits", np.int64)):
+        assert getattr(result, field).shape == (0,) and getattr(result, field).dtype == dtype, field
+
+
+def test_whole_float_bits_and_kept_give_the_integer_result() -> None:
+    table, arrays = CASES[4]
+    as_ints = evaluate_batch(table, *arrays)
+    as_floats = evaluate_batch(table, *(a.astype(np.float64) for a in arrays))
+    for field in ("bitops", "macs", "params", "storage_bits"):
+        np.testing.assert_array_equal(getattr(as_floats, field), getattr(as_ints, field), err_msg=field)
+
+
+@pytest.mark.parametrize("policy", [Policy(first_last_bits=8), Policy(input_bits=8)], ids=_policy_id)
+def test_policy_overrides_leave_the_callers_arrays_alone(policy: Policy) -> None:
+    # uint8, C-contiguous, one row per configuration: the kernels could take these arrays as they are.
+    table, (w_bits, a_bits, kept, exit_probs) = CASES[3]
+    w8, a8 = w_bits.astype(np.uint8), a_bits.astype(np.uint8)
+    evaluate_batch(table, w8, a8, kept, exit_probs, policy=policy)
+    np.testing.assert_array_equal(w8, w_bits)
+    np.testing.assert_array_equal(a8, a_bits)
 
 
 def test_missing_exit_probs_means_nobody_leaves() -> None:
@@ -195,6 +265,17 @@ def test_batches_of_different_sizes_are_rejected() -> None:
                                             a_bits=np.full((5, ERR_TABLE.num_layers), 8)))
 
 
+def test_an_empty_batch_beside_a_bigger_one_is_rejected() -> None:
+    with pytest.raises(InputError, match=r"w_bits must have shape"):
+        evaluate_batch(ERR_TABLE, **_inputs(w_bits=np.full((0, ERR_TABLE.num_layers), 8)))
+
+
+@pytest.mark.parametrize("dtype", [bool, str, object])
+def test_bits_that_are_not_numbers_are_rejected(dtype: type) -> None:
+    with pytest.raises(InputError, match=r"a_bits must be numbers"):
+        evaluate_batch(ERR_TABLE, **_inputs(a_bits=np.full(ERR_TABLE.num_layers, 1, dtype=dtype)))
+
+
 def test_zero_bits_are_rejected() -> None:
     w_bits = _inputs()["w_bits"]
     w_bits[2, 3] = 0
@@ -214,6 +295,41 @@ def test_bits_that_would_wrap_in_uint8_are_rejected() -> None:
         evaluate_batch(ERR_TABLE, **_inputs(w_bits=np.full(ERR_TABLE.num_layers, 264)))
 
 
+@pytest.mark.parametrize(("name", "policy"), [("w_bits", Policy(first_last_bits=8)),
+                                             ("a_bits", Policy(first_last_bits=8)), ("a_bits", Policy(input_bits=8))],
+                         ids=["w-first_last", "a-first_last", "a-input"])
+def test_bits_are_checked_before_the_policy_overrides_them(name: str, policy: Policy) -> None:
+    # The policy would replace this 0 on the stem, but the configuration itself is invalid, and
+    # evaluate (the reference) rejects it too.
+    inputs = _inputs()
+    inputs[name][1, ERR_TABLE.first_layer] = 0
+    with pytest.raises(InputError, match=rf"{name} must be in 1\.\.32"):
+        evaluate(ERR_TABLE, config_at(tuple(inputs.values()), 1), policy)
+    with pytest.raises(InputError, match=rf"{name} must be in 1\.\.32"):
+        evaluate_batch(ERR_TABLE, **inputs, policy=policy)
+
+
+@pytest.mark.parametrize("name", ["w_bits", "a_bits"])
+def test_fractional_bits_are_rejected(name: str) -> None:
+    bits = _inputs()[name].astype(np.float64)
+    bits[2, 3] = 7.5
+    with pytest.raises(InputError, match=rf"{name} must be whole numbers, got 7\.5"):
+        evaluate_batch(ERR_TABLE, **_inputs(**{name: bits}))
+
+
+def test_fractional_kept_channels_are_rejected() -> None:
+    kept = _inputs()["kept"].astype(np.float64)
+    kept[1, 2] = 2.5
+    with pytest.raises(InputError, match=r"kept must be whole numbers, got 2\.5"):
+        evaluate_batch(ERR_TABLE, **_inputs(kept=kept))
+
+
+def test_invalid_vectors_beside_an_empty_batch_are_rejected() -> None:
+    with pytest.raises(InputError, match=r"a_bits must be in 1\.\.32"):
+        evaluate_batch(ERR_TABLE, np.full((0, ERR_TABLE.num_layers), 8), np.zeros(ERR_TABLE.num_layers),
+                       np.ones(ERR_TABLE.num_groups), np.zeros(ERR_TABLE.num_exits))
+
+
 def test_zero_kept_channels_are_rejected() -> None:
     kept = _inputs()["kept"]
     kept[0, 1] = 0
@@ -226,6 +342,16 @@ def test_more_kept_channels_than_the_group_has_are_rejected() -> None:
     kept[3, 0] = ERR_TABLE.group_channels[0] + 1
     with pytest.raises(InputError, match=r"kept channels must be in 1\.\.channels"):
         evaluate_batch(ERR_TABLE, **_inputs(kept=kept))
+
+
+@pytest.mark.parametrize("row", [0, 700, 999])
+def test_too_many_kept_channels_are_found_anywhere_in_a_large_batch(row: int) -> None:
+    # The per-group maximum is taken over blocks of 682 rows (row 0), then over the rows left over
+    # (700, 999).
+    kept = np.tile(ERR_TABLE.group_channels, (1000, 1))
+    kept[row, 4] += 1
+    with pytest.raises(InputError, match=r"kept channels must be in 1\.\.channels"):
+        evaluate_batch(ERR_TABLE, w_bits=ERR_ARRAYS[0][0], a_bits=ERR_ARRAYS[1][0], kept=kept)
 
 
 def test_negative_exit_probs_are_rejected() -> None:

@@ -37,14 +37,6 @@ ZOO_WITH_AND_WITHOUT_EXITS = [pytest.param(name, exits, id=f"{name}-{'exits' if 
 
 
 # ---- helpers -------------------------------------------------------------------------------------
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Batch-1 CIFAR forwards gain little from a second thread, and on a shared 2-core machine two
-    OpenMP threads that wait on each other run several times slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @functools.cache

@@ -25,15 +25,6 @@ INPUT = zoo.DEFAULT_INPUT_SHAPE
 EXIT_PROBS = {"layer1": 0.3, "layer2": 0.25}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Small CPU forwards gain nothing from a second thread on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @functools.cache
 def reference() -> tuple[nn.Module, LayerTable]:
     """The original resnet8: full precision, unpruned, no exits."""

@@ -33,15 +33,6 @@ def seeded() -> None:
     torch.manual_seed(0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Small CPU forwards gain nothing from a second thread on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @functools.cache
 def traced(name: str) -> tuple[nn.Module, LayerTable]:
     """A small zoo model with every exit head, and its table (traced once; tests copy the model)."""

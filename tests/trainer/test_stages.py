@@ -58,16 +58,6 @@ def easy_loader(n: int, seed: int, shuffle: bool) -> DataLoader:
     return DataLoader(TensorDataset(x, y), batch_size=64, shuffle=shuffle, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """These models are too small to gain from a second thread, and on a shared 2-core machine two
-    OpenMP threads that wait on each other run many times slower than one (as in test_trace.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def data() -> Splits:
     return Splits(easy_loader(512, 1, True), easy_loader(256, 2, False), easy_loader(256, 3, False), CLASSES, INPUT)
