@@ -301,15 +301,8 @@ def _progress(total: int, description: str):
     return tqdm(total=total, desc=description, unit="claim", leave=False, disable=not sys.stderr.isatty())
 
 
-def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="run an order of D, P, Q, E for real and record what it measured",
-                       description="Train the teacher, apply the stages of --order one after another (each fine-tunes "
-                                   "at 1/10 of --lr), and write a run record with accuracy, exit rates and the "
-                                   "BitOps/BitOpsCR/CR bitops computes from the real model after every stage.")
-    p.add_argument("--order", required=True, help="letters from D, P, Q, E in the order to apply them, e.g. DPQE")
-    p.add_argument("--out", required=True, metavar="RUN.json", help="run record (a checkpoint RUN.pt goes beside it)")
-    p.add_argument("--resume", action="store_true", help="continue the run recorded in --out")
-    p.add_argument("--allow-repeat", action="store_true", help="allow D, P or Q to appear more than once")
+def _add_training_options(p: argparse.ArgumentParser) -> None:
+    """Base model, data and stage hyperparameters shared by ``train`` and ``profile``."""
     p.add_argument("--teacher", default="resnet20", help="zoo model trained first and used as the reference")
     p.add_argument("--student", default="resnet8", help="zoo model D distils into")
     p.add_argument("--student-width-mult", type=float, default=1.0, help="width multiplier of the student (1.0)")
@@ -336,17 +329,28 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="epochs training the exit heads (heads quantized from scratch, QE, need ~30)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--seed", type=int, default=0)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="run an order of D, P, Q, E for real and record what it measured",
+                       description="Train the teacher, apply the stages of --order one after another (each fine-tunes "
+                                   "at 1/10 of --lr), and write a run record with accuracy, exit rates and the "
+                                   "BitOps/BitOpsCR/CR bitops computes from the real model after every stage.")
+    p.add_argument("--order", required=True, help="letters from D, P, Q, E in the order to apply them, e.g. DPQE")
+    p.add_argument("--out", required=True, metavar="RUN.json", help="run record (a checkpoint RUN.pt goes beside it)")
+    p.add_argument("--resume", action="store_true", help="continue the run recorded in --out")
+    p.add_argument("--allow-repeat", action="store_true", help="allow D, P or Q to appear more than once")
+    _add_training_options(p)
     p.set_defaults(run=_run_train)
 
 
-def _chain_config(args: argparse.Namespace):
+def _chain_config(args: argparse.Namespace, order: str, allow_repeat: bool = False):
     from trainer.chain import ChainConfig, validate_order
     from trainer.data import DataConfig
     from trainer.stages import DistillConfig, ExitConfig, PruneConfig, QuantConfig, TrainConfig
 
-    order = validate_order(args.order, args.allow_repeat)
     return ChainConfig(
-        order=order, teacher=args.teacher,
+        order=validate_order(order, allow_repeat), teacher=args.teacher,
         data=DataConfig(dataset=args.dataset, data_dir=args.data_dir, download=args.download,
                         image_size=args.image_size, batch_size=args.batch_size, seed=args.seed),
         base=TrainConfig(epochs=args.epochs, lr=args.lr),
@@ -359,7 +363,7 @@ def _chain_config(args: argparse.Namespace):
         exits=ExitConfig(exits=tuple(args.exits.split(",")) if args.exits else None,
                          thresholds=tuple(_float_list(args.thresholds, "--thresholds")), threshold=args.threshold,
                          epochs=args.exit_epochs),
-        device=args.device, seed=args.seed, allow_repeat=args.allow_repeat,
+        device=args.device, seed=args.seed, allow_repeat=allow_repeat,
     )
 
 
@@ -369,7 +373,7 @@ def _run_train(args: argparse.Namespace) -> int:
         raise InputError(f"--out {args.out!r} already exists; add --resume to continue it, or choose another file")
     if args.resume and not out.exists():
         raise InputError(f"--resume: there is no run record at {args.out!r} to continue")
-    config = _chain_config(args)
+    config = _chain_config(args, args.order, args.allow_repeat)
     from trainer.chain import run_chain
 
     try:
@@ -392,6 +396,56 @@ def format_record(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _add_profile(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("profile", help="measure each method alone on the base model over a grid (a stage profile)",
+                       description="Train the base model, apply each --method on its own to a copy of it for every "
+                                   "--grid value, and write the stage-profile file the simulator reads.")
+    p.add_argument("--method", required=True, metavar="LETTERS",
+                   help="methods to profile, e.g. P or DPQE (D: students, P: pruning ratios, Q: weight bits at "
+                        "--a-bits, E: thresholds)")
+    p.add_argument("--grid", help="values for a single --method (default grids: D the --student, P 0.25,0.5,0.75, "
+                                  "Q 1,2,4,8, E --thresholds)")
+    p.add_argument("--seeds", default="0", help="seeds to repeat the measurements over (mean and spread), e.g. 0,1,2")
+    p.add_argument("--out", required=True, metavar="PROFILE.json", help="stage-profile file to write")
+    _add_training_options(p)
+    p.set_defaults(run=_run_profile)
+
+
+def _run_profile(args: argparse.Namespace) -> int:
+    out = _check_writable("--out", args.out)
+    methods = args.method
+    if not methods or any(m not in "DPQE" for m in methods) or len(set(methods)) != len(methods):
+        raise InputError(f"--method must be distinct letters from D, P, Q, E, got {methods!r}")
+    if args.grid is not None and len(methods) != 1:
+        raise InputError(f"--grid applies to a single --method; got --method {methods!r} (profile one at a time, "
+                         "or drop --grid for the default grids)")
+    seeds = _int_list(args.seeds, "--seeds")
+    from trainer.profile import DEFAULT_GRIDS, ProfileRequest, parse_grid, run_profile
+
+    defaults = {**DEFAULT_GRIDS, "D": (args.student,), "E": tuple(_float_list(args.thresholds, "--thresholds"))}
+    grids = {m: parse_grid(m, args.grid) if args.grid is not None else defaults[m] for m in methods}
+    request = ProfileRequest(chain=_chain_config(args, methods), grids=grids, seeds=seeds,
+                             command="chaincomp " + " ".join(sys.argv[1:]))
+    try:
+        profile = run_profile(request, out, log=lambda m: print(m, file=sys.stderr))
+    except KeyboardInterrupt:
+        print("chaincomp profile: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    print(format_profile(profile))
+    return 0
+
+
+def format_profile(profile: dict[str, Any]) -> str:
+    base = profile["base"]
+    lines = [f"base {base['model']}: {base['accuracy']:.2f}%", f"{'method':<7} {'value':>9} {'accuracy':>9} {'delta':>7}"]
+    for method, entry in profile["methods"].items():
+        for point in entry["points"]:
+            rates = point.get("exit_rates")
+            exited = "" if rates is None else f"  exited {100 * (1 - rates['final']):.0f}%"
+            lines.append(f"{method:<7} {point['value']!s:>9} {point['accuracy']:>9.2f} {point['delta']:>+7.2f}{exited}")
+    return "\n".join(lines)
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chaincomp", description="Combinational CNN compression: exact BitOps "
                                      "and CR counts, claim audits, order simulation and a thin trainer.")
@@ -399,6 +453,7 @@ def make_parser() -> argparse.ArgumentParser:
     _add_count(sub)
     _add_audit(sub)
     _add_train(sub)
+    _add_profile(sub)
     return parser
 
 

@@ -42,7 +42,8 @@ from trainer.measure import measure_cost, measure_costs
 from trainer.stages import (DistillConfig, ExitConfig, PruneConfig, QuantConfig, TrainConfig, add_exits, distill,
                             exit_report, prune, quantize, train_base)
 
-__all__ = ["RECORD_TYPE", "RECORD_VERSION", "ChainConfig", "load_record", "run_chain", "validate_order"]
+__all__ = ["RECORD_TYPE", "RECORD_VERSION", "ChainConfig", "environment", "load_record", "run_chain", "seed_everything",
+           "validate_order"]
 
 RECORD_TYPE = "chaincomp.RunRecord"
 RECORD_VERSION = 1
@@ -89,13 +90,13 @@ class ChainConfig:
         return asdict(self)
 
 
-def _seed_everything(seed: int) -> None:
+def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-def _environment(device: torch.device, seed: int) -> dict[str, Any]:
+def environment(device: torch.device, seed: int) -> dict[str, Any]:
     import torchvision
 
     from importlib.metadata import version
@@ -185,7 +186,7 @@ def load_record(path: Path) -> dict[str, Any]:
 def run_chain(config: ChainConfig, out: Path, *, resume: bool = False,
               log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """Train the base model, apply ``config.order`` stage by stage, and write the record to ``out``."""
-    _seed_everything(config.seed)
+    seed_everything(config.seed)
     device = resolve_device(config.device)
     data = load_data(config.data)
     teacher_table = trace_model(zoo.build(config.teacher, num_classes=data.num_classes), data.input_shape,
@@ -195,7 +196,7 @@ def run_chain(config: ChainConfig, out: Path, *, resume: bool = False,
         log(f"resuming {out} after {len(record['stages']) - 1} of {len(config.order)} stages")
     else:
         record = {"_type": RECORD_TYPE, "_version": RECORD_VERSION, "status": "running",
-                  "environment": _environment(device, config.seed), "config": config.to_json(),
+                  "environment": environment(device, config.seed), "config": config.to_json(),
                   "data": {"name": data.name, "sizes": data.sizes, "input_shape": list(data.input_shape),
                            "num_classes": data.num_classes},
                   "reference": {"model": config.teacher, "precision": "32x32", "exits": None}, "stages": []}

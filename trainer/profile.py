@@ -1,0 +1,172 @@
+"""Stage profiles: what each method does on its own to the base model, measured over a small grid.
+
+The file ``chaincomp profile`` writes is what the simulator reads (``chaincomp simulate
+--profile``). Format (``_type`` ``chaincomp.StageProfile``, ``_version`` 1)::
+
+    provenance   how it was made: {"source": "measured", "command": ..., "versions": ..., "seeds": [...]}
+                 or {"source": "hand", "citation": ...} for profiles entered by hand
+    setup        teacher, student, dataset, input_shape, num_classes
+    base         {"model", "accuracy", "accuracy_std"}: the base (teacher) model's test accuracy
+    methods      per letter: {"parameter": name, "points": [{"value", "accuracy", "accuracy_std",
+                 "delta"} ...]}; D's value is a student name, P's the pruning ratio, Q's the weight
+                 bits (with "a_bits" beside "parameter"), E's the threshold, each E point also with
+                 "exit_rates" {exit: rate, ..., "final": rate} and E with "exits"
+    interactions pairwise order terms (empty when only single methods were measured; the
+                 simulator's ``fit`` estimates them from run records)
+
+Accuracies are top-1 % on the test split, averaged over the seeds; ``delta`` is the point's accuracy
+minus the base accuracy of the same seed, averaged.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from bitops import zoo
+from bitops.errors import InputError
+from bitops.jsonio import write_json_atomic
+from trainer.chain import ChainConfig, environment, seed_everything
+from trainer.data import load_data
+from trainer.loop import evaluate_accuracy, resolve_device
+from trainer.stages import add_exits, distill, exit_report, prune, quantize, train_base
+
+__all__ = ["DEFAULT_GRIDS", "PROFILE_TYPE", "PROFILE_VERSION", "ProfileRequest", "parse_grid", "run_profile"]
+
+PROFILE_TYPE = "chaincomp.StageProfile"
+PROFILE_VERSION = 1
+PARAMETERS = {"D": "student", "P": "prune_ratio", "Q": "w_bits", "E": "threshold"}
+DEFAULT_GRIDS: dict[str, tuple[Any, ...]] = {
+    "D": ("resnet8",),
+    "P": (0.25, 0.5, 0.75),
+    "Q": (1, 2, 4, 8),
+    "E": (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99),
+}
+
+
+def parse_grid(method: str, text: str) -> tuple[Any, ...]:
+    """Grid values of one method from ``a,b,c`` (students for D, numbers otherwise)."""
+    items = [v.strip() for v in text.split(",") if v.strip()]
+    if not items:
+        raise InputError(f"--grid for {method} must list at least one value, got {text!r}")
+    if method == "D":
+        unknown = [v for v in items if v not in zoo.ZOO_NAMES]
+        if unknown:
+            raise InputError(f"--grid for D lists students; {unknown[0]!r} is not a zoo model ({', '.join(zoo.ZOO_NAMES)})")
+        return tuple(items)
+    try:
+        values = tuple(int(v) if method == "Q" else float(v) for v in items)
+    except ValueError:
+        kind = "integer weight bits" if method == "Q" else "numbers"
+        raise InputError(f"--grid for {method} must be comma-separated {kind}, got {text!r}") from None
+    return values
+
+
+@dataclass(frozen=True)
+class ProfileRequest:
+    """Which methods over which grids, on the base model that ``chain`` (order ignored) describes."""
+
+    chain: ChainConfig
+    grids: dict[str, tuple[Any, ...]]
+    seeds: tuple[int, ...] = (0,)
+    command: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.grids:
+            raise InputError("--method must name at least one of D, P, Q, E")
+        for method, grid in self.grids.items():
+            if method not in PARAMETERS:
+                raise InputError(f"--method must be D, P, Q or E, got {method!r}")
+            for value in grid:  # build each stage config once here, so a bad value fails before training
+                _stage_config(self.chain, method, value)
+        if not self.seeds:
+            raise InputError("--seeds must list at least one seed")
+
+
+def _stage_config(chain: ChainConfig, method: str, value: Any) -> Any:
+    if method == "D":
+        return replace(chain.distill, student=value)
+    if method == "P":
+        return replace(chain.prune, ratio=value)
+    if method == "Q":
+        return replace(chain.quant, w_bits=value)
+    return replace(chain.exits, thresholds=(value,), threshold=value)
+
+
+def _measure_seed(request: ProfileRequest, seed: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """Base accuracy and every grid point's accuracy (and exit rates) for one seed."""
+    chain = replace(request.chain, seed=seed, data=replace(request.chain.data, seed=seed))
+    seed_everything(seed)
+    device = resolve_device(chain.device)
+    data = load_data(chain.data)
+    base = zoo.build(chain.teacher, num_classes=data.num_classes)
+    log(f"seed {seed}: training the base model {chain.teacher}")
+    train_base(base, chain.base, data, device)
+    result: dict[str, Any] = {"base": evaluate_accuracy(base, data.test, device), "points": {}, "data": data}
+    lr = chain.base.lr
+    for method, grid in request.grids.items():
+        if method == "E":
+            log(f"seed {seed}: E at thresholds {', '.join(map(str, grid))}")
+            with_exits = add_exits(copy.deepcopy(base), chain.exits, data, device, lr)
+            rows = exit_report(with_exits, data.test, grid, device)
+            result["points"]["E"] = [(row["accuracy"], row["rates"]) for row in rows]
+            result["exits"] = [k for k in rows[0]["rates"] if k != "final"]
+            continue
+        points = []
+        for value in grid:
+            log(f"seed {seed}: {method} = {value}")
+            config = _stage_config(chain, method, value)
+            apply = {"D": distill, "P": prune, "Q": quantize}[method]
+            model = apply(copy.deepcopy(base), config, data, device, lr)
+            points.append((evaluate_accuracy(model, data.test, device), None))
+        result["points"][method] = points
+    return result
+
+
+def run_profile(request: ProfileRequest, out: Path, log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
+    """Measure every method of ``request`` on its own, average over the seeds, write ``out``."""
+    started = time.perf_counter()
+    runs = [_measure_seed(request, seed, log) for seed in request.seeds]
+    data = runs[0]["data"]
+    chain = request.chain
+    base_accs = [r["base"] for r in runs]
+    methods: dict[str, Any] = {}
+    for method, grid in request.grids.items():
+        points = []
+        for i, value in enumerate(grid):
+            accs = [r["points"][method][i][0] for r in runs]
+            point = {"value": value, "accuracy": statistics.fmean(accs), "accuracy_std": _std(accs),
+                     "delta": statistics.fmean(a - b for a, b in zip(accs, base_accs))}
+            if method == "E":
+                rates = [r["points"]["E"][i][1] for r in runs]
+                point["exit_rates"] = {k: statistics.fmean(rate[k] for rate in rates) for k in rates[0]}
+            points.append(point)
+        methods[method] = {"parameter": PARAMETERS[method], "points": points}
+        if method == "Q":
+            methods[method].update(a_bits=chain.quant.a_bits, first_last_bits=chain.quant.first_last_bits)
+        if method == "E":
+            methods[method]["exits"] = runs[0]["exits"]
+    profile = {
+        "_type": PROFILE_TYPE, "_version": PROFILE_VERSION,
+        "provenance": {"source": "measured", "command": request.command, "seeds": list(request.seeds),
+                       "versions": environment(resolve_device(chain.device), request.seeds[0]),
+                       "wall_s": round(time.perf_counter() - started, 1)},
+        "setup": {"teacher": chain.teacher, "student": chain.distill.student, "dataset": data.name,
+                  "input_shape": list(data.input_shape), "num_classes": data.num_classes,
+                  "base_training": {"epochs": chain.base.epochs, "lr": chain.base.lr}},
+        "base": {"model": chain.teacher, "accuracy": statistics.fmean(base_accs), "accuracy_std": _std(base_accs)},
+        "methods": methods,
+        "interactions": [],
+    }
+    write_json_atomic(profile, out)
+    return profile
+
+
+def _std(values: Sequence[float]) -> float | None:
+    return statistics.stdev(values) if len(values) > 1 else None
+
