@@ -16,8 +16,9 @@ For one claim and one student assumption the audit:
 
 BitOps are counted as MACs x w_bits x a_bits (the paper's section 3.1 follows Li et al. 2019 and
 Liu et al. 2021); ratios do not depend on counting a MAC as 1 or 2 ops, so that is not enumerated.
-Exit heads follow the order semantics of DESIGN.md: when P comes before E the heads are added to
-the pruned backbone with their own channels unpruned; E before P prunes them too.
+Exit heads follow the order semantics of DESIGN.md as the trainer realises them: when P comes before
+E the heads are built for the pruned backbone (their own channels follow the stage they read, not
+pruned again); E before P prunes them with the backbone.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 from scipy.optimize import brentq
 
 from bitops.claims import Claim, Reported
-from bitops.config import kept_channels_array
+from bitops.config import heads_follow_stages, kept_channels_array
 from bitops.cost import Totals, quantities, reach_probabilities, reference_totals, resolved_bits
 from bitops.errors import InputError
 from bitops.policy import FULL_PRECISION_BITS, Policy
@@ -265,8 +266,9 @@ def _grid(table: LayerTable, heads_pruned: bool, stated_keep: float | None, clai
     lay, ops = table.layers, table.ops
     prunable = np.ones(table.num_groups, dtype=bool) if heads_pruned else ~table.head_only_groups
     keep = _keep_grid(table, prunable, stated_keep, claim_name)
-    kept = np.where(prunable[None, :], kept_channels_array(table.group_channels[None, :], keep[:, None]),
-                    table.group_channels[None, :])
+    kept = kept_channels_array(table.group_channels[None, :], keep[:, None])
+    if not heads_pruned:  # P before E: heads are built for the pruned stages they read
+        kept = heads_follow_stages(table, kept)
     q = quantities(table, kept)
     rows = np.arange(table.num_layers)
     roles = {"first": rows == table.first_layer,

@@ -76,7 +76,7 @@ def format_audit(report: dict[str, Any], all_conventions: bool) -> str:
         if c["student_note"]:
             lines.append(f"   assumed    {c['student_note']}")
         if c["exits"]:
-            heads = "pruned with the backbone" if c["heads_pruned"] else "added after pruning, unpruned"
+            heads = "pruned with the backbone" if c["heads_pruned"] else "built for the pruned stages"
             lines.append(f"   exits      {', '.join(c['exits'])} (heads {heads})")
         lines.append(f"   verdict    {c['status'].upper()}: {c['verdict']}")
         head = c["headline"]

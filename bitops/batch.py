@@ -23,9 +23,13 @@ from bitops.table import LayerTable
 
 __all__ = ["PARALLEL_MIN_CONFIGS", "BatchResult", "evaluate_batch", "kernel_table"]
 
-# Below this many configurations thread start-up costs more than it saves (measured in
-# benches/bench_kernels.py on 2 cores).
-PARALLEL_MIN_CONFIGS = 2048
+# Below this many configurations the parallel build does not pay for itself (2-core machine, omp
+# threading layer, ResNet34 table). On idle cores it breaks even at ~64 configurations; with the
+# other core busy (another engineer's tests, a training run) every parallel call waits 6-10 ms for
+# OpenMP's spinning workers, whatever M (gone with OMP_WAIT_POLICY=passive), and only ~32768
+# configurations (8 ms serial) cover that. The default guards the busy case; pass parallel=True
+# on a machine of one's own.
+PARALLEL_MIN_CONFIGS = 32768
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,23 +53,27 @@ def kernel_table(table: LayerTable, policy: Policy) -> tuple:
     """The leading arguments of the :mod:`bitops.kernels` builds: ``table``'s rows under ``policy``.
 
     The layout is in the kernels' module docstring. Everything is folded with integer arithmetic,
-    so the kernels stay exact: widths become units (``in_ch // channels of in_group``...), op rows
-    the policy does not count drop out, and every parameter stored at ``aux_bits`` (MAC-row biases,
-    op-row parameters, ``extra_params``) becomes one count per kept channel of each group plus one
-    never-pruned count.
+    so the kernels stay exact: widths become units (``in_ch // channels of in_group``...),
+    ``ops_per_mac`` goes into the MACs per unit, op rows the policy does not count drop out, and
+    every parameter stored at ``aux_bits`` (MAC-row biases, op-row parameters, ``extra_params``)
+    becomes one count per kept channel of each group plus one never-pruned count.
     """
     lay, opc, gch = table.layers, table.ops, table.group_channels
-    # in_pg = in' // groups (1 for depthwise) as kept[in_pg_group] x in_pg_unit // in_pg_div, with
-    # the division done here wherever it is exact per kept channel (or the row is never pruned),
-    # so that only a pruned grouped conv whose unit groups do not divide divides in the loop.
-    in_unit, groups, depthwise = _per_kept_channel(lay["in_ch"], lay["in_group"], gch), lay["groups"], lay["depthwise"]
+    in_unit = _per_kept_channel(lay["in_ch"], lay["in_group"], gch)
+    out_unit = _per_kept_channel(lay["out_ch"], lay["out_group"], gch)
+    # in_pg = in' // groups (depthwise: 1) = kept[in_pg_group] x in_pg_unit // in_pg_div, divided
+    # here wherever the quotient is whole per kept channel or the row is never pruned, so that only
+    # a pruned grouped conv whose unit is no multiple of its groups divides in the loop.
+    depthwise, groups = lay["depthwise"], lay["groups"]
     whole = depthwise | (lay["in_group"] < 0) | (in_unit % groups == 0)
     in_pg_unit = np.where(depthwise, 1, np.where(whole, in_unit // groups, in_unit))
     in_pg_group = np.where(depthwise, -1, lay["in_group"])
     in_pg_div = np.where(whole, 1, groups)
-    out_unit = _per_kept_channel(lay["out_ch"], lay["out_group"], gch)
-    op_channels_unit = _per_kept_channel(opc["channels"], opc["group"], gch)
+    # Op rows the policy does not count cost 0.0 BitOps, and adding 0.0 changes no sum.
     counted = np.array([policy.counts_category(c) for c in opc["category"]], dtype=bool)
+    op_channels_unit = _per_kept_channel(opc["channels"], opc["group"], gch)
+    op_unit = opc["elements"] // opc["channels"] * op_channels_unit
+    # Stored at aux_bits: each MAC row's bias (out' values) and each op row's parameters.
     bias = lay["has_bias"]
     aux_group = np.concatenate([lay["out_group"][bias], opc["group"]])
     aux_unit = np.concatenate([out_unit[bias], opc["params"] // opc["channels"] * op_channels_unit])
@@ -73,13 +81,12 @@ def kernel_table(table: LayerTable, policy: Policy) -> tuple:
     aux_per_kept = np.zeros(table.num_groups, dtype=np.int64)
     np.add.at(aux_per_kept, aux_group[pruned], aux_unit[pruned])
     aux_fixed = int(aux_unit[~pruned].sum()) + table.extra_params
-    op_unit = opc["elements"] // opc["channels"] * op_channels_unit
     return (
-        lay["macs_unit"], in_pg_unit, in_pg_group, in_pg_div, out_unit, lay["out_group"], lay["taps"], lay["segment"],
-        lay["has_weight"],
+        lay["macs_unit"] * policy.ops_per_mac, in_pg_unit, in_pg_group, in_pg_div, out_unit, lay["out_group"],
+        lay["taps"], np.where(lay["has_weight"], lay["taps"], 0), lay["segment"],
         op_unit[counted], opc["group"][counted], opc["segment"][counted], aux_per_kept, aux_fixed,
-        policy.ops_per_mac, policy.bitops_formula == "accumulator",
-        policy.nonmac_bits * policy.nonmac_bits * policy.ops_per_mac, policy.aux_bits,
+        policy.bitops_formula == "accumulator", policy.nonmac_bits * policy.nonmac_bits * policy.ops_per_mac,
+        policy.aux_bits,
     )
 
 

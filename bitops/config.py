@@ -20,6 +20,7 @@ __all__ = [
     "BitsRule",
     "Config",
     "bits_from_rules",
+    "heads_follow_stages",
     "kept_channels",
     "kept_channels_array",
     "kept_from_ratio",
@@ -112,6 +113,21 @@ def kept_from_mapping(table: LayerTable, ratios: Mapping[str, float], default: f
                 raise InputError(f"keep ratio {ratio} of {pattern!r} keeps 0 channels of group "
                                  f"{table.group_labels[g]}; it must keep at least 1")
     return kept
+
+
+def heads_follow_stages(table: LayerTable, kept: np.ndarray) -> np.ndarray:
+    """Kept channels where every exit head's own channels follow the stage it reads (order P before E).
+
+    The trainer builds such a head for the pruned backbone (``bitops.zoo.exit_head`` at the
+    stage's current width), so a head-only group of width C_h reading a stage group of width C_s
+    keeps ``kept[s] * C_h // C_s`` channels.
+    """
+    out = np.array(kept, dtype=np.int64, copy=True)
+    for h in np.flatnonzero(table.head_source_groups >= 0):
+        src = table.head_source_groups[h]
+        out[..., h] = np.minimum(table.group_channels[h],
+                                 out[..., src] * table.group_channels[h] // table.group_channels[src])
+    return out
 
 
 @dataclass(frozen=True)

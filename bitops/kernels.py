@@ -8,16 +8,18 @@ of float operations, so the two agree to the last bit.
 
 Arguments, in this order (L MAC rows, C counted op rows, G channel groups, K exits, M configs):
 
-* MAC rows: ``macs_unit`` int64[L]; ``in_pg_unit, in_pg_group, in_pg_div`` int64[L] (input
-  channels per conv group, below); ``out_unit, out_group`` int64[L]; ``taps, segment`` int64[L];
-  ``has_weight`` bool[L];
+* MAC rows, int64[L]: ``ops_unit``, MACs per (kept output channel x input channel per conv
+  group) times ``ops_per_mac`` (1, or 2 under ``ops="flops"``); ``in_pg_unit, in_pg_group,
+  in_pg_div`` (input channels per conv group, below); ``out_unit, out_group``; ``taps`` (log2's
+  fan-in is in_pg x taps); ``weight_taps``, weights per such pair (``taps``, or 0 for a row with
+  no weights); ``segment``;
 * the non-MAC op rows whose BitOps the policy counts: ``op_unit, op_group, op_segment``
   int64[C] (output elements, a unit); the rows it does not count cost 0.0 and are left out;
 * parameters stored at ``aux_bits`` (MAC-row biases, BN and other per-channel op parameters, the
   table's ``extra_params``): ``aux_per_kept`` int64[G], how many per kept channel of group g, and
   ``aux_fixed`` int64, how many are never pruned;
-* scalars: ``ops_per_mac`` (1, or 2 for FLOPs), ``accumulator`` (bool: Baskin et al.'s term),
-  ``nonmac_cost`` (BitOps per element of a counted op: nonmac_bits^2 x ops_per_mac), ``aux_bits``;
+* scalars: ``accumulator`` (bool: Baskin et al.'s term), ``nonmac_cost`` (BitOps per element of
+  a counted op: nonmac_bits^2 x ops_per_mac), ``aux_bits``;
 * configurations: ``w_bits, a_bits`` uint8[M, L] (policy overrides already applied),
   ``kept`` int32[M, G], ``exit_probs`` float64[M, K].
 
@@ -26,15 +28,16 @@ Units: a count that scales with a channel group's kept channels is ``kept[m, gro
 by the group's channel count once per table (``out_unit = out_ch // channels of out_group``):
 integer division is the slowest instruction in these loops, and every width is a multiple of
 its group's channel count (``LayerTable.validate``), so the product is exact. The input channels
-per conv group are ``in_pg = kept[m, in_pg_group] x in_pg_unit // in_pg_div``, where
-``in_pg_div`` is 1 except on a pruned grouped conv whose unit ``groups`` does not divide
-(depthwise rows: unit 1, group -1).
+per conv group are ``in_pg = kept[m, in_pg_group] x in_pg_unit // in_pg_div`` (in' // groups;
+depthwise: unit 1, group -1), where ``in_pg_div`` is 1 except on a pruned grouped conv whose
+input channels per kept channel are no multiple of its groups. The other integer folds (ops_per_mac
+into ``ops_unit``, parameters into ``aux_*``) only reorder exact int64 products and sums.
 
 Per configuration m, with reach[0] = 1 and reach[k+1] = max(reach[k] - exit_probs[m, k], 0):
 
-* MAC row i: MACs = macs_unit x out' x in_pg x ops_per_mac; BitOps = MACs x wb x ab, or
+* MAC row i: MACs = ops_unit x out' x in_pg; BitOps = MACs x wb x ab, or
   MACs x (wb*ab + wb + ab + log2(in_pg x taps)) with ``accumulator``; weights = out' x in_pg x
-  taps where ``has_weight``, else 0;
+  weight_taps;
 * ``bitops`` = sum_i BitOps_i x reach[segment_i] + sum_j (elements'_j x nonmac_cost) x
   reach[op_segment_j], each sum left to right from 0.0, then the two added, as ``evaluate`` does
   (the left-out rows' 0.0 terms change no sum);
@@ -69,9 +72,9 @@ def _scaled(unit, group, kept_row):
 
 
 @njit(cache=True, inline="always")
-def _one_config(m, macs_unit, in_pg_unit, in_pg_group, in_pg_div, out_unit, out_group, taps, segment, has_weight,
+def _one_config(m, ops_unit, in_pg_unit, in_pg_group, in_pg_div, out_unit, out_group, taps, weight_taps, segment,
                 op_unit, op_group, op_segment, aux_per_kept, aux_fixed,
-                ops_per_mac, accumulator, nonmac_cost, aux_bits,
+                accumulator, nonmac_cost, aux_bits,
                 w_bits, a_bits, kept, exit_probs, reach, out_bitops, out_macs, out_params, out_storage):
     """Cost of configuration m into ``out_*[m]``; ``reach`` float64[M, K+1] is scratch (writes row m only)."""
     reach_m = reach[m]
@@ -83,12 +86,12 @@ def _one_config(m, macs_unit, in_pg_unit, in_pg_group, in_pg_div, out_unit, out_
     total_bitops = 0.0
     weights_total = np.int64(0)
     weight_bits = np.int64(0)
-    for i in range(macs_unit.shape[0]):
+    for i in range(ops_unit.shape[0]):
         in_pg = _scaled(in_pg_unit[i], in_pg_group[i], kept_row)
         if in_pg_div[i] != 1:
             in_pg //= in_pg_div[i]
         out_w = _scaled(out_unit[i], out_group[i], kept_row)
-        macs = macs_unit[i] * out_w * in_pg * ops_per_mac
+        macs = ops_unit[i] * out_w * in_pg
         wb = np.int64(w_bits[m, i])
         ab = np.int64(a_bits[m, i])
         if accumulator:
@@ -98,10 +101,9 @@ def _one_config(m, macs_unit, in_pg_unit, in_pg_group, in_pg_div, out_unit, out_
         r = reach_m[segment[i]]
         total_macs += macs * r
         total_bitops += static * r
-        if has_weight[i]:
-            weights = out_w * in_pg * taps[i]
-            weights_total += weights
-            weight_bits += weights * wb
+        weights = out_w * in_pg * weight_taps[i]
+        weights_total += weights
+        weight_bits += weights * wb
     op_total = 0.0
     for j in range(op_unit.shape[0]):
         elements = _scaled(op_unit[j], op_group[j], kept_row)
@@ -116,9 +118,9 @@ def _one_config(m, macs_unit, in_pg_unit, in_pg_group, in_pg_div, out_unit, out_
 
 
 @njit(cache=True, error_model="numpy")
-def batch_cost_serial(macs_unit, in_pg_unit, in_pg_group, in_pg_div, out_unit, out_group, taps, segment, has_weight,
+def batch_cost_serial(ops_unit, in_pg_unit, in_pg_group, in_pg_div, out_unit, out_group, taps, weight_taps, segment,
                       op_unit, op_group, op_segment, aux_per_kept, aux_fixed,
-                      ops_per_mac, accumulator, nonmac_cost, aux_bits,
+                      accumulator, nonmac_cost, aux_bits,
                       w_bits, a_bits, kept, exit_probs):
     """Serial build: one configuration after another (best for small M).
 
@@ -132,17 +134,17 @@ def batch_cost_serial(macs_unit, in_pg_unit, in_pg_group, in_pg_div, out_unit, o
     out_params = np.empty(n, dtype=np.int64)
     out_storage = np.empty(n, dtype=np.int64)
     for m in range(n):
-        _one_config(m, macs_unit, in_pg_unit, in_pg_group, in_pg_div, out_unit, out_group, taps, segment, has_weight,
+        _one_config(m, ops_unit, in_pg_unit, in_pg_group, in_pg_div, out_unit, out_group, taps, weight_taps, segment,
                     op_unit, op_group, op_segment, aux_per_kept, aux_fixed,
-                    ops_per_mac, accumulator, nonmac_cost, aux_bits,
+                    accumulator, nonmac_cost, aux_bits,
                     w_bits, a_bits, kept, exit_probs, reach, out_bitops, out_macs, out_params, out_storage)
     return out_bitops, out_macs, out_params, out_storage
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
-def batch_cost_parallel(macs_unit, in_pg_unit, in_pg_group, in_pg_div, out_unit, out_group, taps, segment,
-                        has_weight, op_unit, op_group, op_segment, aux_per_kept, aux_fixed,
-                        ops_per_mac, accumulator, nonmac_cost, aux_bits,
+def batch_cost_parallel(ops_unit, in_pg_unit, in_pg_group, in_pg_div, out_unit, out_group, taps, weight_taps,
+                        segment, op_unit, op_group, op_segment, aux_per_kept, aux_fixed,
+                        accumulator, nonmac_cost, aux_bits,
                         w_bits, a_bits, kept, exit_probs):
     """Parallel build: configurations split across threads (``prange``); the serial build's result, bit for bit.
 
@@ -157,8 +159,8 @@ def batch_cost_parallel(macs_unit, in_pg_unit, in_pg_group, in_pg_div, out_unit,
     out_params = np.empty(n, dtype=np.int64)
     out_storage = np.empty(n, dtype=np.int64)
     for m in prange(n):
-        _one_config(m, macs_unit, in_pg_unit, in_pg_group, in_pg_div, out_unit, out_group, taps, segment, has_weight,
+        _one_config(m, ops_unit, in_pg_unit, in_pg_group, in_pg_div, out_unit, out_group, taps, weight_taps, segment,
                     op_unit, op_group, op_segment, aux_per_kept, aux_fixed,
-                    ops_per_mac, accumulator, nonmac_cost, aux_bits,
+                    accumulator, nonmac_cost, aux_bits,
                     w_bits, a_bits, kept, exit_probs, reach, out_bitops, out_macs, out_params, out_storage)
     return out_bitops, out_macs, out_params, out_storage

@@ -62,12 +62,22 @@ OP_CATEGORIES = ("act", "add", "bn", "other", "pool")
 MAC_KINDS = ("conv", "linear", "matmul")
 
 
-def _int_array(values: Sequence[int] | np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.asarray(values, dtype=np.int64).reshape(-1))
+def _int_array(values: Sequence[int] | np.ndarray, where: str = "column") -> np.ndarray:
+    """A flat int64 array; anything but a flat sequence of integers (a float, a bool, a nested list) is refused."""
+    arr = np.asarray(values)
+    if arr.ndim != 1 and arr.size:
+        raise InputError(f"{where} must be a flat list of integers, got shape {arr.shape}")
+    if arr.size and not (np.issubdtype(arr.dtype, np.integer) and arr.dtype != np.bool_):
+        raise InputError(f"{where} must hold integers, got {arr.dtype.name} values")
+    return np.ascontiguousarray(arr.astype(np.int64).reshape(-1))
 
 
-def _bool_array(values: Sequence[bool] | np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.asarray(values, dtype=np.bool_).reshape(-1))
+def _bool_array(values: Sequence[bool] | np.ndarray, where: str = "column") -> np.ndarray:
+    """A flat bool array; only true/false values are accepted (not "false", not 0/1)."""
+    arr = np.asarray(values)
+    if arr.size and (arr.ndim != 1 or arr.dtype != np.bool_):
+        raise InputError(f"{where} must be a flat list of true/false values, got {arr.dtype.name} values")
+    return np.ascontiguousarray(arr.astype(np.bool_).reshape(-1))
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,20 +118,20 @@ class LayerTable:
         for col in LAYER_STR_COLUMNS:
             lay[col] = tuple(str(v) for v in _required(layers, col, "layers"))
         for col in LAYER_INT_COLUMNS:
-            lay[col] = _int_array(_required(layers, col, "layers"))
+            lay[col] = _int_array(_required(layers, col, "layers"), f"layers.{col}")
         for col in LAYER_BOOL_COLUMNS:
-            lay[col] = _bool_array(_required(layers, col, "layers"))
+            lay[col] = _bool_array(_required(layers, col, "layers"), f"layers.{col}")
         opc: dict[str, Any] = {}
         for col in OP_STR_COLUMNS:
             opc[col] = tuple(str(v) for v in _required(ops, col, "ops"))
         for col in OP_INT_COLUMNS:
-            opc[col] = _int_array(_required(ops, col, "ops"))
+            opc[col] = _int_array(_required(ops, col, "ops"), f"ops.{col}")
         table = cls(
             model=str(model),
             input_shape=tuple(int(v) for v in input_shape),
             layers=lay,
             ops=opc,
-            group_channels=_int_array(group_channels),
+            group_channels=_int_array(group_channels, "group_channels"),
             group_labels=tuple(str(v) for v in group_labels),
             exit_names=tuple(str(v) for v in exit_names),
             extra_params=int(extra_params),
@@ -220,6 +230,21 @@ class LayerTable:
         backbone = set(lay["out_group"][lay["exit_index"] < 0].tolist())
         return np.array([g in heads and g not in backbone for g in range(self.num_groups)], dtype=bool)
 
+    @cached_property
+    def head_source_groups(self) -> np.ndarray:
+        """Int (G,): for a head-only group, the group of the stage channels its head reads; else -1.
+
+        A head added after pruning (order P before E) is built for its pruned stage, so its own
+        channels follow that stage's kept width (:func:`bitops.config.heads_follow_stages`).
+        """
+        lay = self.layers
+        source = np.full(self.num_groups, -1, dtype=np.int64)
+        for row in np.flatnonzero(lay["exit_index"] >= 0):
+            out = lay["out_group"][row]
+            if out >= 0 and self.head_only_groups[out] and source[out] < 0:
+                source[out] = lay["in_group"][row]
+        return source
+
     def layer_index(self) -> dict[str, int]:
         return {name: i for i, name in enumerate(self.layers["name"])}
 
@@ -295,7 +320,8 @@ class LayerTable:
             raise InputError(f"{source}: a LayerTable file must hold a JSON object, got {type(data).__name__}")
         if data.get("_type") != FORMAT_TYPE:
             raise InputError(f"{source}: _type must be {FORMAT_TYPE!r}, got {data.get('_type')!r}")
-        if data.get("_version") != FORMAT_VERSION:
+        version = data.get("_version")
+        if isinstance(version, bool) or version != FORMAT_VERSION:
             raise InputError(f"{source}: _version must be {FORMAT_VERSION} (this chaincomp's format), "
                              f"got {data.get('_version')!r}; re-create it with `chaincomp count ... --save-table`")
         try:

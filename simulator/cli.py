@@ -102,8 +102,9 @@ def _add_count(sub: argparse._SubParsersAction) -> None:
     who.add_argument("--reference", metavar="MODEL", help="reference model for BitOpsCR/CR (default: MODEL itself)")
     p.add_argument("--exits", metavar="NAME,...", help="exit points to attach (zoo: e.g. layer1,layer2)")
     p.add_argument("--exit-probs", metavar="P,...", help="probability of leaving at each of --exits (sum <= 1)")
-    p.add_argument("--unpruned-heads", action="store_true",
-                   help="exit heads keep all their own channels (order P before E: heads added after pruning)")
+    p.add_argument("--heads-after-pruning", action="store_true",
+                   help="exit heads added after pruning (order P before E): each head is built for its pruned "
+                        "stage, so its own channels follow the stage's kept width instead of --keep-ratio")
     p.add_argument("--per-layer", action="store_true", help="print the per-layer table")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--save-table", metavar="FILE.json", help="also write the traced LayerTable (all exit heads)")
@@ -125,7 +126,8 @@ def _spec(model: str, args: argparse.Namespace):
 
 
 def _run_count(args: argparse.Namespace) -> int:
-    from bitops.config import Config, bits_from_rules, check_exit_probs, kept_from_mapping, kept_from_ratio
+    from bitops.config import (Config, bits_from_rules, check_exit_probs, heads_follow_stages, kept_from_mapping,
+                               kept_from_ratio)
     from bitops.files import read_bits_file, read_keep_file
     from bitops.models import ModelSpec, load_model_table
     from bitops.report import count_report, format_count
@@ -184,8 +186,8 @@ def _run_count(args: argparse.Namespace) -> int:
         kept = _prefixed(f"--keep-file {args.keep_file!r}", kept_from_mapping, table, keep_groups, default_keep)
     else:
         kept = kept_from_ratio(table, default_keep)
-    if args.unpruned_heads:
-        kept = np.where(table.head_only_groups, table.group_channels, kept)
+    if args.heads_after_pruning:
+        kept = heads_follow_stages(table, kept)
     config = Config(w_bits=w_bits, a_bits=a_bits, kept=kept, exit_probs=probs)
     data = count_report(table, config, policy, reference)
 
@@ -327,7 +329,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=0.9, help="the threshold the record's BitOps use")
     p.add_argument("--exit-epochs", type=int, default=30,
                    help="epochs training the exit heads (heads quantized from scratch, QE, need ~30)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -344,31 +346,64 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_train)
 
 
+# Config field -> the option that sets it, per config class, so errors name what the user typed.
+OPTION_OF_FIELD = {
+    "DataConfig": {"dataset": "--dataset", "data_dir": "--data-dir", "image_size": "--image-size",
+                   "batch_size": "--batch-size", "seed": "--seed", "download": "--download"},
+    "TrainConfig": {"epochs": "--epochs", "lr": "--lr"},
+    "DistillConfig": {"student": "--student", "temperature": "--temperature", "alpha": "--alpha",
+                      "epochs": "--distill-epochs", "width_mult": "--student-width-mult"},
+    "PruneConfig": {"ratio": "--prune-ratio", "finetune_epochs": "--finetune-epochs"},
+    "QuantConfig": {"w_bits": "--w-bits", "a_bits": "--a-bits", "first_last_bits": "--first-last-bits",
+                    "input_bits": "--input-bits", "finetune_epochs": "--finetune-epochs"},
+    "ExitConfig": {"exits": "--exits", "thresholds": "--thresholds", "threshold": "--threshold",
+                   "epochs": "--exit-epochs"},
+}
+
+
+def _option_config(config_type: type, **kwargs: Any) -> Any:
+    """Build a config; a rule it breaks is reported under the option's name, not the field's."""
+    try:
+        return config_type(**kwargs)
+    except InputError as err:
+        message = str(err)
+        for field, option in OPTION_OF_FIELD.get(config_type.__name__, {}).items():
+            if message.startswith(f"{field} "):
+                message = option + message[len(field):]
+                break
+        raise InputError(message) from None
+
+
 def _chain_config(args: argparse.Namespace, order: str, allow_repeat: bool = False):
     from trainer.chain import ChainConfig, validate_order
     from trainer.data import DataConfig
     from trainer.stages import DistillConfig, ExitConfig, PruneConfig, QuantConfig, TrainConfig
 
+    if args.exits is not None and not all(args.exits.split(",")):
+        raise InputError(f"--exits must be comma-separated exit point names, got {args.exits!r}")
     return ChainConfig(
         order=validate_order(order, allow_repeat), teacher=args.teacher,
-        data=DataConfig(dataset=args.dataset, data_dir=args.data_dir, download=args.download,
-                        image_size=args.image_size, batch_size=args.batch_size, seed=args.seed),
-        base=TrainConfig(epochs=args.epochs, lr=args.lr),
-        distill=DistillConfig(student=args.student, temperature=args.temperature, alpha=args.alpha,
-                              epochs=args.distill_epochs, width_mult=args.student_width_mult),
-        prune=PruneConfig(ratio=args.prune_ratio, finetune_epochs=args.finetune_epochs),
-        quant=QuantConfig(w_bits=args.w_bits, a_bits=args.a_bits,
-                          first_last_bits=_bits_option(args.first_last_bits, "--first-last-bits"),
-                          input_bits=_bits_option(args.input_bits, "--input-bits"), finetune_epochs=args.finetune_epochs),
-        exits=ExitConfig(exits=tuple(args.exits.split(",")) if args.exits else None,
-                         thresholds=tuple(_float_list(args.thresholds, "--thresholds")), threshold=args.threshold,
-                         epochs=args.exit_epochs),
+        data=_option_config(DataConfig, dataset=args.dataset, data_dir=args.data_dir, download=args.download,
+                            image_size=args.image_size, batch_size=args.batch_size, seed=args.seed),
+        base=_option_config(TrainConfig, epochs=args.epochs, lr=args.lr),
+        distill=_option_config(DistillConfig, student=args.student, temperature=args.temperature, alpha=args.alpha,
+                               epochs=args.distill_epochs, width_mult=args.student_width_mult),
+        prune=_option_config(PruneConfig, ratio=args.prune_ratio, finetune_epochs=args.finetune_epochs),
+        quant=_option_config(QuantConfig, w_bits=args.w_bits, a_bits=args.a_bits,
+                             first_last_bits=_bits_option(args.first_last_bits, "--first-last-bits"),
+                             input_bits=_bits_option(args.input_bits, "--input-bits"),
+                             finetune_epochs=args.finetune_epochs),
+        exits=_option_config(ExitConfig, exits=tuple(args.exits.split(",")) if args.exits else None,
+                             thresholds=tuple(_float_list(args.thresholds, "--thresholds")), threshold=args.threshold,
+                             epochs=args.exit_epochs),
         device=args.device, seed=args.seed, allow_repeat=allow_repeat,
     )
 
 
 def _run_train(args: argparse.Namespace) -> int:
     out = _check_writable("--out", args.out)
+    if out.suffix == ".pt":
+        raise InputError(f"--out {args.out!r}: the record must not end in .pt, the checkpoint beside it does")
     if out.exists() and not args.resume:
         raise InputError(f"--out {args.out!r} already exists; add --resume to continue it, or choose another file")
     if args.resume and not out.exists():

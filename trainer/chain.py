@@ -19,6 +19,7 @@ and measured exit rates; the reference is always the original teacher at full pr
 
 from __future__ import annotations
 
+import json
 import platform
 import random
 import time
@@ -87,7 +88,45 @@ class ChainConfig:
             raise InputError(f"--teacher must be a zoo model ({', '.join(zoo.ZOO_NAMES)}), got {self.teacher!r}")
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON types (tuples become lists), so a record read back compares equal."""
+        return json.loads(json.dumps(asdict(self)))
+
+    def check_before_training(self, num_classes: int) -> None:
+        """Rules that depend on the models, checked before any training so a mistake costs nothing.
+
+        * E: the exit points must exist on the model E sees (the teacher, or the student after D),
+          and, when E comes before D (ED), on the student too (its exits distil from the teacher's);
+        * P: the pruning ratio must leave every channel group of the model P sees at least 1 channel.
+        """
+        from bitops.config import kept_channels
+        from bitops.models import ModelSpec, load_model_table
+
+        def model_at(position: int) -> tuple[str, float]:
+            before = self.order[:position]
+            return (self.distill.student, self.distill.width_mult) if "D" in before else (self.teacher, 1.0)
+
+        if "E" in self.order:
+            position = self.order.index("E")
+            seen = model_at(position)[0]
+            points = zoo.exit_points(seen)
+            wanted = self.exits.exits or points
+            unknown = [e for e in wanted if e not in points]
+            if unknown:
+                raise InputError(f"--exits: {unknown[0]!r} is not an exit point of {seen} ({', '.join(points)})")
+            if "D" in self.order[position:]:  # ED: the student's exits distil from the teacher's
+                student_points = zoo.exit_points(self.distill.student)
+                missing = [e for e in wanted if e not in student_points]
+                if missing:
+                    raise InputError(f"--student {self.distill.student} has no exit point {missing[0]!r}, which E "
+                                     f"before D gives the teacher ({', '.join(student_points)} only); choose --exits "
+                                     "both models have")
+        if "P" in self.order:
+            name, width = model_at(self.order.index("P"))
+            table = load_model_table(ModelSpec(name, num_classes=num_classes, width_mult=width))
+            for channels in table.group_channels:
+                if kept_channels(int(channels), 1.0 - self.prune.ratio) < 1:
+                    raise InputError(f"--prune-ratio {self.prune.ratio} keeps 0 of the {int(channels)} channels of a "
+                                     f"channel group of {name}; it must keep at least 1")
 
 
 def seed_everything(seed: int) -> None:
@@ -123,8 +162,9 @@ def _stage_entry(letter: str, index: int, config: Any, state: _State, data: Data
     entry: dict[str, Any] = {"stage": letter, "index": index, "config": None if config is None else asdict(config)}
     if len(getattr(model, "exits", ())) > 0:
         # Accuracy and BitOps at each threshold, from exit rates measured on the test split.
-        rows = exit_report(model, data.test, exits.thresholds, device)
-        chosen = min(rows, key=lambda r: abs(r["threshold"] - exits.threshold))
+        thresholds = sorted({*exits.thresholds, exits.threshold})  # the operating point is always measured
+        rows = exit_report(model, data.test, thresholds, device)
+        chosen = next(r for r in rows if r["threshold"] == exits.threshold)
         probs = [{k: v for k, v in row["rates"].items() if k != "final"} for row in [chosen, *rows]]
         costs = measure_costs(model, data.input_shape, reference, probs)
         for row, cost in zip(rows, costs[1:]):
@@ -189,6 +229,7 @@ def run_chain(config: ChainConfig, out: Path, *, resume: bool = False,
     seed_everything(config.seed)
     device = resolve_device(config.device)
     data = load_data(config.data)
+    config.check_before_training(data.num_classes)
     teacher_table = trace_model(zoo.build(config.teacher, num_classes=data.num_classes), data.input_shape,
                                 name=config.teacher)
     if resume:
@@ -221,6 +262,11 @@ def run_chain(config: ChainConfig, out: Path, *, resume: bool = False,
             _save(record, state, out)
     except KeyboardInterrupt:
         record["status"] = "interrupted"
+        write_json_atomic(record, out)
+        raise
+    except InputError as err:
+        record["status"] = "failed"
+        record["error"] = str(err)
         write_json_atomic(record, out)
         raise
     record["status"] = "complete"

@@ -725,5 +725,30 @@ def test_load_rejects_an_out_of_range_op_group(tmp_path: Path, table_json: dict[
 
 def test_load_rejects_non_numbers_in_an_int_column(tmp_path: Path, table_json: dict[str, Any]) -> None:
     table_json["layers"]["in_ch"][0] = "wide"
-    with pytest.raises(InputError, match=r"malformed LayerTable"):
+    with pytest.raises(InputError, match=r"layers\.in_ch must hold integers"):
+        load_table(_write(tmp_path, table_json))
+
+
+def test_load_rejects_a_fractional_count(tmp_path: Path, table_json: dict[str, Any]) -> None:
+    table_json["layers"]["in_ch"][0] = 4.9  # would silently become 4
+    with pytest.raises(InputError, match=r"layers\.in_ch must hold integers, got float64"):
+        load_table(_write(tmp_path, table_json))
+
+
+def test_load_rejects_a_string_flag(tmp_path: Path, table_json: dict[str, Any]) -> None:
+    table_json["layers"]["has_weight"][0] = "false"  # would silently become True
+    with pytest.raises(InputError, match=r"layers\.has_weight must be a flat list of true/false values"):
+        load_table(_write(tmp_path, table_json))
+
+
+def test_load_rejects_a_nested_column(tmp_path: Path, table_json: dict[str, Any]) -> None:
+    n = len(table_json["layers"]["kernel_h"])
+    table_json["layers"]["kernel_h"] = [[3] * n, [1] * n]
+    with pytest.raises(InputError, match=r"layers\.kernel_h must be a flat list of integers"):
+        load_table(_write(tmp_path, table_json))
+
+
+def test_load_rejects_a_boolean_version(tmp_path: Path, table_json: dict[str, Any]) -> None:
+    table_json["_version"] = True  # True == 1 in Python
+    with pytest.raises(InputError, match=r"_version must be 1"):
         load_table(_write(tmp_path, table_json))

@@ -13,7 +13,8 @@ import math
 import numpy as np
 import pytest
 
-from bitops import InputError, LayerTable, Policy, evaluate, evaluate_batch
+from bitops import InputError, LayerTable, Policy, evaluate, evaluate_batch, kernels
+from bitops.batch import PARALLEL_MIN_CONFIGS
 from bitops.config import Config
 from tests.bitops.tables import config_at, random_configs, random_table
 
@@ -156,11 +157,32 @@ def test_pruned_grouped_convs_agree_exactly(policy: Policy) -> None:
 
 def test_parallel_default_kicks_in_for_large_batches_and_agrees() -> None:
     table, _ = CASES[3]
-    arrays = random_configs(np.random.default_rng(3), table, 5000)
+    arrays = random_configs(np.random.default_rng(3), table, max(5000, PARALLEL_MIN_CONFIGS))
     auto = evaluate_batch(table, *arrays)
     serial = evaluate_batch(table, *arrays, parallel=False)
     np.testing.assert_array_equal(auto.bitops, serial.bitops)
     np.testing.assert_array_equal(auto.storage_bits, serial.storage_bits)
+
+
+@pytest.mark.parametrize(("m", "build"), [(PARALLEL_MIN_CONFIGS - 1, "batch_cost_serial"),
+                                          (PARALLEL_MIN_CONFIGS, "batch_cost_parallel")])
+def test_parallel_default_starts_at_the_threshold(monkeypatch: pytest.MonkeyPatch, m: int, build: str) -> None:
+    used = []
+
+    def spy(name: str) -> object:
+        kernel = getattr(kernels, name)
+
+        def call(*args: object) -> object:
+            used.append(name)
+            return kernel(*args)
+
+        return call
+
+    for name in ("batch_cost_serial", "batch_cost_parallel"):
+        monkeypatch.setattr(kernels, name, spy(name))
+    table, (w_bits, a_bits, kept, exit_probs) = CASES[0]
+    evaluate_batch(table, np.broadcast_to(w_bits[0], (m, table.num_layers)), a_bits[0], kept[0], exit_probs[0])
+    assert used == [build]
 
 
 # ---- broadcasting ------------------------------------------------------------------------------
@@ -208,6 +230,23 @@ def test_whole_float_bits_and_kept_give_the_integer_result() -> None:
     as_floats = evaluate_batch(table, *(a.astype(np.float64) for a in arrays))
     for field in ("bitops", "macs", "params", "storage_bits"):
         np.testing.assert_array_equal(getattr(as_floats, field), getattr(as_ints, field), err_msg=field)
+
+
+def test_inputs_in_any_layout_and_dtype_give_the_same_result() -> None:
+    # The wrapper hands C-contiguous uint8/int32/float64 arrays through as they are and converts
+    # anything else; every route must reach the same numbers.
+    table, (w_bits, a_bits, kept, exit_probs) = CASES[4]
+    want = evaluate_batch(table, w_bits, a_bits, kept, exit_probs)
+    every_other_column = np.repeat(w_bits.astype(np.uint8), 2, axis=1)[:, ::2]
+    variants = {
+        "kernel dtypes": (w_bits.astype(np.uint8), a_bits.astype(np.uint8), kept.astype(np.int32), exit_probs),
+        "fortran order": tuple(np.asfortranarray(a) for a in (w_bits, a_bits, kept, exit_probs)),
+        "strided, small ints": (every_other_column, a_bits.astype(np.int16), kept.astype(np.uint16), exit_probs),
+    }
+    for label, arrays in variants.items():
+        got = evaluate_batch(table, *arrays)
+        for field in ("bitops", "macs", "params", "storage_bits"):
+            np.testing.assert_array_equal(getattr(got, field), getattr(want, field), err_msg=f"{label}: {field}")
 
 
 @pytest.mark.parametrize("policy", [Policy(first_last_bits=8), Policy(input_bits=8)], ids=_policy_id)
