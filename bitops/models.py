@@ -14,6 +14,7 @@ MODEL is one of:
 from __future__ import annotations
 
 import argparse
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,28 +22,36 @@ from pathlib import Path
 from bitops.errors import InputError
 from bitops.table import LayerTable, load_table, save_table
 
-__all__ = ["SHIPPED_CLASSES", "SHIPPED_DIR", "SHIPPED_WIDTHS", "ModelSpec", "load_model_table", "shipped_table", "zoo_names"]
+__all__ = ["SHIPPED_CLASSES", "SHIPPED_DIR", "SHIPPED_INPUTS", "SHIPPED_WIDTHS", "ModelSpec", "load_model_table", "shipped_table", "zoo_names"]
 
 SHIPPED_DIR = Path(__file__).parent / "shipped"
 SHIPPED_CLASSES = (10, 100)  # CIFAR-10 / SVHN / CINIC-10 heads, and CIFAR-100 heads
 # Narrower widths shipped too: the paper's MobileNetV2 student is a narrower MobileNetV2 (section 7).
 SHIPPED_WIDTHS = {"mobilenetv2_cifar": (0.5, 0.75)}
+# Other input sizes shipped too: the trainer's offline default (digits upsampled to 16x16), so the
+# simulator's default setup is costed without torch.
+SHIPPED_INPUTS = {"resnet8": ((3, 16, 16),), "resnet20": ((3, 16, 16),)}
 ZOO_INPUT_SHAPE = (3, 32, 32)
 TORCHVISION_INPUT_SHAPE = (3, 224, 224)
 
 
-def _shipped_path(name: str, num_classes: int, width_mult: float = 1.0) -> Path:
+def _shipped_path(name: str, num_classes: int, width_mult: float = 1.0,
+                  input_shape: tuple[int, ...] = ZOO_INPUT_SHAPE) -> Path:
     width = "" if width_mult == 1.0 else f"-w{width_mult:g}"
-    return SHIPPED_DIR / f"{name}{width}-c{num_classes}.json"
+    size = "" if tuple(input_shape) == ZOO_INPUT_SHAPE else f"-s{input_shape[1]}"
+    return SHIPPED_DIR / f"{name}{width}{size}-c{num_classes}.json"
 
 
 def zoo_names() -> tuple[str, ...]:
     """Zoo models with shipped tables (a test checks this equals ``bitops.zoo.ZOO_NAMES``)."""
-    return tuple(sorted({p.name.rsplit("-c", 1)[0].split("-w")[0] for p in SHIPPED_DIR.glob("*-c*.json")}))
+    return tuple(sorted({p.name.rsplit("-c", 1)[0].split("-w")[0].split("-s")[0] for p in SHIPPED_DIR.glob("*-c*.json")}))
 
 
-def shipped_table(name: str, num_classes: int = 10, width_mult: float = 1.0) -> LayerTable | None:
-    path = _shipped_path(name, num_classes, width_mult)
+def shipped_table(name: str, num_classes: int = 10, width_mult: float = 1.0,
+                  input_shape: tuple[int, ...] = ZOO_INPUT_SHAPE) -> LayerTable | None:
+    if len(input_shape) != 3 or input_shape[0] != 3 or input_shape[1] != input_shape[2]:
+        return None
+    path = _shipped_path(name, num_classes, width_mult, input_shape)
     return load_table(path) if path.exists() else None
 
 
@@ -81,8 +90,8 @@ def load_model_table(spec: ModelSpec) -> LayerTable:
         if spec.model not in names:
             raise InputError(f"MODEL: unknown model {spec.model!r}; expected a zoo name ({', '.join(names)}), "
                              "torchvision:NAME, module.path:callable, or a LayerTable .json file")
-        input_shape = spec.input_shape or ZOO_INPUT_SHAPE
-        table = shipped_table(spec.model, spec.num_classes or 10, spec.width_mult) if input_shape == ZOO_INPUT_SHAPE else None
+        input_shape = tuple(spec.input_shape or ZOO_INPUT_SHAPE)
+        table = shipped_table(spec.model, spec.num_classes or 10, spec.width_mult, input_shape)
         return table if table is not None else _trace_zoo(spec, input_shape)
     if spec.width_mult != 1.0:
         raise InputError(f"--width-mult applies to zoo models only, got {spec.width_mult} for {spec.model}")
@@ -97,12 +106,13 @@ def regenerate_shipped(names: Sequence[str], out_dir: Path = SHIPPED_DIR) -> lis
     """Trace every zoo model at 32x32 for each shipped class count and write the tables."""
     written = []
     for name in names:
-        for width in (1.0, *SHIPPED_WIDTHS.get(name, ())):
-            for classes in SHIPPED_CLASSES:
-                table = _trace_zoo(ModelSpec(name, num_classes=classes, width_mult=width), ZOO_INPUT_SHAPE)
-                path = out_dir / _shipped_path(name, classes, width).name
-                save_table(table, path)
-                written.append(path)
+        variants = [(w, ZOO_INPUT_SHAPE) for w in (1.0, *SHIPPED_WIDTHS.get(name, ()))]
+        variants += [(1.0, shape) for shape in SHIPPED_INPUTS.get(name, ())]
+        for (width, shape), classes in itertools.product(variants, SHIPPED_CLASSES):
+            table = _trace_zoo(ModelSpec(name, input_shape=shape, num_classes=classes, width_mult=width), shape)
+            path = out_dir / _shipped_path(name, classes, width, shape).name
+            save_table(table, path)
+            written.append(path)
     return written
 
 

@@ -481,6 +481,168 @@ def format_profile(profile: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _add_simulation_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", metavar="FILE.json", help="stage profile (default: the one shipped, measured on digits)")
+    p.add_argument("--grid", metavar="M=V,...;...",
+                   help="hyperparameters per method, e.g. 'P=0.1:0.7:13;Q=1,2,4,8;E=0.5,0.9;D=resnet8' "
+                        "(a:b:n = n values from a to b); default: the profile's measured values, P densified")
+    p.add_argument("--budget", default="0.2,0.6,1,2", help="accuracy-loss budgets in points, each in (0, 100]")
+
+
+def _add_simulate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("simulate", help="predict every order's accuracy and exact cost from stage profiles",
+                       description="Every order over the hyperparameter grid: the Pareto front of (BitOpsCR, "
+                                   "accuracy), the paper's Table-1 layout (max BitOpsCR within each accuracy-loss "
+                                   "budget, one column per order) and a ranking. No torch, no training.")
+    p.add_argument("--orders", default="all", help="'all' (the 24 orders of D, P, Q, E) or a comma list, e.g. DPQE,PQ")
+    p.add_argument("--allow-repeat", action="store_true", help="allow D, P, Q to repeat within an order")
+    _add_simulation_options(p)
+    p.add_argument("--plot", metavar="FILE.png", help="draw the Pareto front of every order")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(run=_run_simulate)
+
+
+def _add_orders(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("orders", help="pairwise order analysis: precedence graph, topological sort, cycles",
+                       description="For each pair of methods, which order wins and by how much; the precedence "
+                                   "graph, its topological sort and whether it is unique, cycles (listed, never "
+                                   "hidden), and the insertion check of the paper's section 4.")
+    _add_simulation_options(p)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(run=_run_orders)
+
+
+def _budgets(text: str) -> list[float]:
+    budgets = _float_list(text, "--budget")
+    bad = [b for b in budgets if not 0 < b <= 100]
+    if bad:
+        raise InputError(f"--budget values must be accuracy losses in (0, 100] points, got {bad[0]:g}")
+    return sorted(budgets)
+
+
+def _grid(text: str | None, profile):
+    from simulator.model import Grid
+
+    values: dict[str, tuple] = {}
+    for method, curve in profile.curves.items():
+        measured = tuple(curve.values)
+        if method == "P":  # densify between the measured ratios: costs are exact anywhere
+            measured = tuple(sorted({*measured, *np.round(np.linspace(min(measured), max(measured), 13), 4)}))
+        values[method] = measured
+    for part in (text or "").split(";"):
+        if not part.strip():
+            continue
+        method, sep, raw = part.partition("=")
+        method = method.strip()
+        if not sep or method not in "DPQE" or len(method) != 1:
+            raise InputError(f"--grid entries must look like P=0.1,0.2 or P=0.1:0.7:7, got {part!r}")
+        values[method] = _grid_values(method, raw.strip())
+    return Grid(values)
+
+
+def _grid_values(method: str, raw: str) -> tuple:
+    if method == "D":
+        names = tuple(v for v in raw.split(",") if v)
+        if not names:
+            raise InputError("--grid D= must list at least one student")
+        return names
+    try:
+        if raw.count(":") == 2:
+            start, stop, count = raw.split(":")
+            values = tuple(np.linspace(float(start), float(stop), int(count)).round(6))
+        else:
+            values = tuple(float(v) for v in raw.split(","))
+    except ValueError:
+        raise InputError(f"--grid {method}= must be numbers (a,b,c) or a range (start:stop:count), got {raw!r}") from None
+    if not values:
+        raise InputError(f"--grid {method}= is empty")
+    rules = {"P": (lambda v: 0 <= v < 1, "pruning ratios in [0, 1)"), "Q": (lambda v: v == int(v) and 1 <= v <= 32,
+             "integer weight bits in 1..32"), "E": (lambda v: 0 < v <= 1, "thresholds in (0, 1]")}
+    check, rule = rules[method]
+    bad = [v for v in values if not check(v)]
+    if bad:
+        raise InputError(f"--grid {method}= must hold {rule}, got {bad[0]:g}")
+    return tuple(int(v) for v in values) if method == "Q" else values
+
+
+def _simulation(args: argparse.Namespace):
+    """(profile, grid, budgets, simulate(order) -> Prediction) for the simulate/orders commands."""
+    from functools import cache
+
+    from bitops.models import ModelSpec, load_model_table
+    from simulator.model import predict
+    from simulator.profile import load_profile
+
+    profile = load_profile(args.profile)
+    grid = _grid(args.grid, profile)
+    budgets = _budgets(args.budget)
+    setup = profile.setup
+    shape = tuple(setup.get("input_shape", (3, 32, 32)))
+    classes = int(setup.get("num_classes", 10))
+    teacher = setup.get("teacher")
+    if not isinstance(teacher, str):
+        raise InputError("the profile's setup must name its teacher (base) model")
+
+    @cache
+    def load(name: str):
+        return load_model_table(ModelSpec(name, input_shape=shape, num_classes=classes))
+
+    @cache
+    def simulate(order: str):
+        return predict(profile, order, grid, load, teacher)
+
+    return profile, grid, budgets, simulate
+
+
+def _orders_list(text: str, allow_repeat: bool) -> list[str]:
+    from itertools import permutations
+
+    from simulator.model import validate_order
+
+    if text == "all":
+        return ["".join(p) for p in permutations("DPQE")]
+    orders = [o.strip() for o in text.split(",") if o.strip()]
+    if not orders:
+        raise InputError(f"--orders must be 'all' or a comma list of orders, got {text!r}")
+    for order in orders:
+        try:
+            validate_order(order, allow_repeat)
+        except InputError as err:
+            raise InputError(f"--orders: {err}") from None
+    return orders
+
+
+def _run_simulate(args: argparse.Namespace) -> int:
+    from simulator.report import format_simulation, plot_fronts, simulation_json
+
+    orders = _orders_list(args.orders, args.allow_repeat)
+    if args.plot:
+        _check_writable("--plot", args.plot)
+    profile, grid, budgets, simulate = _simulation(args)
+    predictions = [simulate(o) for o in orders]
+    report = simulation_json(profile, args.profile, grid, budgets, predictions)
+    if args.plot:
+        _write("--plot", args.plot, lambda path: plot_fronts(predictions, profile.base_accuracy, path))
+    print(json.dumps(report, indent=1) if args.json else format_simulation(report))
+    return 0
+
+
+def _run_orders(args: argparse.Namespace) -> int:
+    from simulator.report import format_orders, orders_json
+    from simulator.search import insertion_check, precedence, topological_orders
+
+    profile, grid, budgets, simulate = _simulation(args)
+    methods = "".join(m for m in "DPQE" if m in profile.curves)
+    if len(methods) < 2:
+        raise InputError(f"the profile measures {methods or 'no method'}; pairwise orders need at least two methods")
+    pairs = precedence(simulate, profile.base_accuracy, budgets, methods)
+    order, cycles, unique = topological_orders(pairs, methods)
+    insertion = insertion_check(simulate, pairs, profile.base_accuracy, budgets, methods)
+    report = orders_json(pairs, order, cycles, unique, insertion, budgets)
+    print(json.dumps(report, indent=1) if args.json else format_orders(report))
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chaincomp", description="Combinational CNN compression: exact BitOps "
                                      "and CR counts, claim audits, order simulation and a thin trainer.")
@@ -489,6 +651,8 @@ def make_parser() -> argparse.ArgumentParser:
     _add_audit(sub)
     _add_train(sub)
     _add_profile(sub)
+    _add_simulate(sub)
+    _add_orders(sub)
     return parser
 
 

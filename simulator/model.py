@@ -1,0 +1,184 @@
+"""The chain model: predict an order's accuracy and exact cost over a hyperparameter grid.
+
+A state (model table, kept channels, bits, exit rates, accuracy) is carried through the order's
+stages with the trainer's semantics (DESIGN.md "Order semantics", trainer/chain.py):
+
+* D replaces the model by a fresh student: pruning and bits applied before it do not reach the
+  final model (PD, QD); exit heads carry over (ED);
+* P keeps ``int(C * (1 - ratio))`` channels per group, as torch-pruning and bitops round; heads
+  that exist when P runs (E earlier) are pruned with the backbone, heads added later (PE) are
+  built for the pruned stages they read;
+* Q sets every layer (heads included: EQ quantizes them, QE trains them at the backbone's bits)
+  to ``w_bits`` / the profile's ``a_bits``, the first and last layers as the profile's
+  ``first_last_bits``;
+* E adds heads at the profile's exit points (those the model has) and takes the exit rates the
+  profile measured at the threshold, scaled by the exit-rate interaction terms.
+
+Accuracy = base + the profile's delta of each stage at its hyperparameter + the accuracy term of
+every ordered pair of stages (``i`` before ``j``). Its spread adds the profile's spreads in
+quadrature. Cost is exact: every combination is evaluated by the bitops batch kernels.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from bitops.batch import evaluate_batch
+from bitops.config import heads_follow_stages, kept_channels_array
+from bitops.cost import reference_totals
+from bitops.errors import InputError
+from bitops.policy import FULL_PRECISION_BITS, Policy
+from bitops.table import LayerTable
+from simulator.profile import Profile
+
+__all__ = ["Grid", "Prediction", "predict", "validate_order"]
+
+TableLoader = Callable[[str], LayerTable]  # zoo name -> table at the profile's input shape and classes
+
+
+def validate_order(order: str, allow_repeat: bool = False) -> str:
+    if not order or any(c not in "DPQE" for c in order):
+        raise InputError(f"an order must use the letters D, P, Q, E, got {order!r}")
+    if order.count("E") > 1:
+        raise InputError(f"E (early exit) can appear once in an order, got {order!r} (paper section 6)")
+    if not allow_repeat and len(set(order)) != len(order):
+        raise InputError(f"order {order!r} repeats a letter; repeats of D, P, Q need --allow-repeat")
+    return order
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Hyperparameter values per method: students, pruning ratios, weight bits, thresholds."""
+
+    values: dict[str, tuple]
+
+    def axis(self, method: str) -> tuple:
+        if method not in self.values or not self.values[method]:
+            raise InputError(f"the grid has no values for {method}")
+        return self.values[method]
+
+    @property
+    def size(self) -> dict[str, int]:
+        return {m: len(v) for m, v in self.values.items()}
+
+
+@dataclass(frozen=True, eq=False)
+class Prediction:
+    """One order over its grid: arrays of length N (one entry per hyperparameter combination)."""
+
+    order: str
+    settings: dict[int, np.ndarray]  # stage position -> its hyperparameter per combination
+    accuracy: np.ndarray
+    accuracy_std: np.ndarray
+    bitops: np.ndarray
+    bitops_cr: np.ndarray
+    cr: np.ndarray
+    outside: np.ndarray  # some hyperparameter outside the profile's measured range
+
+    @property
+    def size(self) -> int:
+        return len(self.accuracy)
+
+
+def _combos(order: str, grid: Grid) -> list[np.ndarray]:
+    axes = [np.arange(len(grid.axis(m))) for m in order]
+    mesh = np.meshgrid(*axes, indexing="ij")
+    return [m.reshape(-1) for m in mesh]
+
+
+def _accuracy(profile: Profile, order: str, grid: Grid, index: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+    n = len(index[0])
+    accuracy = np.full(n, profile.base_accuracy)
+    variance = np.full(n, profile.base_std ** 2)
+    outside = np.zeros(n, dtype=bool)
+    for pos, method in enumerate(order):
+        curve = profile.curve(method)
+        axis = np.asarray(grid.axis(method), dtype=object if method == "D" else np.float64)
+        accuracy += curve.at(axis, curve.delta)[index[pos]]
+        variance += curve.at(axis, curve.std)[index[pos]] ** 2
+        outside |= curve.outside(axis)[index[pos]]
+    for i, j in itertools.combinations(range(len(order)), 2):
+        accuracy += profile.accuracy_terms.get((order[i], order[j]), 0.0)
+    return accuracy, np.sqrt(variance), outside
+
+
+def _exit_probs(profile: Profile, order: str, grid: Grid, index: list[np.ndarray], exits: Sequence[str]) -> np.ndarray:
+    """(N, K) probabilities of leaving at each of ``exits`` (the model's, in depth order)."""
+    e_pos = order.index("E")
+    curve = profile.curve("E")
+    thresholds = np.asarray(grid.axis("E"), dtype=np.float64)
+    scale = 1.0
+    for pos, method in enumerate(order):
+        if method != "E":
+            scale *= profile.exit_scales.get((method, "E") if pos < e_pos else ("E", method), 1.0)
+    probs = np.stack([curve.at(thresholds, curve.exit_rates[e]) if e in curve.exit_rates else np.zeros(len(thresholds))
+                      for e in exits], axis=1) * scale
+    total = probs.sum(axis=1, keepdims=True)
+    probs = np.where(total > 1, probs / np.maximum(total, 1e-300), probs)  # a scale cannot send more than all
+    return probs[index[e_pos]]
+
+
+def predict(profile: Profile, order: str, grid: Grid, load: TableLoader, teacher: str,
+            policy: Policy | None = None) -> Prediction:
+    """Accuracy (with spread) and exact BitOps / BitOpsCR / CR of ``order`` at every grid combination."""
+    index = _combos(order, grid)
+    accuracy, std, outside = _accuracy(profile, order, grid, index)
+    n = len(accuracy)
+    q_curve = profile.curves.get("Q")
+    a_bits = int(q_curve.extra.get("a_bits", 8)) if q_curve else 8
+    if policy is None:
+        first_last = q_curve.extra.get("first_last_bits") if q_curve else None
+        policy = Policy(first_last_bits=first_last)
+    reference = reference_totals(load(teacher), Policy(bn=policy.bn, aux_bits=policy.aux_bits,
+                                                       bitops_formula=policy.bitops_formula))
+    last_d = order.rfind("D")
+    # The student each combination ends with: one batch per student value.
+    students = np.asarray(grid.axis("D"), dtype=object)[index[last_d]] if last_d >= 0 else np.full(n, teacher, object)
+    bitops = np.empty(n)
+    storage = np.empty(n)
+    for name in dict.fromkeys(students.tolist()):
+        rows = np.flatnonzero(students == name)
+        sub = [ix[rows] for ix in index]
+        b, s = _cost(order, grid, sub, load(name), profile, a_bits, policy)
+        bitops[rows], storage[rows] = b, s
+    settings = {pos: np.asarray(grid.axis(m), dtype=object)[index[pos]] for pos, m in enumerate(order)}
+    return Prediction(order=order, settings=settings, accuracy=accuracy, accuracy_std=std, bitops=bitops,
+                      bitops_cr=reference.bitops / bitops, cr=reference.storage_bits / storage, outside=outside)
+
+
+def _cost(order: str, grid: Grid, index: list[np.ndarray], full: LayerTable, profile: Profile, a_bits: int,
+          policy: Policy) -> tuple[np.ndarray, np.ndarray]:
+    """Exact BitOps and storage bits of the final model of every combination (one student)."""
+    n = len(index[0])
+    after_d = order.rfind("D") + 1  # stages before the last D do not reach the final model
+    tail = order[after_d:]
+    has_e = "E" in order
+    exits = list(profile.curve("E").extra.get("exits", ())) if has_e else []
+    table = full.with_exits([e for e in exits if e in full.exit_names])
+    kept = np.broadcast_to(table.group_channels, (n, table.num_groups)).copy()
+    for pos in range(after_d, len(order)):
+        if order[pos] == "P":
+            ratio = np.asarray(grid.axis("P"), dtype=np.float64)[index[pos]]
+            kept = kept_channels_array(kept, 1.0 - ratio[:, None])
+    # A zoo head reads one stage group and is as wide as it: pruned with it (EP) or built for its
+    # pruned width (PE), its own channels end up equal to the stage's kept channels either way.
+    kept = heads_follow_stages(table, kept)
+    if np.any(kept < 1):
+        raise InputError("a pruning ratio of the grid keeps 0 channels of some group; lower the largest P value")
+    w = np.full((n, 1), FULL_PRECISION_BITS, dtype=np.int64)
+    a = np.full((n, 1), FULL_PRECISION_BITS, dtype=np.int64)
+    for pos in range(after_d, len(order)):
+        if order[pos] == "Q":
+            w[:, 0] = np.asarray(grid.axis("Q"), dtype=np.int64)[index[pos]]
+            a[:, 0] = a_bits
+    no_q = "Q" not in tail
+    layer_policy = Policy(first_last_bits=None if no_q else policy.first_last_bits, input_bits=policy.input_bits,
+                          bn=policy.bn, aux_bits=policy.aux_bits, bitops_formula=policy.bitops_formula)
+    probs = _exit_probs(profile, order, grid, index, table.exit_names) if has_e else np.zeros((n, 0))
+    result = evaluate_batch(table, np.broadcast_to(w, (n, table.num_layers)), np.broadcast_to(a, (n, table.num_layers)),
+                            kept, probs, layer_policy)
+    return result.bitops, result.storage_bits

@@ -1,0 +1,133 @@
+"""Reductions over predictions: Pareto fronts, the paper's Table-1 budget table, rankings, and the
+pairwise precedence analysis of section 4-5 (which order of two methods wins, the precedence graph,
+its topological sort, cycles, and the insertion check).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from simulator.model import Prediction
+
+__all__ = ["PairResult", "budget_table", "pareto_front", "precedence", "rank_orders", "score", "topological_orders"]
+
+
+def pareto_front(prediction: Prediction) -> np.ndarray:
+    """Indices of the combinations no other beats in both BitOpsCR and accuracy, by rising BitOpsCR."""
+    order = np.lexsort((-prediction.accuracy, -prediction.bitops_cr))  # BitOpsCR desc, then accuracy desc
+    front, best = [], -np.inf
+    for i in order:
+        if prediction.accuracy[i] > best:
+            front.append(i)
+            best = prediction.accuracy[i]
+    return np.array(front[::-1], dtype=np.int64)
+
+
+def best_within(prediction: Prediction, base_accuracy: float, budget: float) -> tuple[float, int] | None:
+    """Max BitOpsCR among combinations losing at most ``budget`` points of accuracy, and its index."""
+    ok = np.flatnonzero(base_accuracy - prediction.accuracy <= budget + 1e-12)
+    if ok.size == 0:
+        return None
+    i = ok[np.argmax(prediction.bitops_cr[ok])]
+    return float(prediction.bitops_cr[i]), int(i)
+
+
+def budget_table(predictions: Sequence[Prediction], base_accuracy: float,
+                 budgets: Sequence[float]) -> dict[str, list[float | None]]:
+    """Per order, the max BitOpsCR within each accuracy-loss budget (the paper's Table 1 layout)."""
+    table = {}
+    for p in predictions:
+        table[p.order] = [None if (hit := best_within(p, base_accuracy, b)) is None else hit[0] for b in budgets]
+    return table
+
+
+def score(values: Sequence[float | None]) -> float:
+    """Geometric mean of the budget row, an unreachable budget counting as 1x (no compression)."""
+    return float(np.exp(np.mean([np.log(v if v is not None else 1.0) for v in values])))
+
+
+def rank_orders(table: dict[str, list[float | None]]) -> list[tuple[str, float]]:
+    """Orders best first by :func:`score` of their budget row."""
+    return sorted(((o, score(row)) for o, row in table.items()), key=lambda item: -item[1])
+
+
+@dataclass(frozen=True)
+class PairResult:
+    """Which of ``first+second`` and ``second+first`` wins, and by how much (score ratio)."""
+
+    first: str
+    second: str
+    winner: str  # the order that wins, e.g. "PQ"
+    margin: float  # winner's score / loser's score (>= 1)
+    scores: dict[str, float]
+
+
+def precedence(simulate: Callable[[str], Prediction], base_accuracy: float, budgets: Sequence[float],
+               methods: str = "DPQE") -> list[PairResult]:
+    """Both orders of every pair of methods, simulated and scored; the better order wins the pair."""
+    results = []
+    for a, b in itertools.combinations(methods, 2):
+        scores = {o: score(budget_table([simulate(o)], base_accuracy, budgets)[o]) for o in (a + b, b + a)}
+        winner = max(scores, key=scores.get)
+        loser = b + a if winner == a + b else a + b
+        results.append(PairResult(a, b, winner, scores[winner] / scores[loser], scores))
+    return results
+
+
+def topological_orders(pairs: Sequence[PairResult], methods: str = "DPQE") -> tuple[list[str], list[list[str]], bool]:
+    """(a topological order of the precedence graph, the cycles found, whether the order is unique).
+
+    Kahn's algorithm; the sort is unique when exactly one method is free at every step. Cycles are
+    listed (as method sequences) rather than broken silently; with cycles the sort covers only
+    the methods outside them.
+    """
+    edges = {m: set() for m in methods}
+    for p in pairs:
+        edges[p.winner[0]].add(p.winner[1])
+    indegree = {m: 0 for m in methods}
+    for src in edges:
+        for dst in edges[src]:
+            indegree[dst] += 1
+    order, unique = [], True
+    free = sorted(m for m in methods if indegree[m] == 0)
+    while free:
+        unique &= len(free) == 1
+        m = free.pop(0)
+        order.append(m)
+        for dst in sorted(edges[m]):
+            indegree[dst] -= 1
+            if indegree[dst] == 0:
+                free.append(dst)
+        free.sort()
+    cycles = _cycles(edges) if len(order) < len(methods) else []
+    return order, cycles, unique and not cycles
+
+
+def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Every elementary cycle, each listed once starting from its smallest method (tiny graphs only)."""
+    found = []
+    nodes = sorted(edges)
+    for length in range(2, len(nodes) + 1):
+        for perm in itertools.permutations(nodes, length):
+            if perm[0] == min(perm) and all(perm[(i + 1) % length] in edges[perm[i]] for i in range(length)):
+                found.append(list(perm))
+    return found
+
+
+def insertion_check(simulate: Callable[[str], Prediction], pairs: Sequence[PairResult], base_accuracy: float,
+                    budgets: Sequence[float], methods: str = "DPQE") -> list[dict[str, object]]:
+    """Section 4: does i-before-j still win with a third method k inserted between them (i k j vs j k i)?"""
+    rows = []
+    for p in pairs:
+        i, j = p.winner
+        for k in methods:
+            if k in (i, j):
+                continue
+            kept, flipped = i + k + j, j + k + i
+            scores = {o: score(budget_table([simulate(o)], base_accuracy, budgets)[o]) for o in (kept, flipped)}
+            rows.append({"pair": p.winner, "inserted": k, "orders": scores, "survives": scores[kept] >= scores[flipped]})
+    return rows
