@@ -107,13 +107,17 @@ def orders_json(pairs: Sequence[PairResult], order: list[str], cycles: list[list
     return {"_type": "chaincomp.OrderAnalysis", "_version": 1, "budgets": list(budgets),
             "pairs": [{"methods": p.first + p.second, "winner": p.winner, "margin": p.margin, "scores": p.scores}
                       for p in pairs],
-            "edges": [p.winner for p in pairs], "topological_order": "".join(order), "unique": unique,
+            "edges": [p.winner for p in pairs if p.winner], "topological_order": "".join(order), "unique": unique,
             "cycles": ["".join(c) for c in cycles], "insertion": insertion}
 
 
 def format_orders(report: dict[str, Any]) -> str:
     lines = ["pairwise orders (score: geometric mean of max BitOpsCR over the budgets)"]
     for p in report["pairs"]:
+        if not p["winner"]:
+            a, b = p["scores"]
+            lines.append(f"  {a} ties {b} ({p['scores'][a]:.0f}x): the profile cannot order them (no edge)")
+            continue
         loser = next(o for o in p["scores"] if o != p["winner"])
         lines.append(f"  {p['winner']} beats {loser} by {p['margin']:.2f}x "
                      f"({p['scores'][p['winner']]:.0f}x vs {p['scores'][loser]:.0f}x)")

@@ -16,6 +16,10 @@ from simulator.model import Prediction
 __all__ = ["PairResult", "budget_table", "pareto_front", "precedence", "rank_orders", "score", "topological_orders"]
 
 
+# Scores within this relative difference are a tie: the profile cannot tell the two orders apart.
+TIE_TOLERANCE = 1e-9
+
+
 def pareto_front(prediction: Prediction) -> np.ndarray:
     """Indices of the combinations no other beats in both BitOpsCR and accuracy, by rising BitOpsCR."""
     order = np.lexsort((-prediction.accuracy, -prediction.bitops_cr))  # BitOpsCR desc, then accuracy desc
@@ -61,7 +65,7 @@ class PairResult:
 
     first: str
     second: str
-    winner: str  # the order that wins, e.g. "PQ"
+    winner: str  # the order that wins, e.g. "PQ"; "" when the two score the same (a tie: no edge)
     margin: float  # winner's score / loser's score (>= 1)
     scores: dict[str, float]
 
@@ -72,9 +76,9 @@ def precedence(simulate: Callable[[str], Prediction], base_accuracy: float, budg
     results = []
     for a, b in itertools.combinations(methods, 2):
         scores = {o: score(budget_table([simulate(o)], base_accuracy, budgets)[o]) for o in (a + b, b + a)}
-        winner = max(scores, key=scores.get)
-        loser = b + a if winner == a + b else a + b
-        results.append(PairResult(a, b, winner, scores[winner] / scores[loser], scores))
+        high, low = max(scores.values()), min(scores.values())
+        winner = "" if high <= low * (1 + TIE_TOLERANCE) else max(scores, key=scores.get)
+        results.append(PairResult(a, b, winner, high / low, scores))
     return results
 
 
@@ -87,7 +91,8 @@ def topological_orders(pairs: Sequence[PairResult], methods: str = "DPQE") -> tu
     """
     edges = {m: set() for m in methods}
     for p in pairs:
-        edges[p.winner[0]].add(p.winner[1])
+        if p.winner:
+            edges[p.winner[0]].add(p.winner[1])
     indegree = {m: 0 for m in methods}
     for src in edges:
         for dst in edges[src]:
@@ -123,6 +128,8 @@ def insertion_check(simulate: Callable[[str], Prediction], pairs: Sequence[PairR
     """Section 4: does i-before-j still win with a third method k inserted between them (i k j vs j k i)?"""
     rows = []
     for p in pairs:
+        if not p.winner:
+            continue
         i, j = p.winner
         for k in methods:
             if k in (i, j):
