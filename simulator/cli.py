@@ -448,6 +448,8 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
 
 def _run_profile(args: argparse.Namespace) -> int:
     out = _check_writable("--out", args.out)
+    if out.exists():
+        raise InputError(f"--out {args.out!r} already exists; choose another file or remove it")
     methods = args.method
     if not methods or any(m not in "DPQE" for m in methods) or len(set(methods)) != len(methods):
         raise InputError(f"--method must be distinct letters from D, P, Q, E, got {methods!r}")
@@ -460,7 +462,7 @@ def _run_profile(args: argparse.Namespace) -> int:
     defaults = {**DEFAULT_GRIDS, "D": (args.student,), "E": tuple(_float_list(args.thresholds, "--thresholds"))}
     grids = {m: parse_grid(m, args.grid) if args.grid is not None else defaults[m] for m in methods}
     request = ProfileRequest(chain=_chain_config(args, methods), grids=grids, seeds=seeds,
-                             command="chaincomp " + " ".join(sys.argv[1:]))
+                             command="chaincomp " + " ".join(args.argv))
     try:
         profile = run_profile(request, out, log=lambda m: print(m, file=sys.stderr))
     except KeyboardInterrupt:
@@ -658,7 +660,9 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # what was asked, for records that note their command
     try:
         return args.run(args)
     except InputError as err:

@@ -86,9 +86,36 @@ class ProfileRequest:
                 _stage_config(self.chain, method, value)
         if not self.seeds:
             raise InputError("--seeds must list at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise InputError(f"--seeds must not repeat a seed (a repeat adds no spread), got {list(self.seeds)}")
+        for seed in self.seeds:  # every seed is checked before the first one trains
+            try:
+                replace(self.chain.data, seed=seed)
+            except InputError as err:
+                raise InputError(f"--seeds: {err}") from None
+        for method, grid in self.grids.items():
+            if len(set(grid)) != len(grid):
+                raise InputError(f"--grid for {method} must not repeat a value, got {list(grid)}")
+
+    def check_before_training(self, num_classes: int) -> None:
+        """The chain's model checks for every grid point (exit points, pruning that empties a group)."""
+        for method, grid in self.grids.items():
+            for value in grid if method == "P" else grid[:1]:
+                chain = replace(self.chain, order=method, allow_repeat=False)
+                if method == "P":
+                    chain = replace(chain, prune=_stage_config(chain, "P", value))
+                chain.check_before_training(num_classes)
 
 
 def _stage_config(chain: ChainConfig, method: str, value: Any) -> Any:
+    """The stage's config at one grid value; a bad value is reported under --grid."""
+    try:
+        return _stage_config_unchecked(chain, method, value)
+    except InputError as err:
+        raise InputError(f"--grid for {method}: {err}") from None
+
+
+def _stage_config_unchecked(chain: ChainConfig, method: str, value: Any) -> Any:
     if method == "D":
         return replace(chain.distill, student=value)
     if method == "P":
@@ -104,6 +131,7 @@ def _measure_seed(request: ProfileRequest, seed: int, log: Callable[[str], None]
     seed_everything(seed)
     device = resolve_device(chain.device)
     data = load_data(chain.data)
+    request.check_before_training(data.num_classes)
     base = zoo.build(chain.teacher, num_classes=data.num_classes)
     log(f"seed {seed}: training the base model {chain.teacher}")
     train_base(base, chain.base, data, device)
@@ -156,7 +184,9 @@ def run_profile(request: ProfileRequest, out: Path, log: Callable[[str], None] =
         "provenance": {"source": "measured", "command": request.command, "seeds": list(request.seeds),
                        "versions": environment(resolve_device(chain.device), request.seeds[0]),
                        "wall_s": round(time.perf_counter() - started, 1)},
-        "setup": {"teacher": chain.teacher, "student": chain.distill.student, "dataset": data.name,
+        "setup": {"teacher": chain.teacher,
+                  "student": request.grids["D"][0] if "D" in request.grids else chain.distill.student,
+                  "dataset": data.name,
                   "input_shape": list(data.input_shape), "num_classes": data.num_classes,
                   "base_training": {"epochs": chain.base.epochs, "lr": chain.base.lr}},
         "base": {"model": chain.teacher, "accuracy": statistics.fmean(base_accs), "accuracy_std": _std(base_accs)},
