@@ -74,11 +74,18 @@ class Truth:
         return full.with_exits(list(self.exits)) if self.exits is not None else full
 
     def kept(self, table: LayerTable, keep: float) -> np.ndarray:
-        """Kept channels at ``keep``: every group when heads are pruned, else the backbone groups only."""
+        """Kept channels at ``keep``: every group when heads are pruned (EP); when heads come after
+        pruning (PE) each head is the zoo head built for its pruned stage, so its own channels equal
+        the kept channels of the stage its conv reads (as the trainer builds it)."""
+        kept = kept_from_ratio(table, keep)
         if self.heads_pruned:
-            return kept_from_ratio(table, keep)
-        return np.array([int(c) if label.startswith("exits.") else kept_channels(int(c), keep)
-                         for c, label in zip(table.group_channels, table.group_labels)], dtype=np.int64)
+            return kept
+        names, lay = table.layers["name"], table.layers
+        for label_index, label in enumerate(table.group_labels):
+            if label.startswith("exits."):
+                head_conv = names.index(label)  # the head's first conv produces (and names) its group
+                kept[label_index] = kept[lay["in_group"][head_conv]]
+        return kept
 
     def probs(self, table: LayerTable) -> np.ndarray:
         if self.exit_probs is not None:
@@ -278,7 +285,7 @@ def test_cr_below_the_unpruned_model_is_unreachable():
 def test_bitops_cr_beyond_everyone_leaving_at_the_first_exit_is_unreachable():
     truth = Truth("resnet20", None, "PQE", 1, 8, keep=0.5, exit_probs=(1.0, 0.0), exits=("layer1", "layer2"))
     first_exit_bitops_cr, _ = truth.ratios()
-    claimed = f"{20 * first_exit_bitops_cr:.2f}"
+    claimed = f"{5 * first_exit_bitops_cr:.2f}"  # above the first exit, below the first conv alone
     claim = make_claim(reference="resnet20", order="PQE", w_bits=1, a_bits=8, keep_ratio=0.5, bitops_cr=claimed)
     audit = audit_claim(claim, load)
     assert audit.status == "unreachable"
