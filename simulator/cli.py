@@ -645,6 +645,42 @@ def _run_orders(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_fit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fit", help="estimate the order-interaction terms of a profile from trainer run records",
+                       description="Least squares over the stage increments of RUN records (chaincomp train): the "
+                                   "accuracy term of every ordered pair of methods and the exit-rate scale of every "
+                                   "pair with E, on top of the single-method curves of --profile. Terms the runs "
+                                   "cannot identify are listed with the reason and left out of the output.")
+    p.add_argument("runs", nargs="*", metavar="RUN.json", help="run records of the profile's setup (status complete)")
+    p.add_argument("-o", "--out", required=True, metavar="PROFILE.json",
+                   help="profile to write: --profile with its interactions replaced by the fitted terms")
+    p.add_argument("--profile", metavar="FILE.json", help="base profile (default: the one shipped)")
+    p.add_argument("--allow-incomplete", action="store_true",
+                   help="use the finished stages of runs whose status is not 'complete'")
+    p.add_argument("--json", action="store_true", help="print the fit report as JSON")
+    p.set_defaults(run=_run_fit)
+
+
+def _run_fit(args: argparse.Namespace) -> int:
+    from bitops.jsonio import write_json_atomic
+    from simulator.fit import fit_json, fit_runs, fitted_profile, format_fit, read_runs
+    from simulator.profile import load_profile
+
+    if not args.runs:
+        raise InputError("give at least one run record (RUN.json, written by chaincomp train)")
+    out = _check_writable("--out", args.out)
+    if any(Path(r).resolve() == out.resolve() for r in args.runs):
+        raise InputError(f"--out {args.out!r} is one of the run records; choose another file")
+    profile = load_profile(args.profile)
+    runs = read_runs(args.runs, profile, args.allow_incomplete)
+    result = fit_runs(runs, profile)
+    data = fitted_profile(profile, result, args.runs, args.profile, "chaincomp " + " ".join(sys.argv[1:]))
+    _write("--out", args.out, lambda path: write_json_atomic(data, path))
+    report = fit_json(result, args.out, args.profile)
+    print(json.dumps(report, indent=1) if args.json else format_fit(report))
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chaincomp", description="Combinational CNN compression: exact BitOps "
                                      "and CR counts, claim audits, order simulation and a thin trainer.")
@@ -655,6 +691,7 @@ def make_parser() -> argparse.ArgumentParser:
     _add_profile(sub)
     _add_simulate(sub)
     _add_orders(sub)
+    _add_fit(sub)
     return parser
 
 

@@ -1,0 +1,284 @@
+"""``chaincomp confirm``: simulate, train the best order and rivals for real, compare (the loop the
+paper closes by hand in section 5 / Table 1).
+
+1. Rank the orders as ``simulate`` does at one accuracy-loss budget (max BitOpsCR within it).
+2. Take K of them spread evenly over the ranking: the best, the predicted worst, and K-2 between.
+3. For each, the hyperparameters of its Pareto-front point with the largest BitOpsCR within the
+   budget; when none is within it, its most accurate point (and the report says so).
+4. Train each with the trainer (``trainer.chain.run_chain``, imported only here, in
+   :func:`measure`) in the profile's setup; ``DIR/ORDER.json`` holds its run record, and a complete
+   record already there with the same settings is reused, so an interrupted confirm resumes.
+5. Predicted vs measured accuracy and BitOpsCR per order, their errors, and Kendall's tau between
+   the predicted and the measured values over the orders (by accuracy and by BitOpsCR).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bitops.errors import InputError
+from simulator.model import Prediction
+from simulator.profile import Profile
+from simulator.search import budget_table, pareto_front, rank_orders
+
+__all__ = ["Candidate", "best_point", "chain_config", "confirm_json", "format_confirm", "measure", "plot_confirm",
+           "select", "spread_over"]
+
+REPORT_TYPE = "chaincomp.Confirmation"
+REPORT_VERSION = 1
+RECORD_TYPE = "chaincomp.RunRecord"  # trainer/chain.py (read here as JSON, without importing torch)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An order chosen for training, with the grid point it is trained at and what was predicted."""
+
+    order: str
+    rank: int  # 1-based place in the predicted ranking
+    score: float  # the ranking's score: max BitOpsCR within the budget (1 when unreachable)
+    settings: dict[str, Any]  # method -> hyperparameter (orders here do not repeat a letter)
+    within_budget: bool
+    accuracy: float
+    accuracy_std: float
+    bitops_cr: float
+    cr: float
+    outside: bool  # some hyperparameter lies outside the profile's measured range
+
+
+def spread_over(count: int, k: int) -> list[int]:
+    """``k`` distinct positions in ``range(count)``, evenly spread, always the first and the last.
+
+    ``floor(x + 0.5)`` rather than ``round``: positions at least 1 apart stay distinct (banker's
+    rounding sends 1.5 and 2.5 both to 2).
+    """
+    if k == 1:
+        return [0]
+    return [int(math.floor(x + 0.5)) for x in np.linspace(0, count - 1, k)]
+
+
+def best_point(prediction: Prediction, base_accuracy: float, budget: float) -> tuple[int, bool]:
+    """(index, within budget): the front point of max BitOpsCR losing at most ``budget`` points,
+    else the most accurate point."""
+    front = pareto_front(prediction)  # rising BitOpsCR, falling accuracy
+    within = [i for i in front if base_accuracy - prediction.accuracy[i] <= budget + 1e-12]
+    return (int(within[-1]), True) if within else (int(front[0]), False)
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def select(predictions: Sequence[Prediction], base_accuracy: float, budget: float, top: int) -> list[Candidate]:
+    """The ``top`` orders to train (best first), each at its best-within-budget point."""
+    if not 1 <= top <= len(predictions):
+        raise InputError(f"--top must be in 1..{len(predictions)} (the number of orders), got {top}")
+    by_order = {p.order: p for p in predictions}
+    ranking = rank_orders(budget_table(predictions, base_accuracy, [budget]))
+    chosen = []
+    for place in spread_over(len(ranking), top):
+        order, score = ranking[place]
+        p = by_order[order]
+        i, within = best_point(p, base_accuracy, budget)
+        settings = {order[pos]: _plain(values[i]) for pos, values in p.settings.items()}
+        chosen.append(Candidate(order, place + 1, score, settings, within, float(p.accuracy[i]),
+                                float(p.accuracy_std[i]), float(p.bitops_cr[i]), float(p.cr[i]), bool(p.outside[i])))
+    return chosen
+
+
+def chain_config(template: Any, candidate: Candidate, profile: Profile) -> Any:
+    """The trainer's ChainConfig of a candidate: ``template`` (a ChainConfig carrying the profile's
+    setup and the training options) with the order and the candidate's hyperparameters.
+
+    Q's activation and first/last-layer bits and E's exit points are the profile's, so the run
+    is the one the profile predicts; E measures every threshold the profile measured.
+    """
+    s = candidate.settings
+    changes: dict[str, Any] = {"order": candidate.order}
+    if "D" in s:
+        changes["distill"] = replace(template.distill, student=s["D"])
+    if "P" in s:
+        changes["prune"] = replace(template.prune, ratio=float(s["P"]))
+    if "Q" in s:
+        q = profile.curve("Q").extra
+        changes["quant"] = replace(template.quant, w_bits=int(s["Q"]), a_bits=int(q.get("a_bits", template.quant.a_bits)),
+                                   first_last_bits=q.get("first_last_bits"))
+    if "E" in s:
+        curve = profile.curve("E")
+        threshold = float(s["E"])
+        exits = curve.extra.get("exits")
+        changes["exits"] = replace(template.exits, exits=tuple(exits) if exits else None, threshold=threshold,
+                                   thresholds=tuple(sorted({*map(float, curve.values), threshold})))
+    return replace(template, **changes)
+
+
+def _existing(path: Path, config: Any) -> dict[str, Any] | None:
+    """The run record at ``path`` when it exists; refused when it was made with other settings."""
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise InputError(f"--out-dir: cannot read the run record {str(path)!r} ({err}); remove it to retrain") from None
+    if not isinstance(record, dict) or record.get("_type") != RECORD_TYPE:
+        raise InputError(f"--out-dir: {str(path)!r} is not a chaincomp run record; remove it or choose another --out-dir")
+    if record.get("config") != config.to_json():
+        raise InputError(f"--out-dir: {str(path)!r} holds a run of {record.get('config', {}).get('order')!r} with other "
+                         "settings (profile, budget or training options changed); remove it or choose another --out-dir")
+    return record
+
+
+def measure(candidates: Sequence[Candidate], configs: Sequence[Any], out_dir: Path, num_classes: int,
+            log: Callable[[str], None] = lambda message: None) -> list[tuple[dict[str, Any], bool]]:
+    """(run record, reused) per candidate: reuse ``DIR/ORDER.json`` when complete, resume it when
+    unfinished, train otherwise. Every config is checked against the models before any training."""
+    for config in configs:
+        config.check_before_training(num_classes)
+    results = []
+    for n, (candidate, config) in enumerate(zip(candidates, configs), start=1):
+        path = out_dir / f"{candidate.order}.json"
+        record = _existing(path, config)
+        if record is not None and record.get("status") == "complete":
+            log(f"confirm {n}/{len(configs)}: {candidate.order}: reusing the complete record {path}")
+            results.append((record, True))
+            continue
+        from trainer.chain import run_chain
+
+        resume = record is not None
+        log(f"confirm {n}/{len(configs)}: {'resuming' if resume else 'training'} {candidate.order} -> {path}")
+        results.append((run_chain(config, path, resume=resume, log=log), False))
+    return results
+
+
+def _tau(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, float | None]:
+    """Kendall's tau-b and its p-value; None where undefined (fewer than 2 orders, constant values)."""
+    from scipy.stats import kendalltau
+
+    if len(predicted) < 2:
+        return {"tau": None, "p_value": None}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant input: scipy warns and returns nan
+        result = kendalltau(predicted, measured)
+    tau, p = float(result.statistic), float(result.pvalue)
+    return {"tau": None if math.isnan(tau) else tau, "p_value": None if math.isnan(p) else p}
+
+
+def confirm_json(profile: Profile, profile_path: str | None, budget: float, orders_ranked: int,
+                 candidates: Sequence[Candidate], results: Sequence[tuple[dict[str, Any], bool]],
+                 out_dir: Path) -> dict[str, Any]:
+    rows = []
+    for c, (record, reused) in zip(candidates, results):
+        base, final = record["stages"][0], record["stages"][-1]
+        exited = None if "exit" not in final else 1 - final["exit"]["rates"]["final"]
+        measured = {"accuracy": final["accuracy"], "base_accuracy": base["accuracy"],
+                    "loss": base["accuracy"] - final["accuracy"], "bitops_cr": final["cost"]["bitops_cr"],
+                    "cr": final["cost"]["cr"], "exited": exited}
+        rows.append({
+            "order": c.order, "rank": c.rank, "score": c.score, "settings": c.settings,
+            "within_budget": c.within_budget, "outside_measured_range": c.outside,
+            "predicted": {"accuracy": c.accuracy, "accuracy_std": c.accuracy_std,
+                          "loss": profile.base_accuracy - c.accuracy, "bitops_cr": c.bitops_cr, "cr": c.cr},
+            "measured": measured,
+            "error": {"accuracy": measured["accuracy"] - c.accuracy, "bitops_cr_ratio": measured["bitops_cr"] / c.bitops_cr,
+                      "cr_ratio": measured["cr"] / c.cr},
+            "record": str(out_dir / f"{c.order}.json"), "reused": reused, "status": record.get("status"),
+        })
+    acc_err = np.array([r["error"]["accuracy"] for r in rows])
+    log_ratio = np.log([r["error"]["bitops_cr_ratio"] for r in rows])
+    summary = {
+        "accuracy": {"mean_abs_error": float(np.mean(np.abs(acc_err))), "bias": float(np.mean(acc_err)),
+                     "rmse": float(np.sqrt(np.mean(acc_err ** 2))), "max_abs_error": float(np.max(np.abs(acc_err))),
+                     "kendall": _tau([r["predicted"]["accuracy"] for r in rows],
+                                     [r["measured"]["accuracy"] for r in rows])},
+        "bitops_cr": {"geometric_mean_ratio": float(np.exp(np.mean(log_ratio))),
+                      "min_ratio": float(np.exp(log_ratio.min())), "max_ratio": float(np.exp(log_ratio.max())),
+                      "kendall": _tau([r["predicted"]["bitops_cr"] for r in rows],
+                                      [r["measured"]["bitops_cr"] for r in rows])},
+    }
+    return {"_type": REPORT_TYPE, "_version": REPORT_VERSION,
+            "profile": {"path": profile_path or "(shipped default)", "setup": profile.setup,
+                        "base_accuracy": profile.base_accuracy,
+                        "interaction_terms": len(profile.accuracy_terms) + len(profile.exit_scales)},
+            "budget": budget, "orders_ranked": orders_ranked, "out_dir": str(out_dir), "orders": rows,
+            "summary": summary}
+
+
+def _settings_text(settings: dict[str, Any]) -> str:
+    return " ".join(f"{m}={v:g}" if isinstance(v, float) else f"{m}={v}" for m, v in settings.items())
+
+
+def _tau_text(k: dict[str, float | None]) -> str:
+    if k["tau"] is None:
+        return "Kendall tau undefined (fewer than 2 orders, or all values equal)"
+    return f"Kendall tau {k['tau']:+.2f}" + ("" if k["p_value"] is None else f" (p {k['p_value']:.2g})")
+
+
+def format_confirm(report: dict[str, Any]) -> str:
+    rows = report["orders"]
+    lines = [f"confirm: {len(rows)} of {report['orders_ranked']} orders (best, predicted worst and spread between, "
+             f"ranked by max BitOpsCR within {report['budget']:g} point{'s' if report['budget'] != 1 else ''} of loss); "
+             f"profile {report['profile']['path']}, base {report['profile']['base_accuracy']:.2f}%",
+             f"{'rank':>4} {'order':<6} {'settings':<32} {'acc pred':>12} {'meas':>7} {'error':>7} "
+             f"{'BitOpsCR pred':>13} {'meas':>9} {'ratio':>6}  record"]
+    for r in rows:
+        p, m = r["predicted"], r["measured"]
+        note = " (reused)" if r["reused"] else ""
+        flags = ("" if r["within_budget"] else " *") + (" †" if r["outside_measured_range"] else "")
+        lines.append(f"{r['rank']:>4} {r['order']:<6} {_settings_text(r['settings']) + flags:<32} "
+                     f"{p['accuracy']:>6.2f}±{p['accuracy_std']:<5.2f} {m['accuracy']:>7.2f} {r['error']['accuracy']:>+7.2f} "
+                     f"{p['bitops_cr']:>12.1f}x {m['bitops_cr']:>8.1f}x {r['error']['bitops_cr_ratio']:>6.2f}  "
+                     f"{r['record']}{note}")
+    s = report["summary"]
+    a, b = s["accuracy"], s["bitops_cr"]
+    lines += ["",
+              f"accuracy (points): mean |error| {a['mean_abs_error']:.2f}, bias {a['bias']:+.2f}, rmse {a['rmse']:.2f}, "
+              f"max |error| {a['max_abs_error']:.2f}; {_tau_text(a['kendall'])}",
+              f"BitOpsCR: measured / predicted {b['geometric_mean_ratio']:.3f} (geometric mean; "
+              f"{b['min_ratio']:.3f}..{b['max_ratio']:.3f}); {_tau_text(b['kendall'])}"]
+    if any(not r["within_budget"] for r in rows):
+        lines.append("* no point of this order is predicted within the budget: its most accurate point was trained")
+    if any(r["outside_measured_range"] for r in rows):
+        lines.append("† a hyperparameter outside the profile's measured range (its curve is clamped there)")
+    if report["profile"]["interaction_terms"] == 0:
+        lines.append("note: the profile has no interaction terms, so predicted accuracy ignores the order; "
+                     f"`chaincomp fit {report['out_dir']}/*.json -o PROFILE.json` estimates them from these runs")
+    return "\n".join(lines)
+
+
+def plot_confirm(report: dict[str, Any], path: Path) -> None:
+    """Predicted vs measured accuracy and BitOpsCR, one labelled point per order, with y = x."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    for ax, key, label, log in ((axes[0], "accuracy", "accuracy (%)", False), (axes[1], "bitops_cr", "BitOpsCR", True)):
+        predicted = [r["predicted"][key] for r in report["orders"]]
+        measured = [r["measured"][key] for r in report["orders"]]
+        ax.scatter(predicted, measured, zorder=3)
+        for r, x, y in zip(report["orders"], predicted, measured):
+            ax.annotate(r["order"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        low, high = min(predicted + measured), max(predicted + measured)
+        pad = (high / low) ** 0.05 if log else 0.05 * (high - low or 1.0)
+        span = [low / pad, high * pad] if log else [low - pad, high + pad]
+        ax.plot(span, span, color="grey", ls=":", lw=1, label="y = x")
+        if log:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        tau = report["summary"][key]["kendall"]["tau"]
+        ax.set_title(f"{label}: Kendall tau {'-' if tau is None else f'{tau:+.2f}'}", fontsize=9)
+        ax.set_xlabel(f"predicted {label}")
+        ax.set_ylabel(f"measured {label}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,501 @@
+"""Fit a profile's pairwise order-interaction terms from trainer run records (least squares).
+
+The chain model (``simulator.model``) predicts an order's accuracy as the base accuracy plus each
+stage's single-method delta plus the term ``I[i][j]`` of every ordered pair of stages (i before j);
+its exit rates are the profile's rates at the threshold times the ``exit_scale`` of every pair with
+E. A run record (``trainer/chain.py``) measures the model after every stage, so each stage k of
+method m gives one equation, written as an increment so that each run's own base model cancels::
+
+    acc_k - acc_{k-1} - delta_m(h_k)  =  sum over the earlier stages i of I[i][m]  + noise
+
+and, once E has run, one equation in log space for the share of samples leaving at an exit::
+
+    log(share_E / profile_share(t))      = sum over the stages i before E of log s[i][E]   (at E)
+    log(share_k / share_{k-1})           = log s[E][m_k]                                   (after E)
+
+The 12 accuracy terms and the 6 exit scales are solved by ordinary least squares through the SVD.
+A term is *identified* when it is a function of the equations, i.e. its unit vector lies in the row
+space of the design matrix (every least-squares solution agrees on it); otherwise it is left out of
+the fitted profile — never written as 0 — and reported with the reason: no run has that pair in
+that order (a zero column), or the runs only ever see it together with other terms (it lies in
+the null space with them, e.g. only DPQE runs confound D->Q with P->Q).
+
+No torch: records are read as JSON.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bitops.errors import InputError
+from simulator.profile import METHODS, Profile, parse_profile
+
+__all__ = ["ACCURACY_PAIRS", "EXIT_PAIRS", "Equation", "FitResult", "LinearFit", "Run", "Stage", "TermFit",
+           "Unidentified", "check_run", "fit_json", "fit_runs", "fitted_profile", "format_fit", "read_run", "read_runs",
+           "solve"]
+
+RECORD_TYPE = "chaincomp.RunRecord"  # trainer/chain.py; not imported from there, which would import torch
+RECORD_VERSION = 1
+ACCURACY_PAIRS = tuple((i, j) for i, j in itertools.permutations(METHODS, 2))  # the 12 ordered pairs
+EXIT_PAIRS = tuple(p for p in ACCURACY_PAIRS if "E" in p)  # the 6 whose exit rates may scale
+# The stage config field that holds each method's profiled hyperparameter (trainer/stages.py).
+CONFIG_FIELD = {"D": "student", "P": "ratio", "Q": "w_bits", "E": "threshold"}
+# Singular values below this fraction of the largest count as 0: the design matrices hold small
+# integer counts, so their nonzero singular values are far above it.
+RANK_TOLERANCE = 1e-9
+
+
+# ---- run records ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a run as the fit reads it."""
+
+    method: str
+    value: Any  # the profiled hyperparameter: student name, pruning ratio, weight bits, threshold
+    accuracy: float
+    exit_shares: dict[str, float] | None  # exit point -> measured rate, once E has run
+    threshold: float | None  # the operating threshold the exit rates were measured at
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run record reduced to what the fit needs."""
+
+    path: str
+    order: str
+    status: str
+    base_accuracy: float
+    stages: tuple[Stage, ...]  # the stages after the base, in order (only the finished ones)
+    setup: dict[str, Any]  # teacher, dataset, input_shape, num_classes the run was made in
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"{where} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def read_run(path: str | Path) -> Run:
+    """Read and check one run record; every problem is an InputError naming the file."""
+    where = f"run record {str(path)!r}"
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as err:
+        raise InputError(f"{where}: cannot read ({err.strerror})") from None
+    except ValueError as err:
+        raise InputError(f"{where}: not valid JSON ({err})") from None
+    if not isinstance(record, dict) or record.get("_type") != RECORD_TYPE:
+        got = record.get("_type") if isinstance(record, dict) else type(record).__name__
+        raise InputError(f"{where}: not a chaincomp run record (_type must be {RECORD_TYPE!r}, got {got!r})")
+    if isinstance(record.get("_version"), bool) or record.get("_version") != RECORD_VERSION:
+        raise InputError(f"{where}: _version must be {RECORD_VERSION}, got {record.get('_version')!r}")
+    config, stages = record.get("config"), record.get("stages")
+    if not isinstance(config, dict) or not isinstance(config.get("order"), str):
+        raise InputError(f"{where}: 'config' must be an object with the run's 'order'")
+    if not isinstance(stages, list) or not stages or not isinstance(stages[0], dict) or stages[0].get("stage") != "base":
+        raise InputError(f"{where}: 'stages' must be a list starting with the base model's entry")
+    order = config["order"]
+    data = record.get("data") if isinstance(record.get("data"), dict) else {}
+    if len(stages) - 1 > len(order):
+        raise InputError(f"{where}: {len(stages) - 1} stages recorded for order {order!r}")
+    parsed = []
+    for k, entry in enumerate(stages[1:], start=1):
+        at = f"{where}: stages[{k}]"
+        if not isinstance(entry, dict) or entry.get("stage") != order[k - 1]:
+            raise InputError(f"{at} must be stage {order[k - 1]!r} of order {order!r}")
+        method = order[k - 1]
+        stage_config = entry.get("config")
+        if not isinstance(stage_config, dict) or CONFIG_FIELD[method] not in stage_config:
+            raise InputError(f"{at}.config must give {method}'s {CONFIG_FIELD[method]!r}")
+        shares, threshold = None, None
+        if "exit" in entry:
+            exit_entry = entry["exit"]
+            rates = exit_entry.get("rates") if isinstance(exit_entry, dict) else None
+            if not isinstance(rates, dict):
+                raise InputError(f"{at}.exit must hold the measured 'rates'")
+            shares = {e: _number(r, f"{at}.exit.rates.{e}") for e, r in rates.items() if e != "final"}
+            threshold = _number(exit_entry.get("threshold"), f"{at}.exit.threshold")
+        parsed.append(Stage(method, stage_config[CONFIG_FIELD[method]], _number(entry.get("accuracy"), f"{at}.accuracy"),
+                            shares, threshold))
+    return Run(path=str(path), order=order, status=str(record.get("status")),
+               base_accuracy=_number(stages[0].get("accuracy"), f"{where}: stages[0].accuracy"),
+               stages=tuple(parsed),
+               setup={"teacher": config.get("teacher"), "dataset": data.get("name"),
+                      "input_shape": data.get("input_shape"), "num_classes": data.get("num_classes")})
+
+
+def check_run(run: Run, profile: Profile, allow_incomplete: bool) -> None:
+    """Refuse a run that is unfinished or was made in another setup than the profile's."""
+    where = f"run record {run.path!r}"
+    if run.status != "complete" and not allow_incomplete:
+        raise InputError(f"{where}: status is {run.status!r}, not 'complete' ({len(run.stages)} of {len(run.order)} "
+                         "stages); finish it with chaincomp train --resume, or pass --allow-incomplete to use "
+                         "the finished stages")
+    for key, got in run.setup.items():
+        wanted = profile.setup.get(key)
+        if wanted is not None and got != wanted:
+            raise InputError(f"{where}: {key} is {got!r}, the profile's setup has {wanted!r}; a fit needs runs "
+                             "of the profile's own setup")
+    for stage in run.stages:
+        if stage.method not in profile.curves:
+            raise InputError(f"{where}: the order {run.order!r} has {stage.method}, which the profile does not measure "
+                             f"(it covers {', '.join(profile.curves)})")
+        if stage.method == "D" and stage.value not in profile.curves["D"].values:
+            raise InputError(f"{where}: student is {stage.value!r}, the profile measured D for "
+                             f"{', '.join(map(str, profile.curves['D'].values))} only; a fit needs runs of the "
+                             "profile's own setup")
+    if run.status != "complete" and not run.stages:
+        raise InputError(f"{where}: no stage after the base finished; nothing to fit")
+
+
+def read_runs(paths: Sequence[str | Path], profile: Profile, allow_incomplete: bool = False) -> list[Run]:
+    if not paths:
+        raise InputError("give at least one run record (RUN.json, written by chaincomp train)")
+    seen: dict[Path, str] = {}
+    runs = []
+    for path in paths:
+        key = Path(path).resolve()
+        if key in seen:
+            raise InputError(f"run record {str(path)!r} is given twice (as {seen[key]!r}); each run counts once")
+        seen[key] = str(path)
+        run = read_run(path)
+        check_run(run, profile, allow_incomplete)
+        runs.append(run)
+    return runs
+
+
+# ---- the linear algebra --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LinearFit:
+    """Least squares ``design @ x ~ observed`` with what the equations can and cannot determine."""
+
+    estimate: np.ndarray  # the minimum-norm solution; only its identified entries mean anything
+    std_error: np.ndarray  # nan where unidentified or without residual degrees of freedom
+    identified: np.ndarray  # bool per unknown
+    confounded: list[list[int]]  # per unknown, the other unknowns it shares a null direction with
+    residuals: np.ndarray
+    rank: int
+
+    @property
+    def rms(self) -> float:
+        return float(np.sqrt(np.mean(self.residuals ** 2))) if self.residuals.size else float("nan")
+
+    @property
+    def dof(self) -> int:
+        return len(self.residuals) - self.rank
+
+
+def solve(design: np.ndarray, observed: np.ndarray) -> LinearFit:
+    """OLS through the SVD; an unknown is identified when its unit vector is in the row space.
+
+    Standard errors: ``sigma^2 (A^T A)^+`` on the diagonal, sigma^2 = RSS / (n - rank).
+    """
+    n, p = design.shape
+    if n == 0:
+        nothing = np.full(p, np.nan)
+        return LinearFit(nothing, nothing, np.zeros(p, bool), [[] for _ in range(p)], np.zeros(0), 0)
+    u, s, vt = np.linalg.svd(design, full_matrices=True)
+    rank = int(np.sum(s > RANK_TOLERANCE * max(s.max(initial=0.0), 1.0)))
+    v_r, s_r, u_r = vt[:rank].T, s[:rank], u[:, :rank]
+    estimate = v_r @ ((u_r.T @ observed) / s_r)
+    residuals = observed - design @ estimate
+    null = vt[rank:].T  # p x (p - rank): directions the equations cannot see
+    identified = np.linalg.norm(null, axis=1) < 1e-8 if null.size else np.ones(p, dtype=bool)
+    overlap = null @ null.T
+    confounded = [[k for k in range(p) if k != j and abs(overlap[j, k]) > 1e-8] for j in range(p)]
+    dof = n - rank
+    variance = float(residuals @ residuals) / dof if dof > 0 else float("nan")
+    cov_diag = np.einsum("ij,j,ij->i", v_r, 1.0 / s_r ** 2, v_r) * variance
+    std_error = np.where(identified, np.sqrt(cov_diag), np.nan)
+    return LinearFit(estimate=np.where(identified, estimate, np.nan), std_error=std_error, identified=identified,
+                     confounded=confounded, residuals=residuals, rank=rank)
+
+
+# ---- equations -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Equation:
+    """One observation: which run and stage, what was measured, what the fixed part predicts."""
+
+    run: str
+    stage: int  # position in the run's order, 1-based (0 is the base)
+    method: str
+    observed: float  # accuracy increment (points) or log exit-share ratio
+    fixed: float  # the profile's single-stage part (delta_m(h)); 0 for exit equations
+    row: np.ndarray  # counts of each pair's term in this equation
+    outside: bool  # the stage's hyperparameter lies outside the profile's measured range
+
+
+def accuracy_equations(runs: Sequence[Run], profile: Profile) -> list[Equation]:
+    """One equation per finished stage: increment minus the profile's delta = sum of pair terms."""
+    column = {pair: c for c, pair in enumerate(ACCURACY_PAIRS)}
+    equations = []
+    for run in runs:
+        previous = run.base_accuracy
+        for k, stage in enumerate(run.stages, start=1):
+            curve = profile.curve(stage.method)
+            value = np.asarray([stage.value], dtype=object if stage.method == "D" else np.float64)
+            delta = float(curve.at(value, curve.delta)[0])
+            row = np.zeros(len(ACCURACY_PAIRS))
+            for earlier in run.order[:k - 1]:
+                if earlier != stage.method:  # a repeated letter has no term with itself (as in predict)
+                    row[column[(earlier, stage.method)]] += 1
+            equations.append(Equation(run.path, k, stage.method, stage.accuracy - previous, delta, row,
+                                      bool(curve.outside(value)[0])))
+            previous = stage.accuracy
+    return equations
+
+
+def _profile_share(profile: Profile, threshold: float, exits: Sequence[str]) -> float:
+    curve = profile.curve("E")
+    return float(sum(curve.at(np.array([threshold]), curve.exit_rates[e])[0] for e in exits))
+
+
+def exit_equations(runs: Sequence[Run], profile: Profile) -> tuple[list[Equation], list[str]]:
+    """Log-space equations for the exit scales, and notes on the stages that could not give one.
+
+    The share compared is the total rate of the exits both the run and the profile have. A share
+    of 0 has no logarithm: such a stage gives no equation (and the next one none either).
+    """
+    column = {pair: c for c, pair in enumerate(EXIT_PAIRS)}
+    equations, notes = [], []
+    if "E" not in profile.curves:
+        return equations, notes
+    profiled = set(profile.curves["E"].exit_rates)
+    for run in runs:
+        if "E" not in run.order[:len(run.stages)]:
+            continue
+        e_pos = run.order.index("E") + 1
+        previous: float | None = None
+        for k, stage in enumerate(run.stages, start=1):
+            if k < e_pos:
+                continue
+            if stage.exit_shares is None:
+                notes.append(f"{run.path} stage {k} ({stage.method}): no exit rates recorded")
+                previous = None
+                continue
+            exits = sorted(profiled & set(stage.exit_shares))
+            share = sum(stage.exit_shares[e] for e in exits)
+            row = np.zeros(len(EXIT_PAIRS))
+            if k == e_pos:
+                for earlier in run.order[:k - 1]:
+                    row[column[(earlier, "E")]] += 1
+                reference = _profile_share(profile, stage.threshold, exits)
+                curve = profile.curves["E"]
+                outside = bool(curve.outside(np.array([stage.threshold]))[0])
+            else:
+                row[column[("E", stage.method)]] += 1
+                reference, outside = previous, False
+            if not exits or share <= 0 or reference is None or reference <= 0:
+                why = ("none of its exits is in the profile" if not exits else
+                       "its exit share is 0" if share <= 0 else
+                       "the stage before it gave no usable exit share" if reference is None else
+                       "the profile's exit share at its threshold is 0")
+                notes.append(f"{run.path} stage {k} ({stage.method}): no exit equation, {why}")
+            else:
+                equations.append(Equation(run.path, k, stage.method, math.log(share / reference), 0.0, row, outside))
+            previous = share if share > 0 else None
+    return equations, notes
+
+
+# ---- the fit -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TermFit:
+    before: str
+    after: str
+    kind: str  # "accuracy" (points) or "exit_scale" (a factor; estimated as its logarithm)
+    estimate: float  # points, or the factor exp(log estimate)
+    std_error: float | None  # points, or of the log factor; None without residual degrees of freedom
+    equations: int  # equations the term appears in
+
+
+@dataclass(frozen=True)
+class Unidentified:
+    before: str
+    after: str
+    kind: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class FitResult:
+    runs: list[Run]
+    accuracy: LinearFit
+    accuracy_equations: list[Equation]
+    exit: LinearFit
+    exit_equations: list[Equation]
+    exit_notes: list[str]
+    terms: list[TermFit]
+    unidentified: list[Unidentified]
+
+
+def _terms(fit: LinearFit, equations: Sequence[Equation], pairs: Sequence[tuple[str, str]], kind: str,
+           covered: set[tuple[str, str]]) -> tuple[list[TermFit], list[Unidentified]]:
+    terms, missing = [], []
+    used = np.array([e.row for e in equations]).reshape(len(equations), len(pairs))
+    for c, (i, j) in enumerate(pairs):
+        if fit.identified[c]:
+            se = None if math.isnan(fit.std_error[c]) else float(fit.std_error[c])
+            value = float(fit.estimate[c])
+            terms.append(TermFit(i, j, kind, math.exp(value) if kind == "exit_scale" else value, se,
+                                 int(np.count_nonzero(used[:, c]))))
+            continue
+        if not used[:, c].any():
+            if (i, j) in covered:
+                reason = f"the runs with {i} before {j} give no usable exit-rate measurement (exit shares of 0)"
+            else:
+                reason = f"no run applies {j} after {i}"
+        else:
+            others = ", ".join(pairs[k][0] + pairs[k][1] for k in fit.confounded[c])
+            reason = (f"confounded with {others}: the runs only ever see {i}{j} together with "
+                      f"{'it' if len(fit.confounded[c]) == 1 else 'them'}, so only their sum is determined")
+        missing.append(Unidentified(i, j, kind, reason))
+    return terms, missing
+
+
+def _covered(runs: Sequence[Run]) -> set[tuple[str, str]]:
+    """Ordered pairs some run's finished stages apply (i before j)."""
+    pairs = set()
+    for run in runs:
+        done = run.order[:len(run.stages)]
+        pairs |= {(a, b) for x, a in enumerate(done) for b in done[x + 1:] if a != b}
+    return pairs
+
+
+def fit_runs(runs: Sequence[Run], profile: Profile) -> FitResult:
+    """Least-squares interaction terms (accuracy and exit scales) from checked runs."""
+    acc_eq = accuracy_equations(runs, profile)
+    acc_fit = solve(np.array([e.row for e in acc_eq]).reshape(len(acc_eq), len(ACCURACY_PAIRS)),
+                    np.array([e.observed - e.fixed for e in acc_eq]))
+    exit_eq, notes = exit_equations(runs, profile)
+    exit_fit = solve(np.array([e.row for e in exit_eq]).reshape(len(exit_eq), len(EXIT_PAIRS)),
+                     np.array([e.observed for e in exit_eq]))
+    covered = _covered(runs)
+    terms, missing = _terms(acc_fit, acc_eq, ACCURACY_PAIRS, "accuracy", covered)
+    if "E" in profile.curves:
+        exit_terms, exit_missing = _terms(exit_fit, exit_eq, EXIT_PAIRS, "exit_scale", covered)
+    else:
+        exit_terms = []
+        exit_missing = [Unidentified(i, j, "exit_scale", "the profile has no E curve to compare exit rates with")
+                        for i, j in EXIT_PAIRS]
+    return FitResult(list(runs), acc_fit, acc_eq, exit_fit, exit_eq, notes, terms + exit_terms,
+                     missing + exit_missing)
+
+
+# ---- output --------------------------------------------------------------------------------------
+
+def _files(paths: Sequence[str]) -> str:
+    names = [Path(p).name for p in paths]
+    return ", ".join(names) if len(names) <= 4 else ", ".join(names[:3]) + f" and {len(names) - 3} more"
+
+
+def _fit_summary(fit: LinearFit, equations: Sequence[Equation]) -> dict[str, Any]:
+    return {"equations": len(equations), "rank": fit.rank, "dof": fit.dof,
+            "rms": None if not equations else fit.rms,
+            "outside_measured_range": sum(e.outside for e in equations)}
+
+
+def fitted_profile(profile: Profile, result: FitResult, run_paths: Sequence[str], base_path: str | None,
+                   command: str = "") -> dict[str, Any]:
+    """The base profile with its interactions replaced by the fitted (identified) terms."""
+    data = copy.deepcopy(profile.raw)
+    residual = {"accuracy": f"residual rms {result.accuracy.rms:.3g} points over {len(result.accuracy_equations)} "
+                            "equations",
+                "exit_scale": f"residual rms {result.exit.rms:.3g} (log share) over {len(result.exit_equations)} "
+                              "equations"}
+    interactions = []
+    for t in result.terms:
+        entry: dict[str, Any] = {"before": t.before, "after": t.after, t.kind: t.estimate}
+        entry["log_std_error" if t.kind == "exit_scale" else "std_error"] = t.std_error
+        entry["source"] = f"fit of RUN files {_files(run_paths)}, {residual[t.kind]}"
+        interactions.append(entry)
+    data["interactions"] = interactions
+    provenance = dict(data.get("provenance", {}))
+    provenance["fitted_from"] = [str(p) for p in run_paths]
+    provenance["fit"] = {
+        "base_profile": base_path or "(shipped default)",
+        "command": command,
+        "accuracy": _fit_summary(result.accuracy, result.accuracy_equations),
+        "exit_scale": _fit_summary(result.exit, result.exit_equations),
+        "unidentified": [{"before": u.before, "after": u.after, "kind": u.kind, "reason": u.reason}
+                         for u in result.unidentified],
+        "replaced_interactions": profile.raw.get("interactions", []),
+    }
+    data["provenance"] = provenance
+    parse_profile(data, "the fitted profile")  # what we write must read back
+    return data
+
+
+def _equation_json(e: Equation, residual: float, pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    return {"run": e.run, "stage": e.stage, "method": e.method, "observed": e.observed, "profile_delta": e.fixed,
+            "terms": [a + b for (a, b), n in zip(pairs, e.row) for _ in range(int(n))],
+            "residual": residual, "outside_measured_range": e.outside}
+
+
+def fit_json(result: FitResult, out: str, base_path: str | None) -> dict[str, Any]:
+    return {
+        "_type": "chaincomp.Fit", "_version": 1, "out": out, "base_profile": base_path or "(shipped default)",
+        "runs": [{"path": r.path, "order": r.order, "status": r.status, "stages": len(r.stages)} for r in result.runs],
+        "terms": [{"before": t.before, "after": t.after, "kind": t.kind, "estimate": t.estimate,
+                   "std_error": t.std_error, "equations": t.equations} for t in result.terms],
+        "unidentified": [{"before": u.before, "after": u.after, "kind": u.kind, "reason": u.reason}
+                         for u in result.unidentified],
+        "accuracy": {**_fit_summary(result.accuracy, result.accuracy_equations),
+                     "residuals": [_equation_json(e, float(r), ACCURACY_PAIRS) for e, r in
+                                   zip(result.accuracy_equations, result.accuracy.residuals)]},
+        "exit_scale": {**_fit_summary(result.exit, result.exit_equations),
+                       "residuals": [_equation_json(e, float(r), EXIT_PAIRS) for e, r in
+                                     zip(result.exit_equations, result.exit.residuals)],
+                       "notes": result.exit_notes},
+    }
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+def format_fit(report: dict[str, Any], largest: int = 10) -> str:
+    acc, ex = report["accuracy"], report["exit_scale"]
+    lines = [f"fit of {len(report['runs'])} run records against {report['base_profile']} -> {report['out']}", "",
+             f"accuracy terms (points j gains when it runs after i): {acc['equations']} equations, rank {acc['rank']}, "
+             f"residual rms {_fmt(acc['rms'], '.3f')}",
+             f"  {'term':<6} {'estimate':>9} {'std err':>8} {'equations':>9}"]
+    for t in (t for t in report["terms"] if t["kind"] == "accuracy"):
+        lines.append(f"  {t['before'] + t['after']:<6} {t['estimate']:>+9.3f} {_fmt(t['std_error'], '8.3f'):>8} "
+                     f"{t['equations']:>9}")
+    lines += ["", f"exit-rate scales (fitted in log space): {ex['equations']} equations, rank {ex['rank']}, "
+                  f"residual rms {_fmt(ex['rms'], '.3f')} (log share)",
+              f"  {'term':<6} {'scale':>9} {'x/÷ se':>8} {'equations':>9}"]
+    for t in (t for t in report["terms"] if t["kind"] == "exit_scale"):
+        spread = None if t["std_error"] is None else math.exp(t["std_error"])
+        lines.append(f"  {t['before'] + t['after']:<6} {t['estimate']:>9.3f} {_fmt(spread, '8.3f'):>8} {t['equations']:>9}")
+    for note in ex["notes"]:
+        lines.append(f"  note: {note}")
+    if report["unidentified"]:
+        lines += ["", "not identified by these runs (left out of the profile):"]
+        lines += [f"  {u['before'] + u['after']} {u['kind']}: {u['reason']}" for u in report["unidentified"]]
+    rows = sorted(acc["residuals"], key=lambda r: -abs(r["residual"]))[:largest]
+    if rows:
+        lines += ["", f"largest accuracy residuals ({len(rows)} of {len(acc['residuals'])}; all in --json):",
+                  f"  {'run':<24} {'stage':>5} {'observed':>9} {'delta':>7} {'residual':>9}"]
+        for r in rows:
+            flag = "  (outside measured range)" if r["outside_measured_range"] else ""
+            lines.append(f"  {Path(r['run']).name:<24} {r['stage']:>3} {r['method']} {r['observed']:>+9.3f} "
+                         f"{r['profile_delta']:>+7.3f} {r['residual']:>+9.3f}{flag}")
+    outside = acc["outside_measured_range"] + ex["outside_measured_range"]
+    if outside:
+        lines.append(f"note: {outside} equations use a hyperparameter outside the profile's measured range "
+                     "(its curve is clamped there)")
+    return "\n".join(lines)
