@@ -674,10 +674,108 @@ def _run_fit(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
     runs = read_runs(args.runs, profile, args.allow_incomplete)
     result = fit_runs(runs, profile)
-    data = fitted_profile(profile, result, args.runs, args.profile, "chaincomp " + " ".join(sys.argv[1:]))
+    data = fitted_profile(profile, result, args.runs, args.profile, "chaincomp " + " ".join(args.argv))
     _write("--out", args.out, lambda path: write_json_atomic(data, path))
     report = fit_json(result, args.out, args.profile)
     print(json.dumps(report, indent=1) if args.json else format_fit(report))
+    return 0
+
+
+def _add_confirm(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("confirm", help="train the predicted best order and rivals for real; predicted vs measured",
+                       description="Simulate, take the best order and --top - 1 rivals spread over the ranking (the "
+                                   "predicted worst included), train each at its max-BitOpsCR point within --budget "
+                                   "(run records in --out-dir, reused when complete, so confirm resumes), and report "
+                                   "predicted vs measured accuracy and BitOpsCR with Kendall's tau.")
+    p.add_argument("--profile", metavar="FILE.json", help="stage profile (default: the one shipped); its setup "
+                                                          "(teacher, student, dataset, input size) is what is trained")
+    p.add_argument("--grid", metavar="M=V,...;...", help="hyperparameters per method, as for simulate")
+    p.add_argument("--orders", default="all", help="'all' (the 24 orders of D, P, Q, E) or a comma list to rank")
+    p.add_argument("--top", type=int, help="orders to train: the best, the predicted worst and the rest spread "
+                                           "between (default 6, or every order when fewer)")
+    p.add_argument("--budget", default="1", help="accuracy-loss budget in points the ranking and the hyperparameters "
+                                                 "are chosen at (default 1)")
+    p.add_argument("--out-dir", required=True, metavar="DIR", help="folder for the run records, one ORDER.json each")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--plot", metavar="FILE.png", help="draw predicted vs measured accuracy and BitOpsCR")
+    group = p.add_argument_group("training (as for train; the setup comes from the profile)")
+    group.add_argument("--epochs", type=int, help="base training epochs (default: the profile's base_training, else 15)")
+    group.add_argument("--lr", type=float, help="base learning rate (default: the profile's base_training, else 0.05)")
+    group.add_argument("--distill-epochs", type=int, default=15)
+    group.add_argument("--finetune-epochs", type=int, default=15, help="fine-tuning epochs after P and after Q")
+    group.add_argument("--exit-epochs", type=int, default=30)
+    group.add_argument("--temperature", type=float, default=4.0, help="KD temperature")
+    group.add_argument("--alpha", type=float, default=0.9, help="KD weight of the soft targets")
+    group.add_argument("--batch-size", type=int, default=64)
+    group.add_argument("--data-dir", help="folder holding the dataset (not needed for digits)")
+    group.add_argument("--download", action="store_true", help="let torchvision download the dataset into --data-dir")
+    group.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    group.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_run_confirm)
+
+
+def _confirm_template(args: argparse.Namespace, profile, order: str):
+    """A ChainConfig of the profile's setup and the training options (order and stage values are
+    set per candidate by :func:`simulator.confirm.chain_config`)."""
+    from trainer.chain import ChainConfig
+    from trainer.data import DataConfig
+    from trainer.stages import DistillConfig, ExitConfig, PruneConfig, QuantConfig, TrainConfig
+
+    setup = profile.setup
+    shape = setup.get("input_shape")
+    if not isinstance(setup.get("dataset"), str) or not isinstance(shape, list) or len(shape) != 3:
+        raise InputError("the profile's setup must give the dataset and input_shape [C, H, W] it was measured on, "
+                         "to train its orders")
+    base_training = setup.get("base_training") if isinstance(setup.get("base_training"), dict) else {}
+    base = {"epochs": args.epochs if args.epochs is not None else base_training.get("epochs"),
+            "lr": args.lr if args.lr is not None else base_training.get("lr")}
+    return ChainConfig(
+        order=order, teacher=setup["teacher"],
+        data=_option_config(DataConfig, dataset=setup["dataset"], data_dir=args.data_dir, download=args.download,
+                            image_size=shape[-1], batch_size=args.batch_size, seed=args.seed),
+        base=_option_config(TrainConfig, **{k: v for k, v in base.items() if v is not None}),
+        distill=_option_config(DistillConfig, student=setup.get("student", DistillConfig.student),
+                               temperature=args.temperature, alpha=args.alpha, epochs=args.distill_epochs),
+        prune=_option_config(PruneConfig, finetune_epochs=args.finetune_epochs),
+        quant=_option_config(QuantConfig, finetune_epochs=args.finetune_epochs),
+        exits=_option_config(ExitConfig, epochs=args.exit_epochs),
+        device=args.device, seed=args.seed,
+    )
+
+
+def _run_confirm(args: argparse.Namespace) -> int:
+    from simulator.confirm import chain_config, confirm_json, format_confirm, measure, plot_confirm, select
+
+    orders = _orders_list(args.orders, False)
+    top = min(6, len(orders)) if args.top is None else args.top
+    if not 1 <= top <= len(orders):
+        raise InputError(f"--top must be in 1..{len(orders)} (the number of --orders), got {top}")
+    budgets = _budgets(args.budget)
+    if len(budgets) != 1:
+        raise InputError(f"--budget takes one accuracy-loss budget in points, got {args.budget!r}")
+    out_dir = Path(args.out_dir)
+    if not out_dir.parent.is_dir():
+        raise InputError(f"--out-dir: cannot create {args.out_dir!r}: directory {str(out_dir.parent)!r} does not exist")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out-dir: {args.out_dir!r} is a file, not a directory")
+    if args.plot:
+        _check_writable("--plot", args.plot)
+    profile, _, _, simulate = _simulation(args)
+    candidates = select([simulate(o) for o in orders], profile.base_accuracy, budgets[0], top)
+    template = _confirm_template(args, profile, candidates[0].order)
+    configs = [chain_config(template, c, profile) for c in candidates]
+    out_dir.mkdir(exist_ok=True)
+    try:
+        results = measure(candidates, configs, out_dir, int(profile.setup.get("num_classes", 10)),
+                          log=lambda m: print(m, file=sys.stderr))
+    except KeyboardInterrupt:
+        print(f"chaincomp confirm: interrupted; {args.out_dir} keeps the finished runs and stages (run the same "
+              "command again to continue)", file=sys.stderr)
+        return 130
+    report = confirm_json(profile, args.profile, budgets[0], len(orders), candidates, results, out_dir)
+    if args.plot:
+        _write("--plot", args.plot, lambda path: plot_confirm(report, path))
+    print(json.dumps(report, indent=1) if args.json else format_confirm(report))
     return 0
 
 
@@ -692,6 +790,7 @@ def make_parser() -> argparse.ArgumentParser:
     _add_simulate(sub)
     _add_orders(sub)
     _add_fit(sub)
+    _add_confirm(sub)
     return parser
 
 
