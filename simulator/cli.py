@@ -596,13 +596,13 @@ def _simulation(args: argparse.Namespace):
     return profile, grid, budgets, simulate
 
 
-def _orders_list(text: str, allow_repeat: bool) -> list[str]:
+def _orders_list(text: str, allow_repeat: bool, methods: str = "DPQE") -> list[str]:
     from itertools import permutations
 
     from simulator.model import validate_order
 
-    if text == "all":
-        return ["".join(p) for p in permutations("DPQE")]
+    if text == "all":  # every order of the methods the profile measured
+        return ["".join(p) for p in permutations(methods)]
     orders = [o.strip() for o in text.split(",") if o.strip()]
     if not orders:
         raise InputError(f"--orders must be 'all' or a comma list of orders, got {text!r}")
@@ -617,10 +617,10 @@ def _orders_list(text: str, allow_repeat: bool) -> list[str]:
 def _run_simulate(args: argparse.Namespace) -> int:
     from simulator.report import format_simulation, plot_fronts, simulation_json
 
-    orders = _orders_list(args.orders, args.allow_repeat)
     if args.plot:
         _check_writable("--plot", args.plot)
     profile, grid, budgets, simulate = _simulation(args)
+    orders = _orders_list(args.orders, args.allow_repeat, "".join(m for m in "DPQE" if m in profile.curves))
     predictions = [simulate(o) for o in orders]
     report = simulation_json(profile, args.profile, grid, budgets, predictions)
     if args.plot:

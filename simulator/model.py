@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -98,6 +98,10 @@ def _accuracy(profile: Profile, order: str, grid: Grid, index: list[np.ndarray])
     for pos, method in enumerate(order):
         curve = profile.curve(method)
         axis = np.asarray(grid.axis(method), dtype=object if method == "D" else np.float64)
+        if method == "D" and curve.outside(axis).any():
+            missing = [v for v, out in zip(axis, curve.outside(axis)) if out]
+            raise InputError(f"the profile has no D measurement for student {missing[0]!r}; it measured "
+                             f"{', '.join(map(str, curve.values))} (students are not interpolated)")
         accuracy += curve.at(axis, curve.delta)[index[pos]]
         variance += curve.at(axis, curve.std)[index[pos]] ** 2
         outside |= curve.outside(axis)[index[pos]]
@@ -133,8 +137,7 @@ def predict(profile: Profile, order: str, grid: Grid, load: TableLoader, teacher
     if policy is None:
         first_last = q_curve.extra.get("first_last_bits") if q_curve else None
         policy = Policy(first_last_bits=first_last)
-    reference = reference_totals(load(teacher), Policy(bn=policy.bn, aux_bits=policy.aux_bits,
-                                                       bitops_formula=policy.bitops_formula))
+    reference = reference_totals(load(teacher), policy)
     last_d = order.rfind("D")
     # The student each combination ends with: one batch per student value.
     students = np.asarray(grid.axis("D"), dtype=object)[index[last_d]] if last_d >= 0 else np.full(n, teacher, object)
@@ -175,9 +178,8 @@ def _cost(order: str, grid: Grid, index: list[np.ndarray], full: LayerTable, pro
         if order[pos] == "Q":
             w[:, 0] = np.asarray(grid.axis("Q"), dtype=np.int64)[index[pos]]
             a[:, 0] = a_bits
-    no_q = "Q" not in tail
-    layer_policy = Policy(first_last_bits=None if no_q else policy.first_last_bits, input_bits=policy.input_bits,
-                          bn=policy.bn, aux_bits=policy.aux_bits, bitops_formula=policy.bitops_formula)
+    # Without a Q after the last D every layer is at full precision: no first/last override applies.
+    layer_policy = replace(policy, first_last_bits=None) if "Q" not in tail else policy
     probs = _exit_probs(profile, order, grid, index, table.exit_names) if has_e else np.zeros((n, 0))
     result = evaluate_batch(table, np.broadcast_to(w, (n, table.num_layers)), np.broadcast_to(a, (n, table.num_layers)),
                             kept, probs, layer_policy)

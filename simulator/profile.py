@@ -112,13 +112,17 @@ def _curve(method: str, entry: Any, where: str) -> Curve:
             _number(point["value"], f"{where}.points[{i}].value")
         points = sorted(points, key=lambda p: p["value"])
         values = [p["value"] for p in points]
-        if len(set(values)) != len(values):
-            raise InputError(f"{where}: a value appears twice in points ({values})")
         valid = {"P": lambda v: 0 <= v < 1, "Q": lambda v: 1 <= v <= 32, "E": lambda v: 0 < v <= 1}[method]
         rule = {"P": "pruning ratios in [0, 1)", "Q": "weight bits in 1..32", "E": "thresholds in (0, 1]"}[method]
         if not all(valid(v) for v in values):
             raise InputError(f"{where}: values must be {rule}, got {values}")
     values = tuple(p["value"] for p in points)
+    if len(set(values)) != len(values):
+        raise InputError(f"{where}: a value appears twice in points ({list(values)})")
+    if method == "D" and not all(isinstance(v, str) and v for v in values):
+        raise InputError(f"{where}: D values must be student model names, got {list(values)}")
+    if method == "Q" and not all(float(v).is_integer() for v in values):
+        raise InputError(f"{where}: Q values must be whole weight bits, got {list(values)}")
     delta = np.array([_number(p["delta"], f"{where}.points.delta") for p in points])
     std = np.array([0.0 if p.get("accuracy_std") is None else _number(p["accuracy_std"], f"{where}.points.accuracy_std")
                     for p in points])
@@ -136,6 +140,14 @@ def _curve(method: str, entry: Any, where: str) -> Curve:
                 raise InputError(f"{where}.points[{i}].exit_rates must be >= 0 and sum to 1, got sum {total:.6g}")
         rates = {e: np.array([p["exit_rates"][e] for p in points], dtype=np.float64) for e in exits}
     extra = {k: v for k, v in entry.items() if k not in ("parameter", "points")}
+    if method == "Q":
+        a_bits = extra.get("a_bits", 8)
+        if isinstance(a_bits, bool) or not isinstance(a_bits, int) or not 1 <= a_bits <= 32:
+            raise InputError(f"{where}.a_bits must be an integer in 1..32, got {a_bits!r}")
+        first_last = extra.get("first_last_bits")
+        if first_last is not None and (isinstance(first_last, bool) or not isinstance(first_last, int)
+                                       or not 1 <= first_last <= 32):
+            raise InputError(f"{where}.first_last_bits must be null or an integer in 1..32, got {first_last!r}")
     return Curve(parameter=parameter, values=values, delta=delta, std=std, exit_rates=rates, extra=extra)
 
 

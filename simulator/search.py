@@ -97,18 +97,23 @@ def topological_orders(pairs: Sequence[PairResult], methods: str = "DPQE") -> tu
     for src in edges:
         for dst in edges[src]:
             indegree[dst] += 1
+    cycles = _cycles(edges)
+    in_cycle = {m for c in cycles for m in c}
+    # Sort the methods outside the cycles: a cycle member's outgoing edges no longer hold anyone back.
+    for m in in_cycle:
+        for dst in edges[m]:
+            indegree[dst] -= 1
     order, unique = [], True
-    free = sorted(m for m in methods if indegree[m] == 0)
+    free = sorted(m for m in methods if indegree[m] == 0 and m not in in_cycle)
     while free:
         unique &= len(free) == 1
         m = free.pop(0)
         order.append(m)
         for dst in sorted(edges[m]):
             indegree[dst] -= 1
-            if indegree[dst] == 0:
+            if indegree[dst] == 0 and dst not in in_cycle:
                 free.append(dst)
         free.sort()
-    cycles = _cycles(edges) if len(order) < len(methods) else []
     return order, cycles, unique and not cycles
 
 

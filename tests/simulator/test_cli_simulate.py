@@ -307,9 +307,6 @@ def test_bad_input_is_one_line_exit_2(capsys, tmp_path, content, argv, message):
     assert not plot.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="simulator/cli.py _orders_list: --orders all is always the 24 orders of "
-                                       "DPQE, so a profile without E cannot be simulated at its default (the "
-                                       "orders command already restricts itself to the profile's methods)")
 def test_all_orders_are_those_of_the_profiled_methods(capsys, tmp_path):
     path = write_profile(tmp_path / "no-e.json", _profile_without_e())
     report = run_json(capsys, "simulate", "--profile", str(path))

@@ -260,8 +260,6 @@ def test_outside_thresholds_clamp_the_exit_rates():
     assert_cost(prediction, 1, hand_totals(TEACHER, exit_probs=(0.125, 0.125)))
 
 
-@pytest.mark.xfail(strict=True, reason="simulator/model.py: a D student the profile never measured gets accuracy "
-                                       "NaN (Curve.at), which fronts and budget tables then drop silently")
 def test_an_unmeasured_student_is_an_input_error():
     with pytest.raises(InputError, match="resnet20"):
         predict(parse_profile(hand_profile()), "DP", one_point_grid(D=(STUDENT, TEACHER)), load, TEACHER)
@@ -313,9 +311,6 @@ def test_validate_order_allows_repeats_on_request():
 
 # ---- conventions -------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="simulator/model.py predict/_cost rebuild the Policy from bn, aux_bits, "
-                                       "bitops_formula (and first_last/input bits) only: ops, elementwise and "
-                                       "nonmac_bits are dropped")
 @pytest.mark.parametrize("policy", [Policy(ops="flops"), Policy(elementwise="counted")], ids=["flops", "elementwise"])
 def test_every_convention_of_the_policy_is_kept(policy):
     prediction = predict(parse_profile(hand_profile()), "DPQE", one_point_grid(), load, TEACHER, policy=policy)

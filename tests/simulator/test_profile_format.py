@@ -191,8 +191,6 @@ def test_not_an_object():
         parse_profile([hand_profile()])
 
 
-@pytest.mark.xfail(strict=True, reason="simulator/profile.py: D points are not checked for duplicate students "
-                                       "(P, Q, E are); the later point silently wins in Curve.at")
 def test_duplicate_student_is_an_input_error():
     data = hand_profile()
     data["methods"]["D"]["points"].append({"value": "resnet8", "accuracy": 80.0, "delta": -10.0})

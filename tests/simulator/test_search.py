@@ -165,9 +165,6 @@ def test_every_elementary_cycle_is_listed():
     assert unique is False
 
 
-@pytest.mark.xfail(strict=True, reason="simulator/search.py topological_orders: a method downstream of a cycle "
-                                       "is outside it but left out of the sort, though the docstring and the "
-                                       "report say the sort covers the methods outside the cycles")
 def test_a_method_after_a_cycle_is_still_sorted():
     # P -> Q -> E -> P, all three before D: D is in no cycle
     pairs = pairs_from({"PQ": "PQ", "QE": "QE", "PE": "EP", "DP": "PD", "DQ": "QD", "DE": "ED"})
