@@ -36,6 +36,7 @@ from bitops import zoo
 from simulator.cli import main
 from trainer import chain
 from trainer.data import DataConfig, load_data
+from tests.bitops.hook_counter import count_macs_params
 from trainer.quant import QConv2d, QLinear
 
 # Every stage for a few epochs only: enough for the digits at 8x8 (base ~95 %), seconds on a CPU.
@@ -77,31 +78,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def hook_macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
-    """MACs per Conv2d/Linear module name for one image, from the shapes the layers really see."""
-    macs: dict[str, int] = {}
-
-    def hook(name: str):
-        def record(module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
-            if isinstance(module, nn.Conv2d):
-                per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
-            else:
-                per_output = module.in_features
-            macs[name] = macs.get(name, 0) + output.numel() * per_output
-        return record
-
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    handles = [m.register_forward_hook(hook(n)) for n, m in layers]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-    assert set(macs) == {n for n, _ in layers}, "a layer did not run"
-    return macs
+    """MACs per Conv2d/Linear module name for one image, from the forward-hook counter (every layer runs)."""
+    counts = count_macs_params(model, input_shape)
+    names = {n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    assert set(counts) == names, "a layer did not run"
+    return {name: macs for name, (macs, _) in counts.items()}
 
 
 def module_bits(model: nn.Module) -> dict[str, tuple[int, int]]:
