@@ -657,6 +657,8 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", metavar="FILE.json", help="base profile (default: the one shipped)")
     p.add_argument("--allow-incomplete", action="store_true",
                    help="use the finished stages of runs whose status is not 'complete'")
+    p.add_argument("--refine-deltas", action="store_true",
+                   help="also correct the profile's single-stage delta at each measured point the runs use")
     p.add_argument("--json", action="store_true", help="print the fit report as JSON")
     p.set_defaults(run=_run_fit)
 
@@ -673,7 +675,7 @@ def _run_fit(args: argparse.Namespace) -> int:
         raise InputError(f"--out {args.out!r} is one of the run records; choose another file")
     profile = load_profile(args.profile)
     runs = read_runs(args.runs, profile, args.allow_incomplete)
-    result = fit_runs(runs, profile)
+    result = fit_runs(runs, profile, args.refine_deltas)
     data = fitted_profile(profile, result, args.runs, args.profile, "chaincomp " + " ".join(args.argv))
     _write("--out", args.out, lambda path: write_json_atomic(data, path))
     report = fit_json(result, args.out, args.profile)
@@ -746,10 +748,8 @@ def _confirm_template(args: argparse.Namespace, profile, order: str):
 def _run_confirm(args: argparse.Namespace) -> int:
     from simulator.confirm import chain_config, confirm_json, format_confirm, measure, plot_confirm, select
 
-    orders = _orders_list(args.orders, False)
-    top = min(6, len(orders)) if args.top is None else args.top
-    if not 1 <= top <= len(orders):
-        raise InputError(f"--top must be in 1..{len(orders)} (the number of --orders), got {top}")
+    if args.top is not None and args.top < 1:
+        raise InputError(f"--top must be >= 1, got {args.top}")
     budgets = _budgets(args.budget)
     if len(budgets) != 1:
         raise InputError(f"--budget takes one accuracy-loss budget in points, got {args.budget!r}")
@@ -761,8 +761,12 @@ def _run_confirm(args: argparse.Namespace) -> int:
     if args.plot:
         _check_writable("--plot", args.plot)
     profile, _, _, simulate = _simulation(args)
+    orders = _orders_list(args.orders, False, "".join(m for m in "DPQE" if m in profile.curves))
+    top = min(6, len(orders)) if args.top is None else args.top
+    if top > len(orders):
+        raise InputError(f"--top must be at most the number of orders ranked ({len(orders)}), got {top}")
+    template = _confirm_template(args, profile, orders[0])  # training options checked before simulating
     candidates = select([simulate(o) for o in orders], profile.base_accuracy, budgets[0], top)
-    template = _confirm_template(args, profile, candidates[0].order)
     configs = [chain_config(template, c, profile) for c in candidates]
     out_dir.mkdir(exist_ok=True)
     try:

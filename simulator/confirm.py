@@ -35,6 +35,7 @@ __all__ = ["Candidate", "best_point", "chain_config", "confirm_json", "format_co
 REPORT_TYPE = "chaincomp.Confirmation"
 REPORT_VERSION = 1
 RECORD_TYPE = "chaincomp.RunRecord"  # trainer/chain.py (read here as JSON, without importing torch)
+TIE_TOLERANCE = 1e-9  # relative: values closer than this are one rank (as simulator.search ties scores)
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,20 @@ def measure(candidates: Sequence[Candidate], configs: Sequence[Any], out_dir: Pa
     return results
 
 
+def _ranks(values: Sequence[float]) -> np.ndarray:
+    """Dense ranks with values equal to a relative 1e-9 tied: predictions summed in another order
+    of stages differ in the last bits, and must not be ranked on that."""
+    x = np.asarray(values, dtype=np.float64)
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x))
+    rank = 0
+    for n, i in enumerate(order):
+        if n and not math.isclose(x[i], x[order[n - 1]], rel_tol=TIE_TOLERANCE, abs_tol=TIE_TOLERANCE):
+            rank += 1
+        ranks[i] = rank
+    return ranks
+
+
 def _tau(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, float | None]:
     """Kendall's tau-b and its p-value; None where undefined (fewer than 2 orders, constant values)."""
     from scipy.stats import kendalltau
@@ -165,7 +180,7 @@ def _tau(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, flo
         return {"tau": None, "p_value": None}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # constant input: scipy warns and returns nan
-        result = kendalltau(predicted, measured)
+        result = kendalltau(_ranks(predicted), _ranks(measured))
     tau, p = float(result.statistic), float(result.pvalue)
     return {"tau": None if math.isnan(tau) else tau, "p_value": None if math.isnan(p) else p}
 

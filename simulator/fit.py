@@ -20,6 +20,12 @@ the fitted profile — never written as 0 — and reported with the reason: no r
 that order (a zero column), or the runs only ever see it together with other terms (it lies in
 the null space with them, e.g. only DPQE runs confound D->Q with P->Q).
 
+With ``refine_deltas`` each measured profile point the runs use gets one more unknown, a correction
+to its delta (added to every equation of a stage at that point): stages that run first measure the
+method alone on the run's own base model, so they pin it, as the profile's own measurement did.
+Without it the profile's deltas are taken as exact, and any offset between the profile's training
+and the runs' shows up in the interaction terms.
+
 No torch: records are read as JSON.
 """
 
@@ -39,9 +45,9 @@ import numpy as np
 from bitops.errors import InputError
 from simulator.profile import METHODS, Profile, parse_profile
 
-__all__ = ["ACCURACY_PAIRS", "EXIT_PAIRS", "Equation", "FitResult", "LinearFit", "Run", "Stage", "TermFit",
-           "Unidentified", "check_run", "fit_json", "fit_runs", "fitted_profile", "format_fit", "read_run", "read_runs",
-           "solve"]
+__all__ = ["ACCURACY_PAIRS", "EXIT_PAIRS", "DeltaFit", "Equation", "FitResult", "LinearFit", "Run", "Stage", "TermFit",
+           "Unidentified", "check_run", "delta_columns", "fit_json", "fit_runs", "fitted_profile", "format_fit",
+           "measured_point", "read_run", "read_runs", "solve"]
 
 RECORD_TYPE = "chaincomp.RunRecord"  # trainer/chain.py; not imported from there, which would import torch
 RECORD_VERSION = 1
@@ -105,6 +111,8 @@ def read_run(path: str | Path) -> Run:
     if not isinstance(stages, list) or not stages or not isinstance(stages[0], dict) or stages[0].get("stage") != "base":
         raise InputError(f"{where}: 'stages' must be a list starting with the base model's entry")
     order = config["order"]
+    if not order or any(m not in METHODS for m in order):
+        raise InputError(f"{where}: config.order must be letters of D, P, Q, E, got {order!r}")
     data = record.get("data") if isinstance(record.get("data"), dict) else {}
     if len(stages) - 1 > len(order):
         raise InputError(f"{where}: {len(stages) - 1} stages recorded for order {order!r}")
@@ -237,9 +245,35 @@ class Equation:
     outside: bool  # the stage's hyperparameter lies outside the profile's measured range
 
 
-def accuracy_equations(runs: Sequence[Run], profile: Profile) -> list[Equation]:
-    """One equation per finished stage: increment minus the profile's delta = sum of pair terms."""
+def measured_point(profile: Profile, method: str, value: Any) -> int | None:
+    """Index (in the curve's sorted values) of the profile's measured point at ``value``, if any."""
+    values = profile.curve(method).values
+    for i, v in enumerate(values):
+        if (v == value) if method == "D" else math.isclose(float(v), float(value), rel_tol=1e-9, abs_tol=1e-12):
+            return i
+    return None
+
+
+def delta_columns(runs: Sequence[Run], profile: Profile) -> list[tuple[str, Any]]:
+    """(method, value) of every measured profile point some run's stage uses, in D, P, Q, E order.
+
+    Only measured points are refined: a correction at a value between them would need a new point
+    (and, for E, exit rates nobody measured)."""
+    keys = {}
+    for run in runs:
+        for stage in run.stages:
+            i = measured_point(profile, stage.method, stage.value)
+            if i is not None:
+                keys[(stage.method, i)] = profile.curve(stage.method).values[i]
+    return [(m, keys[(m, i)]) for m, i in sorted(keys, key=lambda k: (METHODS.index(k[0]), k[1]))]
+
+
+def accuracy_equations(runs: Sequence[Run], profile: Profile,
+                       deltas: Sequence[tuple[str, Any]] = ()) -> list[Equation]:
+    """One equation per finished stage: increment minus the profile's delta = sum of pair terms
+    (+ the correction of the stage's delta, a column per entry of ``deltas``)."""
     column = {pair: c for c, pair in enumerate(ACCURACY_PAIRS)}
+    refined = {key: len(ACCURACY_PAIRS) + c for c, key in enumerate(deltas)}
     equations = []
     for run in runs:
         previous = run.base_accuracy
@@ -247,10 +281,14 @@ def accuracy_equations(runs: Sequence[Run], profile: Profile) -> list[Equation]:
             curve = profile.curve(stage.method)
             value = np.asarray([stage.value], dtype=object if stage.method == "D" else np.float64)
             delta = float(curve.at(value, curve.delta)[0])
-            row = np.zeros(len(ACCURACY_PAIRS))
+            row = np.zeros(len(ACCURACY_PAIRS) + len(deltas))
             for earlier in run.order[:k - 1]:
                 if earlier != stage.method:  # a repeated letter has no term with itself (as in predict)
                     row[column[(earlier, stage.method)]] += 1
+            point = measured_point(profile, stage.method, stage.value)
+            key = (stage.method, None if point is None else curve.values[point])
+            if key in refined:
+                row[refined[key]] = 1
             equations.append(Equation(run.path, k, stage.method, stage.accuracy - previous, delta, row,
                                       bool(curve.outside(value)[0])))
             previous = stage.accuracy
@@ -330,6 +368,23 @@ class Unidentified:
 
 
 @dataclass(frozen=True)
+class DeltaFit:
+    """A single-stage delta refined at a measured point: the profile's value plus the correction."""
+
+    method: str
+    value: Any
+    profile_delta: float
+    correction: float | None  # None: not identified (see ``reason``)
+    std_error: float | None
+    equations: int
+    reason: str = ""
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.correction is None else self.profile_delta + self.correction
+
+
+@dataclass(frozen=True)
 class FitResult:
     runs: list[Run]
     accuracy: LinearFit
@@ -339,12 +394,19 @@ class FitResult:
     exit_notes: list[str]
     terms: list[TermFit]
     unidentified: list[Unidentified]
+    deltas: list[DeltaFit]  # empty unless the deltas were refined
 
 
-def _terms(fit: LinearFit, equations: Sequence[Equation], pairs: Sequence[tuple[str, str]], kind: str,
-           covered: set[tuple[str, str]]) -> tuple[list[TermFit], list[Unidentified]]:
+def _confounded(fit: LinearFit, c: int, names: Sequence[str]) -> str:
+    others = fit.confounded[c]
+    return (f"confounded with {', '.join(names[k] for k in others)}: the runs only ever see {names[c]} together with "
+            f"{'it' if len(others) == 1 else 'them'}, so only their sum is determined")
+
+
+def _terms(fit: LinearFit, used: np.ndarray, pairs: Sequence[tuple[str, str]], kind: str,
+           covered: set[tuple[str, str]], names: Sequence[str]) -> tuple[list[TermFit], list[Unidentified]]:
+    """The pair columns of a fit (the first ``len(pairs)`` of ``used``, the design matrix)."""
     terms, missing = [], []
-    used = np.array([e.row for e in equations]).reshape(len(equations), len(pairs))
     for c, (i, j) in enumerate(pairs):
         if fit.identified[c]:
             se = None if math.isnan(fit.std_error[c]) else float(fit.std_error[c])
@@ -358,9 +420,7 @@ def _terms(fit: LinearFit, equations: Sequence[Equation], pairs: Sequence[tuple[
             else:
                 reason = f"no run applies {j} after {i}"
         else:
-            others = ", ".join(pairs[k][0] + pairs[k][1] for k in fit.confounded[c])
-            reason = (f"confounded with {others}: the runs only ever see {i}{j} together with "
-                      f"{'it' if len(fit.confounded[c]) == 1 else 'them'}, so only their sum is determined")
+            reason = _confounded(fit, c, names)
         missing.append(Unidentified(i, j, kind, reason))
     return terms, missing
 
@@ -374,24 +434,45 @@ def _covered(runs: Sequence[Run]) -> set[tuple[str, str]]:
     return pairs
 
 
-def fit_runs(runs: Sequence[Run], profile: Profile) -> FitResult:
-    """Least-squares interaction terms (accuracy and exit scales) from checked runs."""
-    acc_eq = accuracy_equations(runs, profile)
-    acc_fit = solve(np.array([e.row for e in acc_eq]).reshape(len(acc_eq), len(ACCURACY_PAIRS)),
-                    np.array([e.observed - e.fixed for e in acc_eq]))
+def _delta_name(method: str, value: Any) -> str:
+    return f"{method}={value:g}" if isinstance(value, float) else f"{method}={value}"
+
+
+def fit_runs(runs: Sequence[Run], profile: Profile, refine_deltas: bool = False) -> FitResult:
+    """Least-squares interaction terms (accuracy and exit scales) from checked runs.
+
+    ``refine_deltas``: also fit a correction to the profile's delta at each measured point the runs
+    use (one more unknown each); a stage that runs first pins it, as a single-method profile does.
+    """
+    keys = delta_columns(runs, profile) if refine_deltas else []
+    acc_eq = accuracy_equations(runs, profile, keys)
+    acc_design = np.array([e.row for e in acc_eq]).reshape(len(acc_eq), len(ACCURACY_PAIRS) + len(keys))
+    acc_fit = solve(acc_design, np.array([e.observed - e.fixed for e in acc_eq]))
     exit_eq, notes = exit_equations(runs, profile)
-    exit_fit = solve(np.array([e.row for e in exit_eq]).reshape(len(exit_eq), len(EXIT_PAIRS)),
-                     np.array([e.observed for e in exit_eq]))
+    exit_design = np.array([e.row for e in exit_eq]).reshape(len(exit_eq), len(EXIT_PAIRS))
+    exit_fit = solve(exit_design, np.array([e.observed for e in exit_eq]))
     covered = _covered(runs)
-    terms, missing = _terms(acc_fit, acc_eq, ACCURACY_PAIRS, "accuracy", covered)
+    names = [i + j for i, j in ACCURACY_PAIRS] + [f"delta {_delta_name(m, v)}" for m, v in keys]
+    terms, missing = _terms(acc_fit, acc_design, ACCURACY_PAIRS, "accuracy", covered, names)
     if "E" in profile.curves:
-        exit_terms, exit_missing = _terms(exit_fit, exit_eq, EXIT_PAIRS, "exit_scale", covered)
+        exit_terms, exit_missing = _terms(exit_fit, exit_design, EXIT_PAIRS, "exit_scale", covered,
+                                          [i + j for i, j in EXIT_PAIRS])
     else:
         exit_terms = []
         exit_missing = [Unidentified(i, j, "exit_scale", "the profile has no E curve to compare exit rates with")
                         for i, j in EXIT_PAIRS]
+    deltas = []
+    for c, (method, value) in enumerate(keys, start=len(ACCURACY_PAIRS)):
+        curve = profile.curve(method)
+        base = float(curve.delta[curve.values.index(value)])
+        count = int(np.count_nonzero(acc_design[:, c]))
+        if acc_fit.identified[c]:
+            se = None if math.isnan(acc_fit.std_error[c]) else float(acc_fit.std_error[c])
+            deltas.append(DeltaFit(method, value, base, float(acc_fit.estimate[c]), se, count))
+        else:
+            deltas.append(DeltaFit(method, value, base, None, None, count, _confounded(acc_fit, c, names)))
     return FitResult(list(runs), acc_fit, acc_eq, exit_fit, exit_eq, notes, terms + exit_terms,
-                     missing + exit_missing)
+                     missing + exit_missing, deltas)
 
 
 # ---- output --------------------------------------------------------------------------------------
@@ -422,6 +503,16 @@ def fitted_profile(profile: Profile, result: FitResult, run_paths: Sequence[str]
         entry["source"] = f"fit of RUN files {_files(run_paths)}, {residual[t.kind]}"
         interactions.append(entry)
     data["interactions"] = interactions
+    for d in result.deltas:
+        if d.correction is None:
+            continue
+        point = next(p for p in data["methods"][d.method]["points"]
+                     if measured_point(profile, d.method, p["value"]) == profile.curve(d.method).values.index(d.value))
+        point["delta"] = d.delta
+        if isinstance(point.get("accuracy"), (int, float)):
+            point["accuracy"] = point["accuracy"] + d.correction
+        point["fit"] = {"profile_delta": d.profile_delta, "correction": d.correction, "std_error": d.std_error,
+                        "source": f"fit of RUN files {_files(run_paths)}, {residual['accuracy']}"}
     provenance = dict(data.get("provenance", {}))
     provenance["fitted_from"] = [str(p) for p in run_paths]
     provenance["fit"] = {
@@ -432,15 +523,22 @@ def fitted_profile(profile: Profile, result: FitResult, run_paths: Sequence[str]
         "unidentified": [{"before": u.before, "after": u.after, "kind": u.kind, "reason": u.reason}
                          for u in result.unidentified],
         "replaced_interactions": profile.raw.get("interactions", []),
+        "refined_deltas": [_delta_json(d) for d in result.deltas],
     }
     data["provenance"] = provenance
     parse_profile(data, "the fitted profile")  # what we write must read back
     return data
 
 
+def _delta_json(d: DeltaFit) -> dict[str, Any]:
+    return {"method": d.method, "value": d.value, "profile_delta": d.profile_delta, "correction": d.correction,
+            "delta": d.delta, "std_error": d.std_error, "equations": d.equations, "reason": d.reason}
+
+
 def _equation_json(e: Equation, residual: float, pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
     return {"run": e.run, "stage": e.stage, "method": e.method, "observed": e.observed, "profile_delta": e.fixed,
             "terms": [a + b for (a, b), n in zip(pairs, e.row) for _ in range(int(n))],
+            "delta_refined": bool(e.row[len(pairs):].any()),
             "residual": residual, "outside_measured_range": e.outside}
 
 
@@ -452,6 +550,7 @@ def fit_json(result: FitResult, out: str, base_path: str | None) -> dict[str, An
                    "std_error": t.std_error, "equations": t.equations} for t in result.terms],
         "unidentified": [{"before": u.before, "after": u.after, "kind": u.kind, "reason": u.reason}
                          for u in result.unidentified],
+        "deltas": [_delta_json(d) for d in result.deltas],
         "accuracy": {**_fit_summary(result.accuracy, result.accuracy_equations),
                      "residuals": [_equation_json(e, float(r), ACCURACY_PAIRS) for e, r in
                                    zip(result.accuracy_equations, result.accuracy.residuals)]},
@@ -483,6 +582,14 @@ def format_fit(report: dict[str, Any], largest: int = 10) -> str:
         lines.append(f"  {t['before'] + t['after']:<6} {t['estimate']:>9.3f} {_fmt(spread, '8.3f'):>8} {t['equations']:>9}")
     for note in ex["notes"]:
         lines.append(f"  note: {note}")
+    if report["deltas"]:
+        lines += ["", "single-stage deltas refined at the profile's measured points the runs use (points):",
+                  f"  {'point':<12} {'profile':>8} {'fitted':>8} {'std err':>8} {'equations':>9}"]
+        for d in report["deltas"]:
+            value = f"{d['value']:g}" if isinstance(d["value"], float) else str(d["value"])
+            fitted = "-" if d["delta"] is None else f"{d['delta']:+8.3f}"
+            lines.append(f"  {d['method'] + '=' + value:<12} {d['profile_delta']:>+8.3f} {fitted:>8} "
+                         f"{_fmt(d['std_error'], '8.3f'):>8} {d['equations']:>9}" + (f"  {d['reason']}" if d["reason"] else ""))
     if report["unidentified"]:
         lines += ["", "not identified by these runs (left out of the profile):"]
         lines += [f"  {u['before'] + u['after']} {u['kind']}: {u['reason']}" for u in report["unidentified"]]

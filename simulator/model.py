@@ -95,7 +95,8 @@ def _accuracy(profile: Profile, order: str, grid: Grid, index: list[np.ndarray])
     accuracy = np.full(n, profile.base_accuracy)
     variance = np.full(n, profile.base_std ** 2)
     outside = np.zeros(n, dtype=bool)
-    for pos, method in enumerate(order):
+    # Stages are summed in letter order, so the same stages give bit-identical accuracies in any order.
+    for pos, method in sorted(enumerate(order), key=lambda item: item[1]):
         curve = profile.curve(method)
         axis = np.asarray(grid.axis(method), dtype=object if method == "D" else np.float64)
         if method == "D" and curve.outside(axis).any():
@@ -105,8 +106,8 @@ def _accuracy(profile: Profile, order: str, grid: Grid, index: list[np.ndarray])
         accuracy += curve.at(axis, curve.delta)[index[pos]]
         variance += curve.at(axis, curve.std)[index[pos]] ** 2
         outside |= curve.outside(axis)[index[pos]]
-    for i, j in itertools.combinations(range(len(order)), 2):
-        accuracy += profile.accuracy_terms.get((order[i], order[j]), 0.0)
+    for pair in sorted((order[i], order[j]) for i, j in itertools.combinations(range(len(order)), 2)):
+        accuracy += profile.accuracy_terms.get(pair, 0.0)
     return accuracy, np.sqrt(variance), outside
 
 

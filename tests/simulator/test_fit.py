@@ -23,6 +23,8 @@ import io
 import itertools
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -134,10 +136,10 @@ def make_record(order: str, settings: dict[str, Any], rng: np.random.Generator, 
 
 
 def write_runs(folder: Path, orders, rng: np.random.Generator, sigma: float, log_sigma: float,
-               **kwargs: Any) -> list[str]:
+               values: dict[str, tuple] = VALUES, **kwargs: Any) -> list[str]:
     paths = []
     for n, order in enumerate(orders):
-        settings = {m: VALUES[m][rng.integers(len(VALUES[m]))] for m in "DPQE"}
+        settings = {m: values[m][rng.integers(len(values[m]))] for m in "DPQE"}
         path = folder / f"{n:02d}-{order}.json"
         path.write_text(json.dumps(make_record(order, settings, rng, sigma, log_sigma, **kwargs)), encoding="utf-8")
         paths.append(str(path))
@@ -290,6 +292,60 @@ def test_zero_exit_shares_give_no_exit_equation_and_say_so(tmp_path):
     assert set(terms(report, "accuracy")) == {("P", "E"), ("E", "P")}
 
 
+# ---- refining the single-stage deltas ------------------------------------------------------------
+
+MEASURED = {"D": ("resnet8",), "P": (0.25, 0.5, 0.75), "Q": (1, 2, 4, 8), "E": (0.5, 0.8, 0.95)}
+# How far the runs' own single-stage deltas are from the profile's, per measured point.
+SHIFT = {("D", "resnet8"): 0.6, ("P", 0.25): 0.2, ("P", 0.5): -0.3, ("P", 0.75): 0.4, ("Q", 1): -0.5,
+         ("Q", 2): 0.25, ("Q", 4): 0.1, ("Q", 8): -0.1, ("E", 0.5): -0.2, ("E", 0.8): 0.15, ("E", 0.95): 0.05}
+
+
+def shifted_profile() -> dict[str, Any]:
+    data = base_profile()
+    for method, entry in data["methods"].items():
+        for point in entry["points"]:
+            point["delta"] += SHIFT[(method, point["value"])]
+    return data
+
+
+def test_refined_deltas_and_terms_are_recovered_when_the_profile_is_off(tmp_path):
+    rng = np.random.default_rng(11)
+    truth = shifted_profile()
+    paths = write_runs(tmp_path, ALL_ORDERS, rng, 0.0, 0.0, values=MEASURED, profile=truth)
+    for method, value in SHIFT:  # one single-method run per measured point, as a profile makes
+        record = make_record(method, {m: value if m == method else None for m in "DPQE"}, rng, 0.0, 0.0, profile=truth)
+        path = tmp_path / f"single-{method}-{value}.json"
+        path.write_text(json.dumps(record), encoding="utf-8")
+        paths.append(str(path))
+    report, fitted = fit(tmp_path, paths, "--refine-deltas")
+    assert report["unidentified"] == []
+    got = {(d["method"], d["value"]): d for d in report["deltas"]}
+    assert set(got) == set(SHIFT)
+    for key, shift in SHIFT.items():
+        assert got[key]["correction"] == pytest.approx(shift, abs=1e-9), key
+    for pair, value in TRUE_ACCURACY.items():
+        assert terms(report, "accuracy")[pair]["estimate"] == pytest.approx(value, abs=1e-9), pair
+    for method, entry in shifted_profile()["methods"].items():  # the written points are the truth's
+        for want, point in zip(entry["points"], fitted["methods"][method]["points"]):
+            assert point["value"] == want["value"] and point["delta"] == pytest.approx(want["delta"], abs=1e-9)
+            assert point["accuracy"] == pytest.approx(want["accuracy"] + SHIFT[(method, want["value"])])
+            assert point["fit"]["profile_delta"] == pytest.approx(want["delta"] - SHIFT[(method, want["value"])])
+    # Without refining, the same runs push the profile's error into the terms.
+    plain, _ = fit(tmp_path, paths)
+    worst = max(abs(t["estimate"] - TRUE_ACCURACY[(t["before"], t["after"])])
+                for t in plain["terms"] if t["kind"] == "accuracy")
+    assert worst > 0.1
+
+
+def test_refining_with_only_pq_runs_confounds_pq_with_q_s_delta(tmp_path):
+    rng = np.random.default_rng(12)
+    paths = write_runs(tmp_path, ["PQ"] * 3, rng, 0.0, 0.0, values={**MEASURED, "Q": (2,)})
+    report, _ = fit(tmp_path, paths, "--refine-deltas")
+    missing = {(u["before"] + u["after"], u["kind"]): u["reason"] for u in report["unidentified"]}
+    assert missing[("PQ", "accuracy")].startswith("confounded with delta Q=2")
+    assert {d["method"]: d["correction"] is None for d in report["deltas"]} == {"P": False, "Q": True}
+
+
 # ---- the command's output ------------------------------------------------------------------------
 
 def test_text_report_and_provenance(tmp_path):
@@ -348,6 +404,8 @@ def _bad_cases(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         return str(path)
 
     other = dict(SETUP, teacher="resnet32")
+    letters = make_record("PQ", {"P": 0.5, "Q": 2}, rng, 0, 0)
+    letters["config"]["order"] = "PX"
     student = make_record("DP", {"D": "resnet8", "P": 0.5}, rng, 0, 0)
     student["stages"][1]["config"]["student"] = "resnet20"  # a student the profile has no D point for
     return {
@@ -368,11 +426,13 @@ def _bad_cases(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "incomplete": ([record_file("run.json", make_record("PQ", {"P": 0.5, "Q": 2}, rng, 0, 0, status="running"))],
                        "status is 'running', not 'complete'"),
         "given twice": ([good, good], "is given twice"),
+        "order of other letters": ([record_file("x.json", letters)], "config.order must be letters of D, P, Q, E"),
     }
 
 
 @pytest.mark.parametrize("case", ["no runs", "missing file", "not json", "a profile, not a run", "other teacher",
-                                  "other dataset", "other image size", "other student", "incomplete", "given twice"])
+                                  "other dataset", "other image size", "other student", "incomplete", "given twice",
+                                  "order of other letters"])
 def test_bad_runs_are_refused(case, tmp_path):
     paths, says = _bad_cases(tmp_path)[case]
     profile_path = tmp_path / "base.json"
@@ -396,3 +456,8 @@ def test_out_onto_a_run_record_is_refused(tmp_path):
     rc, _, stderr = run_cli(["fit", *paths, "-o", paths[0]])
     assert rc == 2 and "is one of the run records" in stderr
     assert Path(paths[0]).read_text() == before
+
+
+def test_fit_and_confirm_modules_import_no_torch():
+    code = "import sys, simulator.fit, simulator.confirm; assert 'torch' not in sys.modules and 'trainer' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
