@@ -245,9 +245,6 @@ class LayerTable:
                 source[out] = lay["in_group"][row]
         return source
 
-    def layer_index(self) -> dict[str, int]:
-        return {name: i for i, name in enumerate(self.layers["name"])}
-
     def with_exits(self, names: Sequence[str] | None) -> LayerTable:
         """A table keeping only the named exit heads (``None``: all, ``[]``: none).
 

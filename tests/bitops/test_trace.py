@@ -384,7 +384,7 @@ def test_op_without_handle_is_listed_as_unsupported():
 def test_conv_reading_a_concat_of_two_groups_is_noted_and_never_pruned():
     model = ConcatNet()
     table = trace_model(model, SMALL_INPUT)
-    row = table.layer_index()
+    row = {name: i for i, name in enumerate(table.layers["name"])}
     lay = table.layers
     assert lay["in_group"][row["c"]] == -1
     assert len({lay["out_group"][row["a"]], lay["out_group"][row["b"]], lay["out_group"][row["c"]]}) == 3
