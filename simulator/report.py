@@ -64,6 +64,10 @@ def format_simulation(report: dict[str, Any]) -> str:
     for b, budget in enumerate(report["budgets"]):
         row = [report["budget_table"][o][b] for o in orders]
         lines.append(f"{f'<={budget:g}%':<8}" + "".join(f"{'-' if v is None else f'{v:.0f}x':>9}" for v in row))
+    if all(v is None for row in report["budget_table"].values() for v in row):
+        best = max(point["accuracy"] for o in report["orders"].values() for point in o["front"])
+        lines.append(f"note: no combination stays within these budgets; the smallest loss any order reaches is "
+                     f"{prof['base_accuracy'] - best:.2f} points (try --budget with larger losses)")
     lines += ["", "ranking (geometric mean over the budgets): "
               + ", ".join(f"{i + 1}. {r['order']} {r['score']:.0f}x" for i, r in enumerate(report["ranking"][:8]))]
     best = report["ranking"][0]["order"]

@@ -336,3 +336,16 @@ def test_orders_needs_two_methods(capsys, tmp_path):
     code, out, err = run(capsys, "orders", "--profile", str(path))
     assert (code, out) == (2, "")
     assert "pairwise orders need at least two methods" in err
+
+
+def test_an_all_empty_budget_table_says_what_loss_is_reachable(capsys, profile_file):
+    """With budgets nothing meets, the text names the smallest loss any front reaches (from the JSON)."""
+    data = run_json(capsys, "simulate", "--profile", str(profile_file), "--orders", "DPQE,PQ", "--budget", "0.001",
+                    "--json")
+    assert all(v is None for row in data["budget_table"].values() for v in row)
+    best = max(p["accuracy"] for o in data["orders"].values() for p in o["front"])
+    code, out, _ = run(capsys, "simulate", "--profile", str(profile_file), "--orders", "DPQE,PQ", "--budget", "0.001")
+    assert code == 0
+    assert f"the smallest loss any order reaches is {BASE_ACCURACY - best:.2f} points" in out
+    code, out, _ = run(capsys, "simulate", "--profile", str(profile_file), "--orders", "DPQE,PQ", "--budget", "100")
+    assert "no combination stays within these budgets" not in out
