@@ -375,14 +375,15 @@ def _option_config(config_type: type, **kwargs: Any) -> Any:
 
 
 def _chain_config(args: argparse.Namespace, order: str, allow_repeat: bool = False):
-    from trainer.chain import ChainConfig, validate_order
+    from bitops.orders import validate_order
+    from trainer.chain import ChainConfig
     from trainer.data import DataConfig
     from trainer.stages import DistillConfig, ExitConfig, PruneConfig, QuantConfig, TrainConfig
 
     if args.exits is not None and not all(args.exits.split(",")):
         raise InputError(f"--exits must be comma-separated exit point names, got {args.exits!r}")
     return ChainConfig(
-        order=validate_order(order, allow_repeat), teacher=args.teacher,
+        order=_prefixed("--order", validate_order, order, allow_repeat), teacher=args.teacher,
         data=_option_config(DataConfig, dataset=args.dataset, data_dir=args.data_dir, download=args.download,
                             image_size=args.image_size, batch_size=args.batch_size, seed=args.seed),
         base=_option_config(TrainConfig, epochs=args.epochs, lr=args.lr),
@@ -599,7 +600,7 @@ def _simulation(args: argparse.Namespace):
 def _orders_list(text: str, allow_repeat: bool, methods: str = "DPQE") -> list[str]:
     from itertools import permutations
 
-    from simulator.model import validate_order
+    from bitops.orders import validate_order
 
     if text == "all":  # every order of the methods the profile measured
         return ["".join(p) for p in permutations(methods)]

@@ -35,19 +35,9 @@ from bitops.policy import FULL_PRECISION_BITS, Policy
 from bitops.table import LayerTable
 from simulator.profile import Profile
 
-__all__ = ["Grid", "Prediction", "predict", "validate_order"]
+__all__ = ["Grid", "Prediction", "predict"]
 
 TableLoader = Callable[[str], LayerTable]  # zoo name -> table at the profile's input shape and classes
-
-
-def validate_order(order: str, allow_repeat: bool = False) -> str:
-    if not order or any(c not in "DPQE" for c in order):
-        raise InputError(f"an order must use the letters D, P, Q, E, got {order!r}")
-    if order.count("E") > 1:
-        raise InputError(f"E (early exit) can appear once in an order, got {order!r} (paper section 6)")
-    if not allow_repeat and len(set(order)) != len(order):
-        raise InputError(f"order {order!r} repeats a letter; repeats of D, P, Q need --allow-repeat")
-    return order
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from torch import nn
 from bitops import zoo
 from bitops.errors import InputError
 from bitops.jsonio import write_atomic, write_json_atomic
+from bitops.orders import validate_order
 from bitops.table import LayerTable
 from bitops.trace import trace_model
 from trainer.data import DataConfig, DataSplits, load_data
@@ -43,27 +44,10 @@ from trainer.measure import measure_cost, measure_costs
 from trainer.stages import (DistillConfig, ExitConfig, PruneConfig, QuantConfig, TrainConfig, add_exits, distill,
                             exit_report, prune, quantize, train_base)
 
-__all__ = ["RECORD_TYPE", "RECORD_VERSION", "ChainConfig", "environment", "load_record", "run_chain", "seed_everything",
-           "validate_order"]
+__all__ = ["RECORD_TYPE", "RECORD_VERSION", "ChainConfig", "environment", "load_record", "run_chain", "seed_everything"]
 
 RECORD_TYPE = "chaincomp.RunRecord"
 RECORD_VERSION = 1
-ORDER_LETTERS = "DPQE"
-
-
-def validate_order(order: str, allow_repeat: bool) -> str:
-    """The order as given, or an InputError naming the rule it breaks."""
-    if not order:
-        raise InputError("--order must name at least one of D, P, Q, E, got ''")
-    bad = sorted({c for c in order if c not in ORDER_LETTERS})
-    if bad:
-        raise InputError(f"--order letters must be D, P, Q or E, got {bad[0]!r} in {order!r}")
-    if order.count("E") > 1:
-        raise InputError(f"--order: E (early exit) is a run-time policy and can be applied once, got {order!r}")
-    repeated = sorted({c for c in order if order.count(c) > 1})
-    if repeated and not allow_repeat:
-        raise InputError(f"--order repeats {repeated[0]!r} in {order!r}; add --allow-repeat to repeat D, P or Q")
-    return order
 
 
 @dataclass(frozen=True)

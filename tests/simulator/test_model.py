@@ -22,7 +22,8 @@ from bitops.cost import Totals
 from bitops.errors import InputError
 from bitops.models import ModelSpec, load_model_table
 from bitops.table import LayerTable
-from simulator.model import Grid, predict, validate_order
+from bitops.orders import validate_order
+from simulator.model import Grid, predict
 from simulator.profile import parse_profile
 from tests.simulator.test_profile_format import BASE_ACCURACY, hand_profile
 
