@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from probe import assert_torch_free
 
 from bitops import Config, evaluate, kept_from_ratio, reference_totals
 from bitops.config import heads_follow_stages
@@ -119,12 +120,6 @@ def test_all_orders_dense_grid(benchmark) -> None:
                                 meets_target=bool(stats.mean < TARGET_SEARCH_S))
 
 
-def _imported_modules(importtime_stderr: str) -> set[str]:
-    """Module names from ``-X importtime`` lines: ``import time: self | cumulative | name``."""
-    return {line.rsplit("|", 1)[-1].strip() for line in importtime_stderr.splitlines()
-            if line.startswith("import time:") and "|" in line}
-
-
 @pytest.mark.benchmark(group="end to end: chaincomp simulate")
 def test_cli_simulate_cold_start(benchmark, tmp_path) -> None:
     path = tmp_path / "profile.json"
@@ -136,11 +131,7 @@ def test_cli_simulate_cold_start(benchmark, tmp_path) -> None:
     report = json.loads(result.stdout)
     assert sorted(report["orders"]) == sorted(ORDERS)
 
-    probe = subprocess.run([sys.executable, "-X", "importtime", *cli[1:]], capture_output=True, text=True, cwd=ROOT)
-    assert probe.returncode == 0, probe.stderr
-    imported = _imported_modules(probe.stderr)
-    assert "simulator.cli" in imported and "simulator.model" in imported  # the probe does see our imports
-    assert not {m for m in imported if m == "torch" or m.startswith("torch.")}, "chaincomp simulate imported torch"
+    assert_torch_free(cli[1:], ROOT, ("simulator.cli", "simulator.model"))
 
     stats = benchmark.stats.stats
     benchmark.extra_info.update(wall_s_mean=stats.mean, wall_s_best=stats.min, meets_target=bool(stats.mean < TARGET_CLI_S))

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from probe import assert_torch_free
 
 from bitops import Config, LayerTable, evaluate, evaluate_batch, kept_from_ratio, uniform_config
 from bitops.models import ZOO_INPUT_SHAPE, shipped_table
@@ -159,12 +160,6 @@ def test_c_evaluate_batch_parallel(benchmark, table: LayerTable, config: Config)
         benchmark.extra_info["meets_target"] = bool(benchmark.extra_info["speedup_over_trace"] >= TARGET_SPEEDUP)
 
 
-def _imported_modules(importtime_stderr: str) -> set[str]:
-    """Module names from ``-X importtime`` lines: ``import time: self | cumulative | name``."""
-    return {line.rsplit("|", 1)[-1].strip() for line in importtime_stderr.splitlines()
-            if line.startswith("import time:") and "|" in line}
-
-
 @pytest.mark.benchmark(group="end to end: chaincomp count")
 def test_cli_count_end_to_end(benchmark, table: LayerTable) -> None:
     result = benchmark.pedantic(subprocess.run, args=(CLI,), kwargs={"capture_output": True, "text": True, "cwd": ROOT},
@@ -175,11 +170,7 @@ def test_cli_count_end_to_end(benchmark, table: LayerTable) -> None:
     totals = evaluate(original, uniform_config(original)).totals
     assert (report["macs"], report["bitops"], report["params"]) == (totals.macs, totals.bitops, totals.params)
 
-    probe = subprocess.run([sys.executable, "-X", "importtime", *CLI[1:]], capture_output=True, text=True, cwd=ROOT)
-    assert probe.returncode == 0, probe.stderr
-    imported = _imported_modules(probe.stderr)
-    assert "simulator.cli" in imported and "bitops.cost" in imported  # the probe does see our imports
-    assert not {m for m in imported if m == "torch" or m.startswith("torch.")}, "chaincomp count imported torch"
+    assert_torch_free(CLI[1:], ROOT, ("simulator.cli", "bitops.cost"))
 
     stats = benchmark.stats.stats
     benchmark.extra_info.update(wall_s_mean=stats.mean, wall_s_best=stats.min,
