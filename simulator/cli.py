@@ -659,7 +659,8 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-incomplete", action="store_true",
                    help="use the finished stages of runs whose status is not 'complete'")
     p.add_argument("--refine-deltas", action="store_true",
-                   help="also correct the profile's single-stage delta at each measured point the runs use")
+                   help="also correct the profile's single-stage delta at each measured point a run's first stage "
+                        "uses, and take the runs' mean base accuracy as the profile's")
     p.add_argument("--json", action="store_true", help="print the fit report as JSON")
     p.set_defaults(run=_run_fit)
 

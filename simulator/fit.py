@@ -1,30 +1,40 @@
 """Fit a profile's pairwise order-interaction terms from trainer run records (least squares).
 
-The chain model (``simulator.model``) predicts an order's accuracy as the base accuracy plus each
-stage's single-method delta plus the term ``I[i][j]`` of every ordered pair of stages (i before j);
-its exit rates are the profile's rates at the threshold times the ``exit_scale`` of every pair with
-E. A run record (``trainer/chain.py``) measures the model after every stage, so each stage k of
-method m gives one equation, written as an increment so that each run's own base model cancels::
+The chain model (``simulator.model``, its structure in ``simulator.structure``) predicts an
+order's accuracy as the base accuracy plus the single-method delta of every stage that reaches the
+final model plus the term ``I[i][j](h_j)`` of every applicable ordered pair (i before j), taken at
+the later method's hyperparameter ``h_j``; its exit rates are the profile's rates at the threshold
+times the ``exit_scale`` of every applicable pair with E. A run record (``trainer/chain.py``)
+measures the model after every stage, so every prefix of a run is an order with a measured
+accuracy. Stage k gives one equation, the increment from prefix k-1 to prefix k, so that each
+run's own base model cancels::
 
-    acc_k - acc_{k-1} - delta_m(h_k)  =  sum over the earlier stages i of I[i][m]  + noise
+    acc_k - acc_{k-1} - (model's fixed part of prefix k - of prefix k-1)
+        = (the terms of prefix k) - (the terms of prefix k-1)                        + noise
 
-and, once E has run, one equation in log space for the share of samples leaving at an exit::
+(for most stages: the terms of the earlier stages with stage k's method; a D also removes the
+deltas and terms of the P and Q it undoes). An E stage that reports its accuracy at every
+threshold gives one equation per threshold. Each term is one unknown per value of ``h_j`` the
+runs measured it at, so a term measured at several values comes out as a curve over ``h_j``.
+Once E has run, one equation in log space for the share of samples leaving at an exit::
 
-    log(share_E / profile_share(t))      = sum over the stages i before E of log s[i][E]   (at E)
-    log(share_k / share_{k-1})           = log s[E][m_k]                                   (after E)
+    log(share_E / profile_share(t))      = sum of log s over the pairs with E of prefix E
+    log(share_k / share_{k-1})           = that sum for prefix k - for prefix k-1
 
-The 12 accuracy terms and the 6 exit scales are solved by ordinary least squares through the SVD.
+The unknowns are solved by ordinary least squares through the SVD.
 A term is *identified* when it is a function of the equations, i.e. its unit vector lies in the row
 space of the design matrix (every least-squares solution agrees on it); otherwise it is left out of
 the fitted profile — never written as 0 — and reported with the reason: no run has that pair in
-that order (a zero column), or the runs only ever see it together with other terms (it lies in
-the null space with them, e.g. only DPQE runs confound D->Q with P->Q).
+that order, or the runs only ever see it together with other terms (it lies in the null space with
+them, e.g. only DPQE runs confound D->Q with P->Q).
 
-With ``refine_deltas`` each measured profile point the runs use gets one more unknown, a correction
-to its delta (added to every equation of a stage at that point): stages that run first measure the
-method alone on the run's own base model, so they pin it, as the profile's own measurement did.
-Without it the profile's deltas are taken as exact, and any offset between the profile's training
-and the runs' shows up in the interaction terms.
+With ``refine_deltas`` each measured profile point that some run's first stage uses gets one more
+unknown, a correction to its delta (added wherever the stage's delta applies): a stage that runs
+first measures the method alone on the run's own base model, so it pins it, as the profile's own
+measurement did; and the profile's base accuracy becomes the runs' mean base accuracy. Without it
+the profile's deltas are taken as exact, and any offset between the profile's training and the
+runs' (another seed, another base model) shows up in the interaction terms — in every term of the
+method at that point, so an order with several earlier stages counts it several times.
 
 No torch: records are read as JSON.
 """
@@ -43,7 +53,8 @@ from typing import Any
 import numpy as np
 
 from bitops.errors import InputError
-from simulator.profile import METHODS, Profile, parse_profile
+from simulator.profile import METHODS, PARAMETERS, Profile, parse_profile
+from simulator.structure import structure
 
 __all__ = ["ACCURACY_PAIRS", "EXIT_PAIRS", "DeltaFit", "Equation", "FitResult", "LinearFit", "Run", "Stage", "TermFit",
            "Unidentified", "check_run", "delta_columns", "fit_json", "fit_runs", "fitted_profile", "format_fit",
@@ -71,6 +82,7 @@ class Stage:
     accuracy: float
     exit_shares: dict[str, float] | None  # exit point -> measured rate, once E has run
     threshold: float | None  # the operating threshold the exit rates were measured at
+    threshold_accuracy: tuple[tuple[float, float], ...] = ()  # E stage: (threshold, accuracy) it reported
 
 
 @dataclass(frozen=True)
@@ -133,8 +145,15 @@ def read_run(path: str | Path) -> Run:
                 raise InputError(f"{at}.exit must hold the measured 'rates'")
             shares = {e: _number(r, f"{at}.exit.rates.{e}") for e, r in rates.items() if e != "final"}
             threshold = _number(exit_entry.get("threshold"), f"{at}.exit.threshold")
+        reported: tuple[tuple[float, float], ...] = ()
+        if method == "E" and isinstance(entry.get("exit"), dict):
+            listed = entry["exit"].get("thresholds") or []
+            if not isinstance(listed, list) or not all(isinstance(t, dict) for t in listed):
+                raise InputError(f"{at}.exit.thresholds must be a list of objects")
+            reported = tuple((_number(t.get("threshold"), f"{at}.exit.thresholds.threshold"),
+                              _number(t.get("accuracy"), f"{at}.exit.thresholds.accuracy")) for t in listed)
         parsed.append(Stage(method, stage_config[CONFIG_FIELD[method]], _number(entry.get("accuracy"), f"{at}.accuracy"),
-                            shares, threshold))
+                            shares, threshold, reported))
     return Run(path=str(path), order=order, status=str(record.get("status")),
                base_accuracy=_number(stages[0].get("accuracy"), f"{where}: stages[0].accuracy"),
                stages=tuple(parsed),
@@ -232,6 +251,14 @@ def solve(design: np.ndarray, observed: np.ndarray) -> LinearFit:
 
 # ---- equations -----------------------------------------------------------------------------------
 
+Key = tuple  # a column: ("term", i, j, value of j) or ("delta", method, measured value)
+
+
+def _value_key(method: str, value: Any) -> Any:
+    """A hyperparameter as a column key: student names as they are, numbers rounded (JSON floats)."""
+    return value if method == "D" else round(float(value), 9)
+
+
 @dataclass(frozen=True)
 class Equation:
     """One observation: which run and stage, what was measured, what the fixed part predicts."""
@@ -240,9 +267,10 @@ class Equation:
     stage: int  # position in the run's order, 1-based (0 is the base)
     method: str
     observed: float  # accuracy increment (points) or log exit-share ratio
-    fixed: float  # the profile's single-stage part (delta_m(h)); 0 for exit equations
-    row: np.ndarray  # counts of each pair's term in this equation
-    outside: bool  # the stage's hyperparameter lies outside the profile's measured range
+    fixed: float  # the profile's single-stage part; 0 for exit equations
+    row: np.ndarray  # weight of each unknown in this equation
+    outside: bool  # a stage's hyperparameter lies outside the profile's measured range
+    threshold: float | None = None  # E's threshold, for the equations of an E stage at every reported one
 
 
 def measured_point(profile: Profile, method: str, value: Any) -> int | None:
@@ -255,49 +283,118 @@ def measured_point(profile: Profile, method: str, value: Any) -> int | None:
 
 
 def delta_columns(runs: Sequence[Run], profile: Profile) -> list[tuple[str, Any]]:
-    """(method, value) of every measured profile point some run's stage uses, in D, P, Q, E order.
+    """(method, value) of every measured profile point some run's FIRST stage uses (an E first stage:
+    at every threshold it reports), in D, P, Q, E order.
 
     Only measured points are refined: a correction at a value between them would need a new point
-    (and, for E, exit rates nobody measured)."""
+    (and, for E, exit rates nobody measured). Only points a first stage pins are: where the method
+    only ever runs after others, its correction would be confounded with their terms, and leaving
+    it out keeps those terms identified (against the profile's delta there)."""
     keys = {}
     for run in runs:
-        for stage in run.stages:
-            i = measured_point(profile, stage.method, stage.value)
+        if not run.stages:
+            continue
+        first = run.stages[0]
+        for value in [first.value, *(t for t, _ in first.threshold_accuracy)]:
+            i = measured_point(profile, first.method, value)
             if i is not None:
-                keys[(stage.method, i)] = profile.curve(stage.method).values[i]
+                keys[(first.method, i)] = profile.curve(first.method).values[i]
     return [(m, keys[(m, i)]) for m, i in sorted(keys, key=lambda k: (METHODS.index(k[0]), k[1]))]
 
 
-def accuracy_equations(runs: Sequence[Run], profile: Profile,
-                       deltas: Sequence[tuple[str, Any]] = ()) -> list[Equation]:
-    """One equation per finished stage: increment minus the profile's delta = sum of pair terms
-    (+ the correction of the stage's delta, a column per entry of ``deltas``)."""
-    column = {pair: c for c, pair in enumerate(ACCURACY_PAIRS)}
-    refined = {key: len(ACCURACY_PAIRS) + c for c, key in enumerate(deltas)}
+def _features(profile: Profile, order: str, values: Sequence[Any], refined: set[tuple[str, Any]]
+              ) -> tuple[float, dict[Key, float], bool]:
+    """The chain model's accuracy of ``order`` at ``values`` as fixed part + unknowns (weights).
+
+    The same structure as ``simulator.model.predict`` (``structure``): the profile's delta of every
+    kept stage, one unknown per applicable pair at the later stage's value, and (refining) the
+    correction of each kept stage's delta at a measured point."""
+    shape = structure(order)
+    fixed, weights, outside = 0.0, {}, False
+    for pos in shape.kept:
+        method, value = order[pos], values[pos]
+        curve = profile.curve(method)
+        query = np.asarray([value], dtype=object if method == "D" else np.float64)
+        fixed += float(curve.at(query, curve.delta)[0])
+        outside |= bool(curve.outside(query)[0])
+        point = measured_point(profile, method, value)
+        if point is not None and (method, curve.values[point]) in refined:
+            key = ("delta", method, curve.values[point])
+            weights[key] = weights.get(key, 0.0) + 1.0
+    for i, j in shape.pairs:
+        key = ("term", order[i], order[j], _value_key(order[j], values[j]))
+        weights[key] = weights.get(key, 0.0) + 1.0
+    return fixed, weights, outside
+
+
+def _difference(now: dict[Key, float], before: dict[Key, float]) -> dict[Key, float]:
+    keys = dict.fromkeys([*now, *before])
+    return {k: now.get(k, 0.0) - before.get(k, 0.0) for k in keys if now.get(k, 0.0) != before.get(k, 0.0)}
+
+
+def _stage_increments(run: Run, profile: Profile, refined: set[tuple[str, Any]]):
+    """(stage k, method, observed increment, fixed, weights, outside, threshold) per measurement.
+
+    Each stage gives one increment; an E stage that reports accuracies at several thresholds gives
+    one per threshold (its later stages run at the operating threshold)."""
+    values = [stage.value for stage in run.stages]
+    previous_accuracy = run.base_accuracy
+    before = (0.0, {}, False)
+    for k, stage in enumerate(run.stages, start=1):
+        prefix = run.order[:k]
+        measurements = stage.threshold_accuracy or ((None, stage.accuracy),)
+        for threshold, accuracy in measurements:
+            at = values[:k] if threshold is None else [*values[:k - 1], threshold]
+            fixed, weights, outside = _features(profile, prefix, at, refined)
+            yield (k, stage.method, accuracy - previous_accuracy, fixed - before[0], _difference(weights, before[1]),
+                   outside, threshold)
+        before = _features(profile, prefix, values[:k], refined)
+        previous_accuracy = stage.accuracy
+
+
+def _sort_key(key: Key) -> tuple:
+    kind, a, b = key[0], key[1], key[2]
+    if kind == "term":
+        return (0, ACCURACY_PAIRS.index((a, b)), str(key[3]) if a == "D" or b == "D" else float(key[3]))
+    return (1, METHODS.index(a), str(b) if a == "D" else float(b))
+
+
+def column_name(key: Key) -> str:
+    if key[0] == "term":
+        value = key[3]
+        return f"{key[1]}{key[2]}@{value:g}" if isinstance(value, float) else f"{key[1]}{key[2]}@{value}"
+    return f"delta {_delta_name(key[1], key[2])}"
+
+
+def accuracy_equations(runs: Sequence[Run], profile: Profile, deltas: Sequence[tuple[str, Any]] = ()
+                       ) -> tuple[list[Equation], list[Key]]:
+    """One equation per finished stage (per reported threshold for E): increment minus the profile's
+    part = the pair terms that change with that stage (+ delta corrections); and the columns."""
+    refined = set(deltas)
+    raw = [(run, *item) for run in runs for item in _stage_increments(run, profile, refined)]
+    columns = sorted({key for item in raw for key in item[5]} | {("delta", m, v) for m, v in deltas}, key=_sort_key)
+    index = {key: c for c, key in enumerate(columns)}
     equations = []
-    for run in runs:
-        previous = run.base_accuracy
-        for k, stage in enumerate(run.stages, start=1):
-            curve = profile.curve(stage.method)
-            value = np.asarray([stage.value], dtype=object if stage.method == "D" else np.float64)
-            delta = float(curve.at(value, curve.delta)[0])
-            row = np.zeros(len(ACCURACY_PAIRS) + len(deltas))
-            for earlier in run.order[:k - 1]:
-                if earlier != stage.method:  # a repeated letter has no term with itself (as in predict)
-                    row[column[(earlier, stage.method)]] += 1
-            point = measured_point(profile, stage.method, stage.value)
-            key = (stage.method, None if point is None else curve.values[point])
-            if key in refined:
-                row[refined[key]] = 1
-            equations.append(Equation(run.path, k, stage.method, stage.accuracy - previous, delta, row,
-                                      bool(curve.outside(value)[0])))
-            previous = stage.accuracy
-    return equations
+    for run, k, method, observed, fixed, weights, outside, threshold in raw:
+        row = np.zeros(len(columns))
+        for key, weight in weights.items():
+            row[index[key]] += weight
+        equations.append(Equation(run.path, k, method, observed, fixed, row, outside, threshold))
+    return equations, columns
 
 
 def _profile_share(profile: Profile, threshold: float, exits: Sequence[str]) -> float:
     curve = profile.curve("E")
     return float(sum(curve.at(np.array([threshold]), curve.exit_rates[e])[0] for e in exits))
+
+
+def _exit_row(order: str) -> np.ndarray:
+    """How often each exit-scale pair applies to ``order`` (the model's ``exit_scale``)."""
+    row = np.zeros(len(EXIT_PAIRS))
+    for i, j in structure(order).pairs:
+        if (order[i], order[j]) in EXIT_PAIRS:
+            row[EXIT_PAIRS.index((order[i], order[j]))] += 1
+    return row
 
 
 def exit_equations(runs: Sequence[Run], profile: Profile) -> tuple[list[Equation], list[str]]:
@@ -306,7 +403,6 @@ def exit_equations(runs: Sequence[Run], profile: Profile) -> tuple[list[Equation
     The share compared is the total rate of the exits both the run and the profile have. A share
     of 0 has no logarithm: such a stage gives no equation (and the next one none either).
     """
-    column = {pair: c for c, pair in enumerate(EXIT_PAIRS)}
     equations, notes = [], []
     if "E" not in profile.curves:
         return equations, notes
@@ -325,15 +421,13 @@ def exit_equations(runs: Sequence[Run], profile: Profile) -> tuple[list[Equation
                 continue
             exits = sorted(profiled & set(stage.exit_shares))
             share = sum(stage.exit_shares[e] for e in exits)
-            row = np.zeros(len(EXIT_PAIRS))
+            row = _exit_row(run.order[:k])
             if k == e_pos:
-                for earlier in run.order[:k - 1]:
-                    row[column[(earlier, "E")]] += 1
                 reference = _profile_share(profile, stage.threshold, exits)
                 curve = profile.curves["E"]
                 outside = bool(curve.outside(np.array([stage.threshold]))[0])
             else:
-                row[column[("E", stage.method)]] += 1
+                row = row - _exit_row(run.order[:k - 1])
                 reference, outside = previous, False
             if not exits or share <= 0 or reference is None or reference <= 0:
                 why = ("none of its exits is in the profile" if not exits else
@@ -357,6 +451,7 @@ class TermFit:
     estimate: float  # points, or the factor exp(log estimate)
     std_error: float | None  # points, or of the log factor; None without residual degrees of freedom
     equations: int  # equations the term appears in
+    value: Any = None  # accuracy terms: the later method's hyperparameter the term holds at
 
 
 @dataclass(frozen=True)
@@ -365,6 +460,7 @@ class Unidentified:
     after: str
     kind: str
     reason: str
+    value: Any = None  # accuracy terms: at which value of the later method (None: the whole pair)
 
 
 @dataclass(frozen=True)
@@ -389,12 +485,14 @@ class FitResult:
     runs: list[Run]
     accuracy: LinearFit
     accuracy_equations: list[Equation]
+    accuracy_columns: list[Key]
     exit: LinearFit
     exit_equations: list[Equation]
     exit_notes: list[str]
     terms: list[TermFit]
     unidentified: list[Unidentified]
     deltas: list[DeltaFit]  # empty unless the deltas were refined
+    base_accuracy: float | None = None  # refining: the runs' mean base accuracy (None otherwise)
 
 
 def _confounded(fit: LinearFit, c: int, names: Sequence[str]) -> str:
@@ -403,34 +501,52 @@ def _confounded(fit: LinearFit, c: int, names: Sequence[str]) -> str:
             f"{'it' if len(others) == 1 else 'them'}, so only their sum is determined")
 
 
-def _terms(fit: LinearFit, used: np.ndarray, pairs: Sequence[tuple[str, str]], kind: str,
-           covered: set[tuple[str, str]], names: Sequence[str]) -> tuple[list[TermFit], list[Unidentified]]:
-    """The pair columns of a fit (the first ``len(pairs)`` of ``used``, the design matrix)."""
+def _standard_error(fit: LinearFit, c: int) -> float | None:
+    return None if math.isnan(fit.std_error[c]) else float(fit.std_error[c])
+
+
+def _accuracy_terms(fit: LinearFit, design: np.ndarray, columns: Sequence[Key]
+                    ) -> tuple[list[TermFit], list[Unidentified]]:
+    names = [column_name(key) for key in columns]
     terms, missing = [], []
-    for c, (i, j) in enumerate(pairs):
-        if fit.identified[c]:
-            se = None if math.isnan(fit.std_error[c]) else float(fit.std_error[c])
-            value = float(fit.estimate[c])
-            terms.append(TermFit(i, j, kind, math.exp(value) if kind == "exit_scale" else value, se,
-                                 int(np.count_nonzero(used[:, c]))))
+    for c, key in enumerate(columns):
+        if key[0] != "term":
             continue
-        if not used[:, c].any():
-            if (i, j) in covered:
-                reason = f"the runs with {i} before {j} give no usable exit-rate measurement (exit shares of 0)"
-            else:
-                reason = f"no run applies {j} after {i}"
+        _, i, j, value = key
+        if fit.identified[c]:
+            terms.append(TermFit(i, j, "accuracy", float(fit.estimate[c]), _standard_error(fit, c),
+                                 int(np.count_nonzero(design[:, c])), value))
         else:
-            reason = _confounded(fit, c, names)
-        missing.append(Unidentified(i, j, kind, reason))
+            missing.append(Unidentified(i, j, "accuracy", _confounded(fit, c, names), value))
+    seen = {(key[1], key[2]) for key in columns if key[0] == "term"}
+    missing += [Unidentified(i, j, "accuracy", f"no run applies {j} after {i} with both reaching the final model")
+                for i, j in ACCURACY_PAIRS if (i, j) not in seen]
+    return terms, missing
+
+
+def _exit_terms(fit: LinearFit, used: np.ndarray, covered: set[tuple[str, str]]
+                ) -> tuple[list[TermFit], list[Unidentified]]:
+    names = [i + j for i, j in EXIT_PAIRS]
+    terms, missing = [], []
+    for c, (i, j) in enumerate(EXIT_PAIRS):
+        if fit.identified[c]:
+            terms.append(TermFit(i, j, "exit_scale", math.exp(float(fit.estimate[c])), _standard_error(fit, c),
+                                 int(np.count_nonzero(used[:, c]))))
+        elif not used[:, c].any():
+            reason = (f"the runs with {i} before {j} give no usable exit-rate measurement (exit shares of 0)"
+                      if (i, j) in covered else f"no run applies {j} after {i}")
+            missing.append(Unidentified(i, j, "exit_scale", reason))
+        else:
+            missing.append(Unidentified(i, j, "exit_scale", _confounded(fit, c, names)))
     return terms, missing
 
 
 def _covered(runs: Sequence[Run]) -> set[tuple[str, str]]:
-    """Ordered pairs some run's finished stages apply (i before j)."""
+    """Ordered pairs whose terms some run's finished stages apply (i before j, both reaching its model)."""
     pairs = set()
     for run in runs:
         done = run.order[:len(run.stages)]
-        pairs |= {(a, b) for x, a in enumerate(done) for b in done[x + 1:] if a != b}
+        pairs |= {(done[i], done[j]) for i, j in structure(done).pairs}
     return pairs
 
 
@@ -441,38 +557,38 @@ def _delta_name(method: str, value: Any) -> str:
 def fit_runs(runs: Sequence[Run], profile: Profile, refine_deltas: bool = False) -> FitResult:
     """Least-squares interaction terms (accuracy and exit scales) from checked runs.
 
-    ``refine_deltas``: also fit a correction to the profile's delta at each measured point the runs
-    use (one more unknown each); a stage that runs first pins it, as a single-method profile does.
+    ``refine_deltas``: also fit a correction to the profile's delta at each measured point a run's
+    first stage uses (one more unknown each; that stage pins it, as a single-method profile does),
+    and take the runs' mean base accuracy as the profile's.
     """
     keys = delta_columns(runs, profile) if refine_deltas else []
-    acc_eq = accuracy_equations(runs, profile, keys)
-    acc_design = np.array([e.row for e in acc_eq]).reshape(len(acc_eq), len(ACCURACY_PAIRS) + len(keys))
+    acc_eq, columns = accuracy_equations(runs, profile, keys)
+    acc_design = np.array([e.row for e in acc_eq]).reshape(len(acc_eq), len(columns))
     acc_fit = solve(acc_design, np.array([e.observed - e.fixed for e in acc_eq]))
     exit_eq, notes = exit_equations(runs, profile)
     exit_design = np.array([e.row for e in exit_eq]).reshape(len(exit_eq), len(EXIT_PAIRS))
     exit_fit = solve(exit_design, np.array([e.observed for e in exit_eq]))
-    covered = _covered(runs)
-    names = [i + j for i, j in ACCURACY_PAIRS] + [f"delta {_delta_name(m, v)}" for m, v in keys]
-    terms, missing = _terms(acc_fit, acc_design, ACCURACY_PAIRS, "accuracy", covered, names)
+    terms, missing = _accuracy_terms(acc_fit, acc_design, columns)
     if "E" in profile.curves:
-        exit_terms, exit_missing = _terms(exit_fit, exit_design, EXIT_PAIRS, "exit_scale", covered,
-                                          [i + j for i, j in EXIT_PAIRS])
+        exit_terms, exit_missing = _exit_terms(exit_fit, exit_design, _covered(runs))
     else:
         exit_terms = []
         exit_missing = [Unidentified(i, j, "exit_scale", "the profile has no E curve to compare exit rates with")
                         for i, j in EXIT_PAIRS]
+    names = [column_name(key) for key in columns]
     deltas = []
-    for c, (method, value) in enumerate(keys, start=len(ACCURACY_PAIRS)):
+    for method, value in keys:
+        c = columns.index(("delta", method, value))
         curve = profile.curve(method)
         base = float(curve.delta[curve.values.index(value)])
         count = int(np.count_nonzero(acc_design[:, c]))
         if acc_fit.identified[c]:
-            se = None if math.isnan(acc_fit.std_error[c]) else float(acc_fit.std_error[c])
-            deltas.append(DeltaFit(method, value, base, float(acc_fit.estimate[c]), se, count))
+            deltas.append(DeltaFit(method, value, base, float(acc_fit.estimate[c]), _standard_error(acc_fit, c), count))
         else:
             deltas.append(DeltaFit(method, value, base, None, None, count, _confounded(acc_fit, c, names)))
-    return FitResult(list(runs), acc_fit, acc_eq, exit_fit, exit_eq, notes, terms + exit_terms,
-                     missing + exit_missing, deltas)
+    base = float(np.mean([run.base_accuracy for run in runs])) if refine_deltas else None
+    return FitResult(list(runs), acc_fit, acc_eq, columns, exit_fit, exit_eq, notes, terms + exit_terms,
+                     missing + exit_missing, deltas, base)
 
 
 # ---- output --------------------------------------------------------------------------------------
@@ -497,11 +613,20 @@ def fitted_profile(profile: Profile, result: FitResult, run_paths: Sequence[str]
                 "exit_scale": f"residual rms {result.exit.rms:.3g} (log share) over {len(result.exit_equations)} "
                               "equations"}
     interactions = []
+    grouped: dict[tuple[str, str], list[TermFit]] = {}
     for t in result.terms:
-        entry: dict[str, Any] = {"before": t.before, "after": t.after, t.kind: t.estimate}
-        entry["log_std_error" if t.kind == "exit_scale" else "std_error"] = t.std_error
-        entry["source"] = f"fit of RUN files {_files(run_paths)}, {residual[t.kind]}"
-        interactions.append(entry)
+        if t.kind == "accuracy":
+            grouped.setdefault((t.before, t.after), []).append(t)
+    for (before, after), fits in grouped.items():
+        interactions.append({"before": before, "after": after, "parameter": PARAMETERS[after],
+                             "points": [{"value": t.value, "accuracy": t.estimate, "std_error": t.std_error,
+                                         "equations": t.equations} for t in fits],
+                             "source": f"fit of RUN files {_files(run_paths)}, {residual['accuracy']}"})
+    for t in result.terms:
+        if t.kind == "exit_scale":
+            interactions.append({"before": t.before, "after": t.after, "exit_scale": t.estimate,
+                                 "log_std_error": t.std_error,
+                                 "source": f"fit of RUN files {_files(run_paths)}, {residual['exit_scale']}"})
     data["interactions"] = interactions
     for d in result.deltas:
         if d.correction is None:
@@ -513,6 +638,10 @@ def fitted_profile(profile: Profile, result: FitResult, run_paths: Sequence[str]
             point["accuracy"] = point["accuracy"] + d.correction
         point["fit"] = {"profile_delta": d.profile_delta, "correction": d.correction, "std_error": d.std_error,
                         "source": f"fit of RUN files {_files(run_paths)}, {residual['accuracy']}"}
+    if result.base_accuracy is not None:
+        data["base"]["fit"] = {"profile_accuracy": data["base"]["accuracy"], "runs": len(result.runs),
+                               "source": "mean base accuracy of the RUN files (--refine-deltas)"}
+        data["base"]["accuracy"] = result.base_accuracy
     provenance = dict(data.get("provenance", {}))
     provenance["fitted_from"] = [str(p) for p in run_paths]
     provenance["fit"] = {
@@ -520,8 +649,7 @@ def fitted_profile(profile: Profile, result: FitResult, run_paths: Sequence[str]
         "command": command,
         "accuracy": _fit_summary(result.accuracy, result.accuracy_equations),
         "exit_scale": _fit_summary(result.exit, result.exit_equations),
-        "unidentified": [{"before": u.before, "after": u.after, "kind": u.kind, "reason": u.reason}
-                         for u in result.unidentified],
+        "unidentified": [_unidentified_json(u) for u in result.unidentified],
         "replaced_interactions": profile.raw.get("interactions", []),
         "refined_deltas": [_delta_json(d) for d in result.deltas],
     }
@@ -535,27 +663,31 @@ def _delta_json(d: DeltaFit) -> dict[str, Any]:
             "delta": d.delta, "std_error": d.std_error, "equations": d.equations, "reason": d.reason}
 
 
-def _equation_json(e: Equation, residual: float, pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
-    return {"run": e.run, "stage": e.stage, "method": e.method, "observed": e.observed, "profile_delta": e.fixed,
-            "terms": [a + b for (a, b), n in zip(pairs, e.row) for _ in range(int(n))],
-            "delta_refined": bool(e.row[len(pairs):].any()),
+def _unidentified_json(u: Unidentified) -> dict[str, Any]:
+    return {"before": u.before, "after": u.after, "kind": u.kind, "value": u.value, "reason": u.reason}
+
+
+def _equation_json(e: Equation, residual: float, names: Sequence[str]) -> dict[str, Any]:
+    return {"run": e.run, "stage": e.stage, "method": e.method, "threshold": e.threshold, "observed": e.observed,
+            "profile_part": e.fixed,
+            "unknowns": {name: float(w) for name, w in zip(names, e.row) if w},
             "residual": residual, "outside_measured_range": e.outside}
 
 
 def fit_json(result: FitResult, out: str, base_path: str | None) -> dict[str, Any]:
     return {
         "_type": "chaincomp.Fit", "_version": 1, "out": out, "base_profile": base_path or "(shipped default)",
+        "base_accuracy": result.base_accuracy,
         "runs": [{"path": r.path, "order": r.order, "status": r.status, "stages": len(r.stages)} for r in result.runs],
-        "terms": [{"before": t.before, "after": t.after, "kind": t.kind, "estimate": t.estimate,
+        "terms": [{"before": t.before, "after": t.after, "kind": t.kind, "value": t.value, "estimate": t.estimate,
                    "std_error": t.std_error, "equations": t.equations} for t in result.terms],
-        "unidentified": [{"before": u.before, "after": u.after, "kind": u.kind, "reason": u.reason}
-                         for u in result.unidentified],
+        "unidentified": [_unidentified_json(u) for u in result.unidentified],
         "deltas": [_delta_json(d) for d in result.deltas],
         "accuracy": {**_fit_summary(result.accuracy, result.accuracy_equations),
-                     "residuals": [_equation_json(e, float(r), ACCURACY_PAIRS) for e, r in
-                                   zip(result.accuracy_equations, result.accuracy.residuals)]},
+                     "residuals": [_equation_json(e, float(r), [column_name(k) for k in result.accuracy_columns])
+                                   for e, r in zip(result.accuracy_equations, result.accuracy.residuals)]},
         "exit_scale": {**_fit_summary(result.exit, result.exit_equations),
-                       "residuals": [_equation_json(e, float(r), EXIT_PAIRS) for e, r in
+                       "residuals": [_equation_json(e, float(r), [i + j for i, j in EXIT_PAIRS]) for e, r in
                                      zip(result.exit_equations, result.exit.residuals)],
                        "notes": result.exit_notes},
     }
@@ -568,11 +700,12 @@ def _fmt(value: float | None, spec: str) -> str:
 def format_fit(report: dict[str, Any], largest: int = 10) -> str:
     acc, ex = report["accuracy"], report["exit_scale"]
     lines = [f"fit of {len(report['runs'])} run records against {report['base_profile']} -> {report['out']}", "",
-             f"accuracy terms (points j gains when it runs after i): {acc['equations']} equations, rank {acc['rank']}, "
-             f"residual rms {_fmt(acc['rms'], '.3f')}",
-             f"  {'term':<6} {'estimate':>9} {'std err':>8} {'equations':>9}"]
+             f"accuracy terms (points j gains when it runs after i, at j's value): {acc['equations']} equations, "
+             f"rank {acc['rank']}, residual rms {_fmt(acc['rms'], '.3f')}",
+             f"  {'term':<6} {'at':>8} {'estimate':>9} {'std err':>8} {'equations':>9}"]
     for t in (t for t in report["terms"] if t["kind"] == "accuracy"):
-        lines.append(f"  {t['before'] + t['after']:<6} {t['estimate']:>+9.3f} {_fmt(t['std_error'], '8.3f'):>8} "
+        at = f"{t['value']:g}" if isinstance(t["value"], (int, float)) else str(t["value"])
+        lines.append(f"  {t['before'] + t['after']:<6} {at:>8} {t['estimate']:>+9.3f} {_fmt(t['std_error'], '8.3f'):>8} "
                      f"{t['equations']:>9}")
     lines += ["", f"exit-rate scales (fitted in log space): {ex['equations']} equations, rank {ex['rank']}, "
                   f"residual rms {_fmt(ex['rms'], '.3f')} (log share)",
@@ -582,8 +715,10 @@ def format_fit(report: dict[str, Any], largest: int = 10) -> str:
         lines.append(f"  {t['before'] + t['after']:<6} {t['estimate']:>9.3f} {_fmt(spread, '8.3f'):>8} {t['equations']:>9}")
     for note in ex["notes"]:
         lines.append(f"  note: {note}")
+    if report["base_accuracy"] is not None:
+        lines += ["", f"base accuracy: the runs' mean, {report['base_accuracy']:.3f}%"]
     if report["deltas"]:
-        lines += ["", "single-stage deltas refined at the profile's measured points the runs use (points):",
+        lines += ["", "single-stage deltas refined at the profile's measured points a run's first stage uses (points):",
                   f"  {'point':<12} {'profile':>8} {'fitted':>8} {'std err':>8} {'equations':>9}"]
         for d in report["deltas"]:
             value = f"{d['value']:g}" if isinstance(d["value"], float) else str(d["value"])
@@ -592,15 +727,16 @@ def format_fit(report: dict[str, Any], largest: int = 10) -> str:
                          f"{_fmt(d['std_error'], '8.3f'):>8} {d['equations']:>9}" + (f"  {d['reason']}" if d["reason"] else ""))
     if report["unidentified"]:
         lines += ["", "not identified by these runs (left out of the profile):"]
-        lines += [f"  {u['before'] + u['after']} {u['kind']}: {u['reason']}" for u in report["unidentified"]]
+        lines += [f"  {u['before'] + u['after']}{'' if u['value'] is None else '@' + str(u['value'])} {u['kind']}: "
+                  f"{u['reason']}" for u in report["unidentified"]]
     rows = sorted(acc["residuals"], key=lambda r: -abs(r["residual"]))[:largest]
     if rows:
         lines += ["", f"largest accuracy residuals ({len(rows)} of {len(acc['residuals'])}; all in --json):",
-                  f"  {'run':<24} {'stage':>5} {'observed':>9} {'delta':>7} {'residual':>9}"]
+                  f"  {'run':<24} {'stage':>5} {'observed':>9} {'profile':>7} {'residual':>9}"]
         for r in rows:
             flag = "  (outside measured range)" if r["outside_measured_range"] else ""
             lines.append(f"  {Path(r['run']).name:<24} {r['stage']:>3} {r['method']} {r['observed']:>+9.3f} "
-                         f"{r['profile_delta']:>+7.3f} {r['residual']:>+9.3f}{flag}")
+                         f"{r['profile_part']:>+7.3f} {r['residual']:>+9.3f}{flag}")
     outside = acc["outside_measured_range"] + ex["outside_measured_range"]
     if outside:
         lines.append(f"note: {outside} equations use a hyperparameter outside the profile's measured range "

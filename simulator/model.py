@@ -14,14 +14,17 @@ stages with the trainer's semantics (DESIGN.md "Order semantics", trainer/chain.
 * E adds heads at the profile's exit points (those the model has) and takes the exit rates the
   profile measured at the threshold, scaled by the exit-rate interaction terms.
 
-Accuracy = base + the profile's delta of each stage at its hyperparameter + the accuracy term of
-every ordered pair of stages (``i`` before ``j``). Its spread adds the profile's spreads in
-quadrature. Cost is exact: every combination is evaluated by the bitops batch kernels.
+Accuracy follows the same semantics (:func:`structure`): base + the profile's delta of each stage
+that reaches the final model (the last D, the stages after it, and E wherever it runs) at its
+hyperparameter + the accuracy term of every ordered pair of those stages (``i`` before ``j``, at
+j's hyperparameter) + for each P or Q the last D undoes, its term with D (the student of a pruned
+or quantized teacher). Exit rates are scaled by the exit terms of the same pairs. The spread adds
+the profile's spreads and the terms' standard errors in quadrature. Cost is exact: every
+combination is evaluated by the bitops batch kernels.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -34,8 +37,9 @@ from bitops.errors import InputError
 from bitops.policy import FULL_PRECISION_BITS, Policy
 from bitops.table import LayerTable
 from simulator.profile import Profile
+from simulator.structure import Structure, structure
 
-__all__ = ["Grid", "Prediction", "predict"]
+__all__ = ["Grid", "Prediction", "Structure", "exit_scale", "predict", "structure"]
 
 TableLoader = Callable[[str], LayerTable]  # zoo name -> table at the profile's input shape and classes
 
@@ -80,15 +84,21 @@ def _combos(order: str, grid: Grid) -> list[np.ndarray]:
     return [m.reshape(-1) for m in mesh]
 
 
+def _axis(grid: Grid, method: str) -> np.ndarray:
+    return np.asarray(grid.axis(method), dtype=object if method == "D" else np.float64)
+
+
 def _accuracy(profile: Profile, order: str, grid: Grid, index: list[np.ndarray]) -> tuple[np.ndarray, ...]:
     n = len(index[0])
+    shape = structure(order)
     accuracy = np.full(n, profile.base_accuracy)
     variance = np.full(n, profile.base_std ** 2)
     outside = np.zeros(n, dtype=bool)
-    # Stages are summed in letter order, so the same stages give bit-identical accuracies in any order.
-    for pos, method in sorted(enumerate(order), key=lambda item: item[1]):
+    # Sums run in letter order, so the same stages give bit-identical accuracies in any order.
+    for pos in sorted(shape.kept, key=lambda p: (order[p], p)):
+        method = order[pos]
         curve = profile.curve(method)
-        axis = np.asarray(grid.axis(method), dtype=object if method == "D" else np.float64)
+        axis = _axis(grid, method)
         if method == "D" and curve.outside(axis).any():
             missing = [v for v, out in zip(axis, curve.outside(axis)) if out]
             raise InputError(f"the profile has no D measurement for student {missing[0]!r}; it measured "
@@ -96,9 +106,25 @@ def _accuracy(profile: Profile, order: str, grid: Grid, index: list[np.ndarray])
         accuracy += curve.at(axis, curve.delta)[index[pos]]
         variance += curve.at(axis, curve.std)[index[pos]] ** 2
         outside |= curve.outside(axis)[index[pos]]
-    for pair in sorted((order[i], order[j]) for i, j in itertools.combinations(range(len(order)), 2)):
-        accuracy += profile.accuracy_terms.get(pair, 0.0)
-    return accuracy, np.sqrt(variance), outside
+    for i, j in sorted(shape.pairs, key=lambda p: (order[p[0]], order[p[1]], p)):
+        term = profile.accuracy_terms.get((order[i], order[j]))
+        if term is None:
+            continue
+        axis = _axis(grid, order[j])
+        accuracy += term.at(axis)[index[j]]
+        variance += term.std(axis)[index[j]] ** 2
+        outside |= term.outside(axis)[index[j]]
+    # an accuracy is a share of the test set: sums past either end say how far the terms reach, not more
+    return np.clip(accuracy, 0.0, 100.0), np.sqrt(variance), outside
+
+
+def exit_scale(profile: Profile, order: str) -> float:
+    """The product of the exit scales of the pairs with E that apply to ``order``."""
+    scale = 1.0
+    for i, j in structure(order).pairs:
+        if "E" in (order[i], order[j]):
+            scale *= profile.exit_scales.get((order[i], order[j]), 1.0)
+    return scale
 
 
 def _exit_probs(profile: Profile, order: str, grid: Grid, index: list[np.ndarray], exits: Sequence[str]) -> np.ndarray:
@@ -106,12 +132,8 @@ def _exit_probs(profile: Profile, order: str, grid: Grid, index: list[np.ndarray
     e_pos = order.index("E")
     curve = profile.curve("E")
     thresholds = np.asarray(grid.axis("E"), dtype=np.float64)
-    scale = 1.0
-    for pos, method in enumerate(order):
-        if method != "E":
-            scale *= profile.exit_scales.get((method, "E") if pos < e_pos else ("E", method), 1.0)
     probs = np.stack([curve.at(thresholds, curve.exit_rates[e]) if e in curve.exit_rates else np.zeros(len(thresholds))
-                      for e in exits], axis=1) * scale
+                      for e in exits], axis=1) * exit_scale(profile, order)
     total = probs.sum(axis=1, keepdims=True)
     probs = np.where(total > 1, probs / np.maximum(total, 1e-300), probs)  # a scale cannot send more than all
     return probs[index[e_pos]]

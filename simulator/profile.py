@@ -10,9 +10,12 @@ as interpolating functions:
   (it clamps to the nearest measured point and the prediction carries the flag).
 
 Interaction terms (``interactions``), each ``{"before": i, "after": j, "accuracy": x}`` (method j
-loses ``x`` points more — or less when x > 0 — when it runs after method i) or ``{"before": i,
-"after": j, "exit_scale": s}`` (the early-exit rates are multiplied by s when i runs before j,
-one of them being E), each with a ``source``. Missing terms are 0 (accuracy) and 1 (exit scale).
+gains ``x`` points — loses when x < 0 — when it runs after method i, whatever j's hyperparameter),
+or the same as a curve over j's hyperparameter, ``{"before": i, "after": j, "points": [{"value": h,
+"accuracy": x, "std_error": s}, ...]}`` (interpolated like j's own curve, clamped and flagged outside
+the measured values when there are two or more; a single point is a constant), or ``{"before": i,
+"after": j, "exit_scale": s}`` (the early-exit rates are multiplied by s when i runs before j, one
+of them being E), each with a ``source``. Missing terms are 0 (accuracy) and 1 (exit scale).
 """
 
 from __future__ import annotations
@@ -26,12 +29,14 @@ import numpy as np
 
 from bitops.errors import InputError
 
-__all__ = ["DEFAULT_PROFILE", "PROFILE_TYPE", "PROFILE_VERSION", "Curve", "Profile", "load_profile", "parse_profile"]
+__all__ = ["DEFAULT_PROFILE", "PARAMETERS", "PROFILE_TYPE", "PROFILE_VERSION", "Curve", "Profile", "Term", "load_profile",
+           "parse_profile"]
 
 PROFILE_TYPE = "chaincomp.StageProfile"
 PROFILE_VERSION = 1
 DEFAULT_PROFILE = Path(__file__).parent / "data" / "default_profile.json"
 METHODS = "DPQE"
+PARAMETERS = {"D": "student", "P": "prune_ratio", "Q": "w_bits", "E": "threshold"}  # each method's profiled axis
 
 
 @dataclass(frozen=True)
@@ -70,13 +75,38 @@ class Curve:
 
 
 @dataclass(frozen=True)
+class Term:
+    """An accuracy interaction term: a constant, or a curve over the later method's hyperparameter."""
+
+    constant: float = 0.0
+    curve: Curve | None = None  # delta = the term at each measured value, std = its standard error
+
+    def at(self, values: np.ndarray) -> np.ndarray:
+        if self.curve is None:
+            return np.full(len(values), self.constant)
+        got = self.curve.at(values, self.curve.delta)
+        return np.nan_to_num(got, nan=0.0)  # a student the term was not measured for: no term
+
+    def std(self, values: np.ndarray) -> np.ndarray:
+        if self.curve is None:
+            return np.zeros(len(values))
+        return np.nan_to_num(self.curve.at(values, self.curve.std), nan=0.0)
+
+    def outside(self, values: np.ndarray) -> np.ndarray:
+        """Outside the measured values, for a term measured at two or more (one point is a constant)."""
+        if self.curve is None or (len(self.curve.values) < 2 and self.curve.parameter != "student"):
+            return np.zeros(len(values), dtype=bool)
+        return self.curve.outside(values)
+
+
+@dataclass(frozen=True)
 class Profile:
     """A checked stage profile."""
 
     base_accuracy: float
     base_std: float
     curves: dict[str, Curve]
-    accuracy_terms: dict[tuple[str, str], float]
+    accuracy_terms: dict[tuple[str, str], Term]
     exit_scales: dict[tuple[str, str], float]
     setup: dict[str, Any]
     provenance: dict[str, Any]
@@ -101,7 +131,7 @@ def _curve(method: str, entry: Any, where: str) -> Curve:
         raise InputError(f"{where} must be an object with a non-empty 'points' list")
     points = entry["points"]
     parameter = entry.get("parameter")
-    expected = {"D": "student", "P": "prune_ratio", "Q": "w_bits", "E": "threshold"}[method]
+    expected = PARAMETERS[method]
     if parameter != expected:
         raise InputError(f"{where}.parameter must be {expected!r}, got {parameter!r}")
     for i, point in enumerate(points):
@@ -176,7 +206,7 @@ def _parse(data: Any) -> Profile:
     if unknown:
         raise InputError(f"methods: unknown method {unknown[0]!r}; methods are D, P, Q, E")
     curves = {m: _curve(m, data["methods"][m], f"methods.{m}") for m in METHODS if m in data["methods"]}
-    accuracy_terms: dict[tuple[str, str], float] = {}
+    accuracy_terms: dict[tuple[str, str], Term] = {}
     exit_scales: dict[tuple[str, str], float] = {}
     sources: dict[tuple[str, str, str], str] = {}
     terms = data.get("interactions", [])
@@ -188,8 +218,13 @@ def _parse(data: Any) -> Profile:
                 or term["before"] == term["after"]:
             raise InputError(f"{where} needs 'before' and 'after', two different letters of D, P, Q, E")
         pair = (term["before"], term["after"])
+        if "accuracy" in term and "points" in term:
+            raise InputError(f"{where} gives both 'accuracy' and 'points'; an accuracy term is one or the other")
         if "accuracy" in term:
-            accuracy_terms[pair] = _number(term["accuracy"], f"{where}.accuracy")
+            accuracy_terms[pair] = Term(constant=_number(term["accuracy"], f"{where}.accuracy"))
+            sources[(*pair, "accuracy")] = str(term.get("source", ""))
+        if "points" in term:
+            accuracy_terms[pair] = _term_curve(pair, term, where)
             sources[(*pair, "accuracy")] = str(term.get("source", ""))
         if "exit_scale" in term:
             if "E" not in pair:
@@ -199,11 +234,32 @@ def _parse(data: Any) -> Profile:
                 raise InputError(f"{where}.exit_scale must be >= 0, got {scale}")
             exit_scales[pair] = scale
             sources[(*pair, "exit_scale")] = str(term.get("source", ""))
-        if "accuracy" not in term and "exit_scale" not in term:
-            raise InputError(f"{where} needs 'accuracy' and/or 'exit_scale'")
+        if "accuracy" not in term and "points" not in term and "exit_scale" not in term:
+            raise InputError(f"{where} needs 'accuracy' (or 'points') and/or 'exit_scale'")
     return Profile(base_accuracy=accuracy, base_std=std, curves=curves, accuracy_terms=accuracy_terms,
                    exit_scales=exit_scales, setup=data["setup"], provenance=data["provenance"],
                    term_sources=sources, raw=data)
+
+
+def _term_curve(pair: tuple[str, str], term: dict[str, Any], where: str) -> Term:
+    """An accuracy term given per value of the later method's hyperparameter, checked like a curve."""
+    after = pair[1]
+    points = term["points"]
+    if not isinstance(points, list) or not points:
+        raise InputError(f"{where}.points must be a non-empty list")
+    parameter = term.get("parameter", PARAMETERS[after])
+    if parameter != PARAMETERS[after]:
+        raise InputError(f"{where}.parameter must be {PARAMETERS[after]!r} (the axis of {after}), got {parameter!r}")
+    for i, point in enumerate(points):
+        if not isinstance(point, dict) or "value" not in point or "accuracy" not in point:
+            raise InputError(f"{where}.points[{i}] needs 'value' and 'accuracy'")
+    as_curve = {"parameter": parameter, "points": [
+        {"value": p["value"], "delta": p["accuracy"], "accuracy_std": p.get("std_error")} for p in points]}
+    if after == "E":  # a term has no exit rates of its own: give the checker the ones it asks for
+        as_curve["exits"] = []
+        for point in as_curve["points"]:
+            point["exit_rates"] = {"final": 1.0}
+    return Term(curve=_curve(after, as_curve, where))
 
 
 def load_profile(path: str | Path | None = None) -> Profile:

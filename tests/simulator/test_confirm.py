@@ -150,6 +150,18 @@ def test_orders_points_errors_and_tau(budget, profile_file, fake_trainer, tmp_pa
     assert summary["bitops_cr"]["kendall"]["tau"] == pytest.approx(kendall_tau_b(predicted_cr, measured_cr))
     ratios = [factor(r["order"]) for r in report["orders"]]
     assert summary["bitops_cr"]["geometric_mean_ratio"] == pytest.approx(math.exp(np.mean(np.log(ratios))))
+    # the ranking's score: BitOpsCR where the loss (against the run's own base, 90.5) is within the budget
+    measured_scores = [cr if 90.5 - acc <= budget else 1.0 for cr, acc in zip(measured_cr, measured)]
+    assert [r["measured_score"] for r in report["orders"]] == pytest.approx(measured_scores, rel=1e-12)
+    assert summary["ranking"]["within_budget_measured"] == sum(90.5 - acc <= budget for acc in measured)
+    assert summary["ranking"]["within_budget_predicted"] == sum(r["within_budget"] for r in report["orders"])
+    tau = summary["ranking"]["kendall"]["tau"]
+    predicted_scores = [r["score"] for r in report["orders"]]
+    if len(set(predicted_scores)) > 1 and len(set(measured_scores)) > 1:
+        assert tau == pytest.approx(kendall_tau_b(predicted_scores, measured_scores))
+    else:
+        assert tau is None
+
 
 
 def test_equal_predictions_are_a_tie_not_a_ranking(tmp_path, fake_trainer):
@@ -163,7 +175,7 @@ def test_equal_predictions_are_a_tie_not_a_ranking(tmp_path, fake_trainer):
         next(p for p in data["methods"][method]["points"] if p["value"] == value)["delta"] = delta
     path = tmp_path / "plain.json"
     path.write_text(json.dumps(data), encoding="utf-8")
-    rc, stdout, stderr = confirm(path, tmp_path / "runs", "--orders", "DPQE,QDPE,EQPD,PEQD", "--budget", "0.01",
+    rc, stdout, stderr = confirm(path, tmp_path / "runs", "--orders", "DPQE,DQPE,EDPQ,DEQP", "--budget", "0.01",
                                  "--json")
     assert rc == 0, stderr
     report = json.loads(stdout)

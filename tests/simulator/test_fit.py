@@ -3,14 +3,20 @@
 Expected values come from routes other than the fit code:
 
 * synthetic run records: each stage's accuracy is ``simulator.model.predict`` of the order's prefix
-  under a profile that holds KNOWN interaction terms (so the increments are the model's own), plus
-  seeded gaussian noise per stage; exit rates are the profile's rates at the threshold (np.interp)
-  times the known scales, worked out here, times seeded log-normal noise;
-* the tolerance of the noisy recovery is a closed form: with all 24 orders of DPQE, method m's
-  block of the normal matrix is ``4 I + 8 J`` (3x3; J all ones: each earlier method precedes m in 12
-  runs, two given ones both do in 8), whose inverse has ``5/28`` on the diagonal, so each accuracy
-  term's standard deviation is ``sigma * sqrt(5/28)``; each (E, m) exit scale is seen once in each
-  of the 12 runs with m after E: ``sigma / sqrt(12)``;
+  under a profile that holds KNOWN interaction terms (constants, or curves over the later method's
+  hyperparameter), plus seeded gaussian noise per stage; exit rates are the profile's rates at the
+  threshold (np.interp) times the known scales of the pairs that apply, worked out here, times
+  seeded log-normal noise;
+* which stages reach the final model and which pairs apply are written out here from the trainer's
+  semantics (:func:`reaches`, :func:`applies`), not taken from ``simulator.structure``: D builds a
+  fresh student, so a P, Q or D with a later D does not reach the final model (E does: its heads
+  carry over); a pair (i before j, different letters) applies when j reaches the final model and
+  either i does too or j is that D (the student of a pruned / quantized teacher);
+* the spread of the noisy recovery is a closed form computed here: the test builds the design
+  matrix A of the increments (one column per pair and value of the later method) from those rules
+  and takes ``sigma * sqrt(diag((A^T A)^-1))``; likewise for the exit scales in log space;
+* single-stage deltas, interpolated terms and predictions checked against numbers worked out by
+  hand from the hand profile below;
 * the least squares itself on matrices small enough to solve by hand;
 * bad input one rule per case: exit code 2, one line on stderr, nothing written.
 """
@@ -25,6 +31,7 @@ import json
 import math
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +55,12 @@ TRUE_SCALE = {("D", "E"): 0.8, ("P", "E"): 1.15, ("Q", "E"): 0.9, ("E", "D"): 0.
 # Hyperparameters the runs draw from: measured points and values between them (interpolated).
 VALUES = {"D": ("resnet8",), "P": (0.25, 0.4, 0.5, 0.75), "Q": (1, 2, 3, 8), "E": (0.5, 0.65, 0.8, 0.95)}
 CONFIG_FIELD = {"D": "student", "P": "ratio", "Q": "w_bits", "E": "threshold"}
+# Two settings every order is run at: at measured points, and between them (interpolated deltas).
+AT_MEASURED = {"D": "resnet8", "P": 0.5, "Q": 2, "E": 0.8}
+BETWEEN = {"D": "resnet8", "P": 0.4, "Q": 3, "E": 0.65}
+ALL_ORDERS = ["".join(p) for p in itertools.permutations("DPQE")]
+ALL_RUNS = [(order, settings) for settings in (AT_MEASURED, BETWEEN) for order in ALL_ORDERS]
+EXIT_PAIRS = [("D", "E"), ("P", "E"), ("Q", "E"), ("E", "D"), ("E", "P"), ("E", "Q")]
 
 
 def base_profile() -> dict[str, Any]:
@@ -78,10 +91,86 @@ def base_profile() -> dict[str, Any]:
     }
 
 
+# ---- the trainer's order semantics, written out independently of simulator.structure ---------------
+
+def reaches(order: str, pos: int) -> bool:
+    """Stage ``pos`` reaches the final model: E always (its heads carry over), others unless a D follows."""
+    return order[pos] == "E" or "D" not in order[pos + 1:]
+
+
+def applies(order: str, i: int, j: int) -> bool:
+    """The term of stage i before stage j applies: j reaches the final model, and so does i, unless j is
+    the D that absorbs i (every stage before the last D keeps its term with that D)."""
+    return (i < j and order[i] != order[j] and reaches(order, j)
+            and (reaches(order, i) or order[j] == "D"))
+
+
+def applied_pairs(order: str) -> list[tuple[str, str, int]]:
+    """(earlier letter, later letter, later position) of every pair that applies to ``order``."""
+    return [(order[i], order[j], j) for j in range(len(order)) for i in range(j) if applies(order, i, j)]
+
+
+def accuracy_design(runs: Sequence[tuple[str, dict[str, Any]]]) -> tuple[np.ndarray, list[tuple[str, str, Any]]]:
+    """The increments' design matrix: one row per stage (prefix k minus prefix k-1), one column per
+    (earlier, later, later method's value) term."""
+    rows: list[dict[tuple, float]] = []
+    for order, settings in runs:
+        for k in range(1, len(order) + 1):
+            row: dict[tuple, float] = {}
+            for prefix, sign in ((order[:k], 1.0), (order[:k - 1], -1.0)):
+                for a, b, _ in applied_pairs(prefix):
+                    row[(a, b, settings[b])] = row.get((a, b, settings[b]), 0.0) + sign
+            rows.append(row)
+    columns = sorted({c for row in rows for c, w in row.items() if w}, key=str)
+    design = np.array([[row.get(c, 0.0) for c in columns] for row in rows]).reshape(len(rows), len(columns))
+    return design, columns
+
+
+def exit_row(order: str) -> np.ndarray:
+    row = np.zeros(len(EXIT_PAIRS))
+    for a, b, _ in applied_pairs(order):
+        if (a, b) in EXIT_PAIRS:
+            row[EXIT_PAIRS.index((a, b))] += 1
+    return row
+
+
+def exit_design(runs: Sequence[tuple[str, dict[str, Any]]]) -> np.ndarray:
+    """Log exit-share equations: at E, the scales of its prefix; after it, prefix k minus prefix k-1."""
+    rows = []
+    for order, _ in runs:
+        if "E" not in order:
+            continue
+        e = order.index("E") + 1
+        for k in range(e, len(order) + 1):
+            rows.append(exit_row(order[:k]) - (exit_row(order[:k - 1]) if k > e else 0.0))
+    return np.array(rows).reshape(len(rows), len(EXIT_PAIRS))
+
+
+def test_the_written_out_rules_on_hand_examples():
+    # The rules above, checked on orders worked through by hand.
+    assert [p for p in range(4) if reaches("PQDE", p)] == [2, 3]
+    assert [p for p in range(4) if reaches("EPDQ", p)] == [0, 2, 3]  # E before D is kept
+    assert applied_pairs("PD") == [("P", "D", 1)]
+    assert applied_pairs("PQD") == [("P", "D", 2), ("Q", "D", 2)]  # PQ is gone with the teacher
+    assert applied_pairs("EPDQ") == [("E", "D", 2), ("P", "D", 2), ("E", "Q", 3), ("D", "Q", 3)]
+    assert applied_pairs("DPQE") == [("D", "P", 1), ("D", "Q", 2), ("P", "Q", 2), ("D", "E", 3), ("P", "E", 3),
+                                     ("Q", "E", 3)]
+
+
+# ---- synthetic run records -----------------------------------------------------------------------
+
 def with_terms(profile: dict[str, Any], accuracy: dict, scales: dict) -> dict[str, Any]:
+    """``profile`` with known terms: an accuracy term is a number, or {value of the later method: x}."""
     data = copy.deepcopy(profile)
-    data["interactions"] = ([{"before": i, "after": j, "accuracy": x, "source": "truth"} for (i, j), x in accuracy.items()]
-                            + [{"before": i, "after": j, "exit_scale": s, "source": "truth"} for (i, j), s in scales.items()])
+    data["interactions"] = []
+    for (i, j), x in accuracy.items():
+        if isinstance(x, dict):
+            data["interactions"].append({"before": i, "after": j, "source": "truth",
+                                         "points": [{"value": v, "accuracy": a} for v, a in x.items()]})
+        else:
+            data["interactions"].append({"before": i, "after": j, "accuracy": x, "source": "truth"})
+    data["interactions"] += [{"before": i, "after": j, "exit_scale": s, "source": "truth"}
+                             for (i, j), s in scales.items()]
     return data
 
 
@@ -105,29 +194,43 @@ def exit_rates(profile: dict[str, Any], threshold: float) -> dict[str, float]:
 
 def make_record(order: str, settings: dict[str, Any], rng: np.random.Generator, sigma: float, log_sigma: float,
                 profile: dict[str, Any] | None = None, accuracy: dict | None = None, scales: dict | None = None,
-                status: str = "complete", setup: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A run record as trainer/chain.py writes it (the fields fit reads), made by the chain model."""
+                status: str = "complete", setup: dict[str, Any] | None = None,
+                thresholds: Sequence[float] = ()) -> dict[str, Any]:
+    """A run record as trainer/chain.py writes it (the fields fit reads), made by the chain model.
+
+    The model after stage k measures ``chain_accuracy`` of the prefix plus noise that accumulates
+    (each stage adds its own); once E has run its exit share is the profile's at the threshold
+    times the scales of the E pairs that apply to the prefix (:func:`applied_pairs`), times
+    log-normal noise that accumulates likewise. With ``thresholds``, every model with exits also
+    reports its accuracy and rates at each of them (and at the operating threshold), as the
+    trainer does."""
     profile = profile or base_profile()
     accuracy = TRUE_ACCURACY if accuracy is None else accuracy
     scales = TRUE_SCALE if scales is None else scales
     truth = parse_profile(with_terms(profile, accuracy, scales))
     setup = setup or SETUP
-    acc = truth.base_accuracy + rng.normal(0, sigma)
-    stages = [{"stage": "base", "index": 0, "config": {"epochs": 15, "lr": 0.05}, "accuracy": acc}]
-    share_factor = None
+    noise = rng.normal(0, sigma)
+    stages = [{"stage": "base", "index": 0, "config": {"epochs": 15, "lr": 0.05},
+               "accuracy": truth.base_accuracy + noise}]
+    log_noise = 0.0
     for k, method in enumerate(order, start=1):
-        acc += chain_accuracy(truth, order[:k], settings) - chain_accuracy(truth, order[:k - 1], settings) \
-            + rng.normal(0, sigma)
-        entry = {"stage": method, "index": k, "config": {CONFIG_FIELD[method]: settings[method]}, "accuracy": acc}
-        if method == "E":
-            share_factor = math.prod(scales.get((i, "E"), 1.0) for i in order[:k - 1])
-        elif share_factor is not None:
-            share_factor *= scales.get(("E", method), 1.0)
-        if share_factor is not None:
-            share_factor *= math.exp(rng.normal(0, log_sigma))
-            rates = {e: r * share_factor for e, r in exit_rates(profile, settings["E"]).items()}
-            rates["final"] = 1 - sum(rates.values())
-            entry["exit"] = {"threshold": settings["E"], "rates": rates, "thresholds": []}
+        prefix = order[:k]
+        noise += rng.normal(0, sigma)
+        entry = {"stage": method, "index": k, "config": {CONFIG_FIELD[method]: settings[method]},
+                 "accuracy": chain_accuracy(truth, prefix, settings) + noise}
+        if "E" in prefix:
+            log_noise += rng.normal(0, log_sigma)
+            factor = math.exp(log_noise) * math.prod(scales.get((a, b), 1.0) for a, b, _ in applied_pairs(prefix)
+                                                     if (a, b) in EXIT_PAIRS)
+
+            def rates_at(threshold: float) -> dict[str, float]:
+                rates = {e: r * factor for e, r in exit_rates(profile, threshold).items()}
+                return {**rates, "final": 1 - sum(rates.values())}
+
+            rows = [{"threshold": t, "rates": rates_at(t),
+                     "accuracy": chain_accuracy(truth, prefix, {**settings, "E": t}) + noise}
+                    for t in sorted({*thresholds, settings["E"]})] if thresholds else []
+            entry["exit"] = {"threshold": settings["E"], "rates": rates_at(settings["E"]), "thresholds": rows}
         stages.append(entry)
     return {"_type": "chaincomp.RunRecord", "_version": 1, "status": status,
             "config": {"order": order, "teacher": setup["teacher"], "distill": {"student": "resnet8"}},
@@ -135,15 +238,22 @@ def make_record(order: str, settings: dict[str, Any], rng: np.random.Generator, 
             "stages": stages}
 
 
-def write_runs(folder: Path, orders, rng: np.random.Generator, sigma: float, log_sigma: float,
-               values: dict[str, tuple] = VALUES, **kwargs: Any) -> list[str]:
+def write_records(folder: Path, runs: Sequence[tuple[str, dict[str, Any]]], rng: np.random.Generator, sigma: float,
+                  log_sigma: float, **kwargs: Any) -> list[str]:
+    """One record file per (order, settings)."""
     paths = []
-    for n, order in enumerate(orders):
-        settings = {m: values[m][rng.integers(len(values[m]))] for m in "DPQE"}
+    for n, (order, settings) in enumerate(runs):
         path = folder / f"{n:02d}-{order}.json"
         path.write_text(json.dumps(make_record(order, settings, rng, sigma, log_sigma, **kwargs)), encoding="utf-8")
         paths.append(str(path))
     return paths
+
+
+def write_runs(folder: Path, orders, rng: np.random.Generator, sigma: float, log_sigma: float,
+               values: dict[str, tuple] = VALUES, **kwargs: Any) -> list[str]:
+    """Records of ``orders`` at settings drawn from ``values``."""
+    runs = [(order, {m: values[m][rng.integers(len(values[m]))] for m in "DPQE"}) for order in orders]
+    return write_records(folder, runs, rng, sigma, log_sigma, **kwargs)
 
 
 def run_cli(argv: list[str]) -> tuple[int, str, str]:
@@ -166,11 +276,20 @@ def fit(tmp_path: Path, paths: list[str], *extra: str) -> tuple[dict[str, Any], 
     return json.loads(stdout), json.loads(out.read_text(encoding="utf-8"))
 
 
-def terms(report: dict[str, Any], kind: str) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(t["before"], t["after"]): t for t in report["terms"] if t["kind"] == kind}
+def accuracy_terms(report: dict[str, Any]) -> dict[tuple[str, str, Any], dict[str, Any]]:
+    """Fitted accuracy terms by (earlier, later, value of the later method)."""
+    got = {(t["before"], t["after"], t["value"]): t for t in report["terms"] if t["kind"] == "accuracy"}
+    assert len(got) == sum(t["kind"] == "accuracy" for t in report["terms"])  # one entry per node
+    return got
 
 
-ALL_ORDERS = ["".join(p) for p in itertools.permutations("DPQE")]
+def exit_terms(report: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(t["before"], t["after"]): t for t in report["terms"] if t["kind"] == "exit_scale"}
+
+
+def residual(report: dict[str, Any], path: str, stage: int) -> list[dict[str, Any]]:
+    """The accuracy equations of one run's stage (several for an E stage reporting several thresholds)."""
+    return [r for r in report["accuracy"]["residuals"] if r["run"] == path and r["stage"] == stage]
 
 
 # ---- the least squares on hand-sized matrices ------------------------------------------------------
@@ -205,68 +324,195 @@ def test_solve_confounded_and_zero_columns():
 # ---- recovery of known terms ---------------------------------------------------------------------
 
 def test_exact_runs_give_back_every_term_exactly(tmp_path):
-    rng = np.random.default_rng(0)
-    paths = write_runs(tmp_path, ALL_ORDERS, rng, sigma=0.0, log_sigma=0.0)
+    # Every order at two settings: each term comes back at each value of the later method the runs
+    # used it at (21 nodes: 3 pairs into D at the one student, 9 pairs at two values each), each the
+    # constant truth.
+    paths = write_records(tmp_path, ALL_RUNS, np.random.default_rng(0), sigma=0.0, log_sigma=0.0)
     report, fitted = fit(tmp_path, paths)
-    acc, scale = terms(report, "accuracy"), terms(report, "exit_scale")
-    assert set(acc) == set(TRUE_ACCURACY) and set(scale) == set(TRUE_SCALE)
-    for pair, truth in TRUE_ACCURACY.items():
-        assert acc[pair]["estimate"] == pytest.approx(truth, abs=1e-9), pair
+    design, columns = accuracy_design(ALL_RUNS)
+    assert len(columns) == 3 * 1 + 9 * 2 and np.linalg.matrix_rank(design) == len(columns)
+    acc, scale = accuracy_terms(report), exit_terms(report)
+    assert set(acc) == set(columns) and set(scale) == set(TRUE_SCALE)
+    for i, j, value in columns:
+        assert acc[(i, j, value)]["estimate"] == pytest.approx(TRUE_ACCURACY[(i, j)], abs=1e-9), (i, j, value)
     for pair, truth in TRUE_SCALE.items():
         assert scale[pair]["estimate"] == pytest.approx(truth, rel=1e-9), pair
     assert report["unidentified"] == []
     assert report["accuracy"]["rms"] == pytest.approx(0, abs=1e-9)
-    assert report["accuracy"]["equations"] == 24 * 4 and report["accuracy"]["rank"] == 12
-    # The written profile reads back, and predicts the runs' own final accuracies.
+    assert report["accuracy"]["equations"] == 48 * 4 == len(design) and report["accuracy"]["rank"] == 21
+    assert report["exit_scale"]["equations"] == len(exit_design(ALL_RUNS)) and report["exit_scale"]["rank"] == 6
+    # The written profile reads back: each pair a curve through its nodes, all at the truth.
     back = parse_profile(fitted)
-    assert back.accuracy_terms == pytest.approx(TRUE_ACCURACY, abs=1e-9)
+    assert set(back.accuracy_terms) == set(TRUE_ACCURACY)
+    for (i, j), truth in TRUE_ACCURACY.items():
+        term = back.accuracy_terms[(i, j)]
+        assert sorted(term.curve.values, key=str) == sorted({v for a, b, v in columns if (a, b) == (i, j)}, key=str)
+        nodes = np.array(term.curve.values, dtype=object if j == "D" else np.float64)
+        assert term.at(nodes) == pytest.approx([truth] * len(nodes), abs=1e-9), (i, j)
     assert back.exit_scales == pytest.approx(TRUE_SCALE, rel=1e-9)
+    # ... and predicts the runs' own final accuracies (they were made by the truth, without noise).
+    for path, (order, settings) in zip(paths, ALL_RUNS):
+        final = json.loads(Path(path).read_text())["stages"][-1]["accuracy"]
+        assert chain_accuracy(back, order, settings) == pytest.approx(final, abs=1e-9), order
 
 
 def test_noisy_runs_recover_the_terms_within_the_closed_form_spread(tmp_path):
     sigma, log_sigma = 0.2, 0.03
-    rng = np.random.default_rng(1)
-    paths = write_runs(tmp_path, ALL_ORDERS, rng, sigma=sigma, log_sigma=log_sigma)
+    paths = write_records(tmp_path, ALL_RUNS, np.random.default_rng(1), sigma=sigma, log_sigma=log_sigma)
     report, _ = fit(tmp_path, paths)
-    acc, scale = terms(report, "accuracy"), terms(report, "exit_scale")
-    acc_sd = sigma * math.sqrt(5 / 28)
-    for pair, truth in TRUE_ACCURACY.items():
-        assert abs(acc[pair]["estimate"] - truth) < 4.5 * acc_sd, pair
-        assert acc[pair]["std_error"] == pytest.approx(acc_sd, rel=0.3), pair  # sigma from 84 residual dof
-        assert acc[pair]["equations"] == 12  # i precedes j in half of the 24 orders
-    for (i, j), truth in TRUE_SCALE.items():
-        log_sd = log_sigma * (math.sqrt(5 / 28) if j == "E" else 1 / math.sqrt(12))
-        assert abs(math.log(scale[(i, j)]["estimate"] / truth)) < 4.5 * log_sd, (i, j)
-    assert report["accuracy"]["rms"] == pytest.approx(sigma, rel=0.3)
+    acc, scale = accuracy_terms(report), exit_terms(report)
+    # Each increment carries its own N(0, sigma): cov = sigma^2 (A^T A)^-1 for the design built here.
+    design, columns = accuracy_design(ALL_RUNS)
+    acc_sd = sigma * np.sqrt(np.diag(np.linalg.inv(design.T @ design)))
+    assert set(acc) == set(columns)
+    for c, (i, j, value) in enumerate(columns):
+        got = acc[(i, j, value)]
+        assert abs(got["estimate"] - TRUE_ACCURACY[(i, j)]) < 4.5 * acc_sd[c], (i, j, value)
+        assert got["std_error"] == pytest.approx(acc_sd[c], rel=0.3), (i, j, value)  # sigma from 171 residual dof
+        assert got["equations"] == np.count_nonzero(design[:, c]), (i, j, value)
+    exits = exit_design(ALL_RUNS)
+    log_sd = log_sigma * np.sqrt(np.diag(np.linalg.inv(exits.T @ exits)))
+    for c, pair in enumerate(EXIT_PAIRS):
+        assert abs(math.log(scale[pair]["estimate"] / TRUE_SCALE[pair])) < 4.5 * log_sd[c], pair
+        assert scale[pair]["std_error"] == pytest.approx(log_sd[c], rel=0.3), pair
+    # E[RSS] = sigma^2 (n - rank): the rms over n equations is sigma sqrt((n - rank) / n).
+    n = len(design)
+    assert report["accuracy"]["rms"] == pytest.approx(sigma * math.sqrt((n - len(columns)) / n), rel=0.2)
+
+
+def test_a_term_curve_over_the_later_method_is_recovered_per_node_and_interpolated(tmp_path):
+    qp = {0.25: -1.0, 0.5: -2.5, 0.75: -4.5}  # QP as a curve over P's ratio
+    runs = [("QP", {"Q": q, "P": ratio}) for ratio in qp for q in (2, 8)]
+    paths = write_records(tmp_path, runs, np.random.default_rng(13), 0.0, 0.0, accuracy={("Q", "P"): qp}, scales={})
+    report, fitted = fit(tmp_path, paths)
+    acc = accuracy_terms(report)
+    assert set(acc) == {("Q", "P", ratio) for ratio in qp}
+    for ratio, truth in qp.items():
+        assert acc[("Q", "P", ratio)]["estimate"] == pytest.approx(truth, abs=1e-9), ratio
+        assert acc[("Q", "P", ratio)]["equations"] == 2
+    (entry,) = fitted["interactions"]
+    assert (entry["before"], entry["after"], entry["parameter"]) == ("Q", "P", "prune_ratio")
+    assert sorted(p["value"] for p in entry["points"]) == [0.25, 0.5, 0.75]
+    # Between nodes the fitted profile interpolates the term like P's own curve (linear in the ratio):
+    # QP(0.4) = -1.0 + 0.6 * (-2.5 + 1.0) = -1.9, and with base 90, Q(2 bits) -3.0,
+    # P(0.4) = -0.5 + 0.6 * (-1.5 + 0.5) = -1.1: 84.0. At 0.6: QP = -2.5 + 0.4 * (-2.0) = -3.3,
+    # P = -1.5 + 0.4 * (-2.5) = -2.5: 81.2.
+    back = parse_profile(fitted)
+    assert back.accuracy_terms[("Q", "P")].at(np.array([0.4, 0.6])) == pytest.approx([-1.9, -3.3], abs=1e-9)
+    for ratio, want in ((0.4, 84.0), (0.6, 81.2)):
+        got = predict(back, "QP", Grid({"Q": (2,), "P": (ratio,)}), _load, SETUP["teacher"])
+        assert got.accuracy[0] == pytest.approx(want, abs=1e-9) and not got.outside[0], ratio
+
+
+def test_an_e_stage_reporting_several_thresholds_gives_one_equation_each(tmp_path):
+    # PE as a curve over the threshold; at 0.65 (not a node of the truth) it is 0.8 + 0.5 * (0.3 - 0.8).
+    pe = {0.5: 0.8, 0.8: 0.3, 0.95: -0.4}
+    want = {0.5: 0.8, 0.65: 0.55, 0.8: 0.3, 0.95: -0.4}
+    listed = (0.5, 0.65, 0.95)  # the operating threshold 0.8 is measured too, as the trainer does
+    truth = {("P", "E"): pe, ("E", "P"): TRUE_ACCURACY[("E", "P")]}
+    runs = [("PE", {"P": 0.5, "E": 0.8}), ("EP", {"E": 0.8, "P": 0.25})]
+    paths = write_records(tmp_path, runs, np.random.default_rng(14), 0.0, 0.0, accuracy=truth, scales={},
+                          thresholds=listed)
+    record = json.loads(Path(paths[0]).read_text())
+    assert [row["threshold"] for row in record["stages"][2]["exit"]["thresholds"]] == [0.5, 0.65, 0.8, 0.95]
+    report, fitted = fit(tmp_path, paths)
+    # PE: P (1) + E at 4 thresholds; EP: E at 4 thresholds + P (1, at the operating threshold: the
+    # thresholds P's model also reports are not equations).
+    assert report["accuracy"]["equations"] == 10
+    e_stage = residual(report, paths[0], 2)
+    assert sorted(r["threshold"] for r in e_stage) == [0.5, 0.65, 0.8, 0.95]
+    hand_e = {0.5: -3.0, 0.65: -2.0, 0.8: -1.0, 0.95: -0.25}  # the profile's E delta (linear in the threshold)
+    for r in e_stage:
+        t = r["threshold"]
+        assert r["unknowns"] == {f"PE@{t:g}": 1.0}, t
+        assert r["profile_part"] == pytest.approx(hand_e[t], abs=1e-9), t
+        assert r["observed"] == pytest.approx(hand_e[t] + want[t], abs=1e-9), t
+    acc = accuracy_terms(report)
+    for t, value in want.items():
+        assert acc[("P", "E", t)]["estimate"] == pytest.approx(value, abs=1e-9), t
+    assert acc[("E", "P", 0.25)]["estimate"] == pytest.approx(TRUE_ACCURACY[("E", "P")], abs=1e-9)
+    (p_stage,) = residual(report, paths[1], 2)
+    assert p_stage["unknowns"] == {"EP@0.25": 1.0} and p_stage["threshold"] is None
+    assert [r["unknowns"] for r in residual(report, paths[1], 1)] == [{}] * 4  # E first: no pair yet
+    back = parse_profile(fitted)
+    assert back.accuracy_terms[("P", "E")].curve.values == (0.5, 0.65, 0.8, 0.95)
+
+
+def test_stages_before_d_are_absorbed_and_keep_only_their_term_with_d(tmp_path):
+    runs = [("PD", {"P": 0.4, "D": "resnet8"}), ("QD", {"Q": 3, "D": "resnet8"}),
+            ("PQD", {"P": 0.75, "Q": 8, "D": "resnet8"})]
+    paths = write_records(tmp_path, runs, np.random.default_rng(15), 0.0, 0.0)
+    finals = [json.loads(Path(p).read_text())["stages"][-1]["accuracy"] for p in paths]
+    # The student forgets the teacher's pruning and bits: base 90 + D -2.0 + the pairs into D only.
+    assert finals == pytest.approx([90 - 2.0 - 2.3, 90 - 2.0 - 3.4, 90 - 2.0 - 2.3 - 3.4], abs=1e-9)
+    report, _ = fit(tmp_path, paths)
+    acc = accuracy_terms(report)
+    assert set(acc) == {("P", "D", "resnet8"), ("Q", "D", "resnet8"), ("P", "Q", 8.0)}
+    assert acc[("P", "D", "resnet8")]["estimate"] == pytest.approx(-2.3, abs=1e-9)
+    assert acc[("Q", "D", "resnet8")]["estimate"] == pytest.approx(-3.4, abs=1e-9)
+    assert acc[("P", "Q", 8.0)]["estimate"] == pytest.approx(-0.4, abs=1e-9)
+    # PD's D stage: D's delta replaces P's (P(0.4) = -1.1 on the hand profile): -2.0 + 1.1.
+    (p_stage,) = residual(report, paths[0], 1)
+    assert p_stage["unknowns"] == {} and p_stage["profile_part"] == pytest.approx(-1.1, abs=1e-9)
+    (d_stage,) = residual(report, paths[0], 2)
+    assert d_stage["unknowns"] == {"PD@resnet8": 1.0}
+    assert d_stage["profile_part"] == pytest.approx(-2.0 - (-1.1), abs=1e-9)
+    assert d_stage["observed"] == pytest.approx(-2.0 - 2.3 - (-1.1), abs=1e-9)
+    # QD: Q at 3 bits is -3.0 + (log2 3 - 1) * (-1.0 + 3.0) on the hand profile (linear in log2 bits).
+    (d_stage,) = residual(report, paths[1], 2)
+    assert d_stage["unknowns"] == {"QD@resnet8": 1.0}
+    assert d_stage["profile_part"] == pytest.approx(-2.0 - (-3.0 + (math.log2(3) - 1) * 2.0), abs=1e-9)
+    # PQD: D removes P (0.75: -4.0), Q (8 bits: -0.25) and their PQ term, adds PD and QD.
+    (d_stage,) = residual(report, paths[2], 3)
+    assert d_stage["unknowns"] == {"PD@resnet8": 1.0, "QD@resnet8": 1.0, "PQ@8": -1.0}
+    assert d_stage["profile_part"] == pytest.approx(-2.0 + 4.0 + 0.25, abs=1e-9)
+    missing = {(u["before"] + u["after"], u["kind"]): u["reason"] for u in report["unidentified"]}
+    assert missing[("QP", "accuracy")] == "no run applies P after Q with both reaching the final model"
 
 
 # ---- what the runs cannot identify ---------------------------------------------------------------
 
 def test_only_pq_runs_leave_qp_unidentified_and_out_of_the_profile(tmp_path):
-    rng = np.random.default_rng(2)
-    paths = write_runs(tmp_path, ["PQ"] * 4, rng, sigma=0.0, log_sigma=0.0)
+    runs = [("PQ", {"P": ratio, "Q": bits}) for ratio, bits in ((0.25, 1), (0.5, 2), (0.4, 3), (0.75, 8))]
+    paths = write_records(tmp_path, runs, np.random.default_rng(2), sigma=0.0, log_sigma=0.0)
     report, fitted = fit(tmp_path, paths)
-    assert set(terms(report, "accuracy")) == {("P", "Q")}
-    assert terms(report, "accuracy")[("P", "Q")]["estimate"] == pytest.approx(TRUE_ACCURACY[("P", "Q")], abs=1e-9)
-    missing = {(u["before"], u["after"], u["kind"]): u["reason"] for u in report["unidentified"]}
-    assert missing[("Q", "P", "accuracy")] == "no run applies P after Q"
-    assert len(missing) == 11 + 6  # every other accuracy pair, and every exit scale
-    pairs = {(t["before"], t["after"]) for t in fitted["interactions"]}
-    assert pairs == {("P", "Q")}  # QP is absent, not written as 0
+    acc = accuracy_terms(report)
+    assert set(acc) == {("P", "Q", bits) for bits in (1, 2, 3, 8)}
+    for key, term in acc.items():
+        assert term["estimate"] == pytest.approx(TRUE_ACCURACY[("P", "Q")], abs=1e-9), key
+    missing = {(u["before"], u["after"], u["kind"]): u for u in report["unidentified"]}
+    assert missing[("Q", "P", "accuracy")]["reason"] == "no run applies P after Q with both reaching the final model"
+    assert missing[("Q", "P", "accuracy")]["value"] is None
+    assert len(report["unidentified"]) == len(missing) == 11 + 6  # every other accuracy pair, and every exit scale
+    (entry,) = fitted["interactions"]  # QP is absent, not written as 0
+    assert (entry["before"], entry["after"]) == ("P", "Q")
+    assert sorted(p["value"] for p in entry["points"]) == [1, 2, 3, 8]
     listed = {(u["before"], u["after"], u["kind"]) for u in fitted["provenance"]["fit"]["unidentified"]}
     assert ("Q", "P", "accuracy") in listed
 
 
 def test_only_dpqe_runs_confound_the_terms_that_always_appear_together(tmp_path):
-    rng = np.random.default_rng(3)
-    paths = write_runs(tmp_path, ["DPQE"] * 5, rng, sigma=0.1, log_sigma=0.01)
+    settings = [(0.25, 2, 0.95), (0.5, 2, 0.95), (0.5, 3, 0.8), (0.75, 3, 0.8), (0.4, 2, 0.95)]
+    runs = [("DPQE", {"D": "resnet8", "P": p, "Q": q, "E": e}) for p, q, e in settings]
+    sigma = 0.1
+    paths = write_records(tmp_path, runs, np.random.default_rng(3), sigma=sigma, log_sigma=0.01)
     report, _ = fit(tmp_path, paths)
-    assert set(terms(report, "accuracy")) == {("D", "P")}  # P's only predecessor is D
-    missing = {(u["before"] + u["after"], u["kind"]): u["reason"] for u in report["unidentified"]}
-    assert missing[("DQ", "accuracy")].startswith("confounded with PQ")
-    assert missing[("DE", "accuracy")].startswith("confounded with PE, QE")
-    assert missing[("DE", "exit_scale")].startswith("confounded with PE, QE")
-    assert missing[("ED", "exit_scale")] == "no run applies D after E"
+    acc = accuracy_terms(report)
+    assert set(acc) == {("D", "P", p) for p in (0.25, 0.4, 0.5, 0.75)}  # P's only predecessor is D
+    for (_, _, p), term in acc.items():
+        # DP@p is the mean of the P increments of the runs at p, each with its own N(0, sigma).
+        runs_at = sum(s[0] == p for s in settings)
+        assert abs(term["estimate"] - TRUE_ACCURACY[("D", "P")]) < 4.5 * sigma / math.sqrt(runs_at), p
+    missing = {(u["before"] + u["after"], u["kind"], u["value"]): u["reason"] for u in report["unidentified"]}
+    for q in (2, 3):
+        assert missing[("DQ", "accuracy", q)].startswith(f"confounded with PQ@{q}:"), q
+        assert missing[("PQ", "accuracy", q)].startswith(f"confounded with DQ@{q}:"), q
+    for e in (0.8, 0.95):
+        assert missing[("DE", "accuracy", e)].startswith(f"confounded with PE@{e:g}, QE@{e:g}:"), e
+    assert not any(key[0] == "DP" for key in missing)
+    assert missing[("DE", "exit_scale", None)].startswith("confounded with PE, QE")
+    assert missing[("ED", "exit_scale", None)] == "no run applies D after E"
+    assert missing[("ED", "accuracy", None)] == "no run applies D after E with both reaching the final model"
 
 
 def test_zero_exit_shares_give_no_exit_equation_and_say_so(tmp_path):
@@ -289,12 +535,11 @@ def test_zero_exit_shares_give_no_exit_equation_and_say_so(tmp_path):
     assert any("exit share is 0" in note for note in report["exit_scale"]["notes"])
     missing = {(u["before"] + u["after"], u["kind"]): u["reason"] for u in report["unidentified"]}
     assert "no usable exit-rate measurement" in missing[("PE", "exit_scale")]
-    assert set(terms(report, "accuracy")) == {("P", "E"), ("E", "P")}
+    assert set(accuracy_terms(report)) == {("P", "E", 0.8), ("E", "P", 0.5)}
 
 
 # ---- refining the single-stage deltas ------------------------------------------------------------
 
-MEASURED = {"D": ("resnet8",), "P": (0.25, 0.5, 0.75), "Q": (1, 2, 4, 8), "E": (0.5, 0.8, 0.95)}
 # How far the runs' own single-stage deltas are from the profile's, per measured point.
 SHIFT = {("D", "resnet8"): 0.6, ("P", 0.25): 0.2, ("P", 0.5): -0.3, ("P", 0.75): 0.4, ("Q", 1): -0.5,
          ("Q", 2): 0.25, ("Q", 4): 0.1, ("Q", 8): -0.1, ("E", 0.5): -0.2, ("E", 0.8): 0.15, ("E", 0.95): 0.05}
@@ -311,7 +556,11 @@ def shifted_profile() -> dict[str, Any]:
 def test_refined_deltas_and_terms_are_recovered_when_the_profile_is_off(tmp_path):
     rng = np.random.default_rng(11)
     truth = shifted_profile()
-    paths = write_runs(tmp_path, ALL_ORDERS, rng, 0.0, 0.0, values=MEASURED, profile=truth)
+    # Every order at two settings of measured points (the deltas refined are measured points' only).
+    low = {"D": "resnet8", "P": 0.25, "Q": 1, "E": 0.5}
+    high = {"D": "resnet8", "P": 0.75, "Q": 4, "E": 0.95}
+    runs = [(order, settings) for settings in (low, high) for order in ALL_ORDERS]
+    paths = write_records(tmp_path, runs, rng, 0.0, 0.0, profile=truth)
     for method, value in SHIFT:  # one single-method run per measured point, as a profile makes
         record = make_record(method, {m: value if m == method else None for m in "DPQE"}, rng, 0.0, 0.0, profile=truth)
         path = tmp_path / f"single-{method}-{value}.json"
@@ -323,8 +572,11 @@ def test_refined_deltas_and_terms_are_recovered_when_the_profile_is_off(tmp_path
     assert set(got) == set(SHIFT)
     for key, shift in SHIFT.items():
         assert got[key]["correction"] == pytest.approx(shift, abs=1e-9), key
-    for pair, value in TRUE_ACCURACY.items():
-        assert terms(report, "accuracy")[pair]["estimate"] == pytest.approx(value, abs=1e-9), pair
+    _, columns = accuracy_design(runs)
+    acc = accuracy_terms(report)
+    assert set(acc) == set(columns)
+    for i, j, value in columns:
+        assert acc[(i, j, value)]["estimate"] == pytest.approx(TRUE_ACCURACY[(i, j)], abs=1e-9), (i, j, value)
     for method, entry in shifted_profile()["methods"].items():  # the written points are the truth's
         for want, point in zip(entry["points"], fitted["methods"][method]["points"]):
             assert point["value"] == want["value"] and point["delta"] == pytest.approx(want["delta"], abs=1e-9)
@@ -337,13 +589,38 @@ def test_refined_deltas_and_terms_are_recovered_when_the_profile_is_off(tmp_path
     assert worst > 0.1
 
 
-def test_refining_with_only_pq_runs_confounds_pq_with_q_s_delta(tmp_path):
-    rng = np.random.default_rng(12)
-    paths = write_runs(tmp_path, ["PQ"] * 3, rng, 0.0, 0.0, values={**MEASURED, "Q": (2,)})
+def test_refining_with_only_pq_runs_refines_p_only_and_q_s_error_lands_in_pq(tmp_path):
+    # Only a stage that runs first pins its method's delta: here P, never Q. Q's delta is taken
+    # from the profile, so the runs' Q offset at 2 bits (SHIFT: +0.25) shows up in PQ@2.
+    runs = [("PQ", {"P": ratio, "Q": 2}) for ratio in (0.25, 0.5, 0.75)]
+    paths = write_records(tmp_path, runs, np.random.default_rng(12), 0.0, 0.0, profile=shifted_profile())
     report, _ = fit(tmp_path, paths, "--refine-deltas")
+    got = {(d["method"], d["value"]): d["correction"] for d in report["deltas"]}
+    assert got == pytest.approx({("P", ratio): SHIFT[("P", ratio)] for ratio in (0.25, 0.5, 0.75)}, abs=1e-9)
+    assert set(accuracy_terms(report)) == {("P", "Q", 2.0)}
+    assert accuracy_terms(report)[("P", "Q", 2.0)]["estimate"] == pytest.approx(-0.4 + 0.25, abs=1e-9)
+
+
+def test_refining_takes_the_runs_mean_base_accuracy_and_says_where_it_came_from(tmp_path):
+    paths = write_runs(tmp_path, ["PQ", "QP", "DP"], np.random.default_rng(13), sigma=0.5, log_sigma=0.0)
+    bases = [json.loads(Path(p).read_text())["stages"][0]["accuracy"] for p in paths]
+    assert len(set(bases)) == 3  # the noise moved each run's base: the mean is not the profile's
+    report, fitted = fit(tmp_path, paths, "--refine-deltas")
+    assert report["base_accuracy"] == pytest.approx(np.mean(bases), abs=1e-12)
+    assert fitted["base"]["accuracy"] == pytest.approx(np.mean(bases), abs=1e-12)
+    assert fitted["base"]["fit"]["profile_accuracy"] == BASE_ACCURACY and fitted["base"]["fit"]["runs"] == 3
+    plain, unrefined = fit(tmp_path, paths)
+    assert plain["base_accuracy"] is None and unrefined["base"]["accuracy"] == BASE_ACCURACY
+
+
+def test_a_stage_undone_by_d_has_no_exit_scale_with_e_and_the_reason_says_so(tmp_path):
+    # In PDE, P is undone by D: PE does not apply (its shares are fine), DE and PD do.
+    paths = write_records(tmp_path, [("PDE", {"P": 0.5, "D": "resnet8", "E": 0.8})] * 2,
+                          np.random.default_rng(14), 0.0, 0.0)
+    report, _ = fit(tmp_path, paths)
     missing = {(u["before"] + u["after"], u["kind"]): u["reason"] for u in report["unidentified"]}
-    assert missing[("PQ", "accuracy")].startswith("confounded with delta Q=2")
-    assert {d["method"]: d["correction"] is None for d in report["deltas"]} == {"P": False, "Q": True}
+    assert missing[("PE", "exit_scale")] == "no run applies E after P"
+    assert {(t["before"], t["after"]) for t in report["terms"] if t["kind"] == "exit_scale"} == {("D", "E")}
 
 
 # ---- the command's output ------------------------------------------------------------------------
@@ -373,12 +650,17 @@ def test_default_base_profile_is_the_shipped_one(tmp_path, monkeypatch):
     shipped = tmp_path / "shipped.json"
     shipped.write_text(json.dumps(base_profile()), encoding="utf-8")
     monkeypatch.setattr(profile_mod, "DEFAULT_PROFILE", shipped)
-    paths = write_runs(tmp_path, ["PQ", "QP"], np.random.default_rng(6), 0.0, 0.0)
+    runs = [("PQ", {"P": 0.5, "Q": 2}), ("QP", {"Q": 3, "P": 0.4})]
+    paths = write_records(tmp_path, runs, np.random.default_rng(6), 0.0, 0.0)
     rc, stdout, stderr = run_cli(["fit", *paths, "-o", str(tmp_path / "f.json")])
     assert rc == 0, stderr
     assert json.loads((tmp_path / "f.json").read_text())["provenance"]["fit"]["base_profile"] == "(shipped default)"
-    assert load_profile(tmp_path / "f.json").accuracy_terms == pytest.approx(
-        {("P", "Q"): TRUE_ACCURACY[("P", "Q")], ("Q", "P"): TRUE_ACCURACY[("Q", "P")]}, abs=1e-9)
+    got = load_profile(tmp_path / "f.json").accuracy_terms
+    assert set(got) == {("P", "Q"), ("Q", "P")}
+    # Each seen at one value of the later method: a single point, which reads as a constant.
+    assert got[("P", "Q")].curve.values == (2,) and got[("Q", "P")].curve.values == (0.4,)
+    for pair, term in got.items():
+        assert term.at(np.array([1.0, 4.0, 0.7])) == pytest.approx([TRUE_ACCURACY[pair]] * 3, abs=1e-9), pair
 
 
 def test_incomplete_run_is_used_with_allow_incomplete(tmp_path):
@@ -389,7 +671,8 @@ def test_incomplete_run_is_used_with_allow_incomplete(tmp_path):
     path.write_text(json.dumps(record), encoding="utf-8")
     report, _ = fit(tmp_path, [str(path)], "--allow-incomplete")
     assert report["accuracy"]["equations"] == 2
-    assert terms(report, "accuracy")[("P", "Q")]["estimate"] == pytest.approx(TRUE_ACCURACY[("P", "Q")], abs=1e-9)
+    assert set(accuracy_terms(report)) == {("P", "Q", 2.0)}
+    assert accuracy_terms(report)[("P", "Q", 2.0)]["estimate"] == pytest.approx(TRUE_ACCURACY[("P", "Q")], abs=1e-9)
 
 
 # ---- bad input -----------------------------------------------------------------------------------

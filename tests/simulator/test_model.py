@@ -104,7 +104,10 @@ def test_one_point_equals_the_calculator(order):
     expected = hand_totals(model, prune_ratio=0.5 if pruned else None, w_bits=2 if quantized else None,
                            exit_probs=RATES_AT_08 if exits else None)
     assert_cost(prediction, 0, expected)
-    assert prediction.accuracy[0] == BASE_ACCURACY + sum(DELTAS[m] for m in order)
+    # only the stages that reach the final model keep their delta: D if any, P if pruned, ...
+    reach = {"D": model == STUDENT, "P": pruned, "Q": quantized, "E": exits}
+    assert prediction.accuracy[0] == pytest.approx(BASE_ACCURACY + sum(DELTAS[m] for m in order if reach[m]),
+                                                   abs=1e-12)
     assert not prediction.outside[0]
 
 
@@ -191,19 +194,51 @@ TERMS = (
 )
 
 
-@pytest.mark.parametrize(("order", "terms"), [
+@pytest.mark.parametrize(("order", "deltas", "terms"), [
     # ordered pairs of DPQE: DP DQ DE PQ PE QE -> -0.5 + 0 - 0.125 - 1.5 + 0 + 0.25
-    ("DPQE", -0.5 - 0.125 - 1.5 + 0.25),
+    ("DPQE", D_DELTA + P_DELTA + Q_DELTA + E_DELTA, -0.5 - 0.125 - 1.5 + 0.25),
     # EDPQ: ED EP EQ DP DQ PQ -> -2.0 - 0.5 - 1.5 (D before E's term does not apply: E runs first)
-    ("EDPQ", -2.0 - 0.5 - 1.5),
-    # QPED: QP QE QD PE PD ED -> -7.0 + 0.25 - 2.0
-    ("QPED", -7.0 + 0.25 - 2.0),
+    ("EDPQ", D_DELTA + P_DELTA + Q_DELTA + E_DELTA, -2.0 - 0.5 - 1.5),
+    # QPED: D undoes Q and P, so their deltas and QP QE PE go; QD PD ED stay -> -2.0
+    ("QPED", D_DELTA + E_DELTA, -2.0),
+    # PDQE: P undone (PD only); DQ DE QE stay -> 0 - 0.125 + 0.25
+    ("PDQE", D_DELTA + Q_DELTA + E_DELTA, -0.125 + 0.25),
 ])
-def test_every_ordered_pair_of_a_four_stage_order_adds(order, terms):
+def test_every_ordered_pair_of_a_four_stage_order_adds(order, deltas, terms):
     profile = profile_with(*TERMS)
     prediction = predict(profile, order, one_point_grid(), load, TEACHER)
-    assert prediction.accuracy[0] == pytest.approx(BASE_ACCURACY + D_DELTA + P_DELTA + Q_DELTA + E_DELTA + terms,
-                                                   abs=1e-12)
+    assert prediction.accuracy[0] == pytest.approx(BASE_ACCURACY + deltas + terms, abs=1e-12)
+
+
+def test_a_term_curve_is_read_at_the_later_method_s_value():
+    # QP given per pruning ratio: linear between the points, clamped (and flagged) outside them
+    profile = profile_with({"before": "Q", "after": "P", "points": [{"value": 0.25, "accuracy": -1.0},
+                                                                   {"value": 0.75, "accuracy": -9.0}]})
+    grid = one_point_grid(P=(0.1, 0.25, 0.5, 0.75), Q=(2,))
+    qp = predict(profile, "QP", grid, load, TEACHER)
+    p_deltas = {0.1: -0.5, 0.25: -0.5, 0.5: -1.5, 0.75: -4.0}  # hand_profile's P curve, clamped below 0.25
+    term = {0.1: -1.0, 0.25: -1.0, 0.5: -5.0, 0.75: -9.0}
+    for i, ratio in enumerate(qp.settings[1]):
+        assert qp.accuracy[i] == pytest.approx(BASE_ACCURACY + Q_DELTA + p_deltas[ratio] + term[ratio], abs=1e-12)
+    assert qp.outside.tolist() == [True, False, False, False]
+    # the other order has no term
+    pq = predict(profile, "PQ", grid, load, TEACHER)
+    assert [pq.accuracy[i] for i in range(4)] == [BASE_ACCURACY + p_deltas[r] + Q_DELTA for r in pq.settings[0]]
+
+
+def test_a_term_curve_over_bits_is_interpolated_in_log2():
+    profile = profile_with({"before": "P", "after": "Q", "points": [{"value": 1, "accuracy": -4.0},
+                                                                   {"value": 4, "accuracy": -1.0}]})
+    prediction = predict(profile, "PQ", one_point_grid(Q=(2,)), load, TEACHER)
+    # log2(2) = 1 is half way from log2(1) = 0 to log2(4) = 2: -4 + (1/2) * 3 = -2.5
+    assert prediction.accuracy[0] == pytest.approx(BASE_ACCURACY + P_DELTA + Q_DELTA - 2.5, abs=1e-12)
+
+
+def test_term_standard_errors_add_to_the_spread():
+    profile = profile_with({"before": "P", "after": "Q", "points": [{"value": 2, "accuracy": -1.0, "std_error": 1.2}]})
+    prediction = predict(profile, "PQ", one_point_grid(), load, TEACHER)
+    # base 0.3, the P and Q points give no spread, the term 1.2
+    assert prediction.accuracy_std[0] == pytest.approx(math.hypot(0.3, 1.2), abs=1e-12)
 
 
 def test_exit_scale_multiplies_the_rates_of_its_order_only():

@@ -83,7 +83,7 @@ def test_parse_reads_every_field():
     assert profile.curves["Q"].extra == {"a_bits": 8}
     assert profile.curves["E"].extra["exits"] == ["layer1", "layer2"]
     assert profile.curves["E"].exit_rates["layer1"].tolist() == [0.5, 0.25, 0.125]
-    assert profile.accuracy_terms == {("P", "Q"): -1.5}
+    assert {pair: (t.constant, t.curve) for pair, t in profile.accuracy_terms.items()} == {("P", "Q"): (-1.5, None)}
     assert profile.exit_scales == {("Q", "E"): 0.5}
     assert profile.term_sources == {("P", "Q", "accuracy"): "hand", ("Q", "E", "exit_scale"): "fit"}
     assert profile.setup["teacher"] == "resnet20"
@@ -103,7 +103,37 @@ def test_file_round_trip(tmp_path):
         assert (a.parameter, a.values, a.delta.tolist(), a.std.tolist(), a.extra) == \
                (b.parameter, b.values, b.delta.tolist(), b.std.tolist(), b.extra)
         assert {k: v.tolist() for k, v in a.exit_rates.items()} == {k: v.tolist() for k, v in b.exit_rates.items()}
-    assert (loaded.accuracy_terms, loaded.exit_scales) == ({("E", "P"): 0.75}, {("E", "P"): 2.0})
+    assert {pair: t.constant for pair, t in loaded.accuracy_terms.items()} == {("E", "P"): 0.75}
+    assert loaded.exit_scales == {("E", "P"): 2.0}
+
+
+def test_a_term_given_per_value_of_the_later_method_is_a_sorted_curve():
+    data = hand_profile()
+    data["interactions"] = [{"before": "Q", "after": "P", "parameter": "prune_ratio", "source": "fit",
+                             "points": [{"value": 0.75, "accuracy": -9.0, "std_error": 0.5},
+                                        {"value": 0.25, "accuracy": -1.0}]},
+                            {"before": "P", "after": "D", "points": [{"value": "resnet8", "accuracy": 0.25}]},
+                            {"before": "P", "after": "E", "points": [{"value": 0.5, "accuracy": 1.0},
+                                                                     {"value": 0.8, "accuracy": 0.0}]}]
+    profile = parse_profile(data)
+    qp = profile.accuracy_terms[("Q", "P")]
+    assert qp.curve.values == (0.25, 0.75) and qp.curve.delta.tolist() == [-1.0, -9.0]
+    assert qp.curve.std.tolist() == [0.0, 0.5]
+    assert qp.at(np.array([0.1, 0.5, 0.9])).tolist() == [-1.0, -5.0, -9.0]
+    assert qp.outside(np.array([0.1, 0.5, 0.9])).tolist() == [True, False, True]
+    pd = profile.accuracy_terms[("P", "D")]
+    assert pd.at(np.array(["resnet8", "resnet20"], dtype=object)).tolist() == [0.25, 0.0]  # unmeasured student: none
+    assert pd.outside(np.array(["resnet8", "resnet20"], dtype=object)).tolist() == [False, True]
+    assert profile.accuracy_terms[("P", "E")].at(np.array([0.65])).tolist() == pytest.approx([0.5])
+    assert profile.term_sources[("Q", "P", "accuracy")] == "fit"
+
+
+def test_a_single_point_term_is_a_constant_never_outside():
+    data = hand_profile()
+    data["interactions"] = [{"before": "Q", "after": "P", "points": [{"value": 0.5, "accuracy": -2.0}]}]
+    term = parse_profile(data).accuracy_terms[("Q", "P")]
+    assert term.at(np.array([0.1, 0.5, 0.9])).tolist() == [-2.0] * 3
+    assert not term.outside(np.array([0.1, 0.9])).any()
 
 
 def test_profile_constants():
@@ -166,7 +196,20 @@ RULES = {
     "interaction-same-letter": (_term(before="P", after="P", accuracy=-1.0),
                                 "interactions[0] needs 'before' and 'after', two different letters"),
     "interaction-unknown-letter": (_term(before="P", after="X", accuracy=-1.0), "two different letters of D, P, Q, E"),
-    "interaction-without-effect": (_term(before="P", after="Q"), "interactions[0] needs 'accuracy' and/or 'exit_scale'"),
+    "interaction-without-effect": (_term(before="P", after="Q"),
+                                   "interactions[0] needs 'accuracy' (or 'points') and/or 'exit_scale'"),
+    "term-accuracy-and-points": (_term(before="P", after="Q", accuracy=-1.0, points=[{"value": 2, "accuracy": -1.0}]),
+                                 "gives both 'accuracy' and 'points'"),
+    "term-points-empty": (_term(before="P", after="Q", points=[]), "interactions[0].points must be a non-empty list"),
+    "term-point-without-accuracy": (_term(before="P", after="Q", points=[{"value": 2}]),
+                                    "interactions[0].points[0] needs 'value' and 'accuracy'"),
+    "term-wrong-parameter": (_term(before="P", after="Q", parameter="prune_ratio", points=[{"value": 2, "accuracy": 0}]),
+                             "interactions[0].parameter must be 'w_bits' (the axis of Q)"),
+    "term-value-out-of-rule": (_term(before="Q", after="P", points=[{"value": 1.5, "accuracy": 0}]),
+                               "pruning ratios in [0, 1)"),
+    "term-duplicate-value": (_term(before="Q", after="P", points=[{"value": 0.5, "accuracy": 0},
+                                                                  {"value": 0.5, "accuracy": 1}]),
+                             "a value appears twice"),
     "exit-scale-without-E": (_term(before="P", after="Q", exit_scale=0.5), "exit_scale applies to pairs with E"),
     "exit-scale-negative": (_term(before="E", after="Q", exit_scale=-0.5), "exit_scale must be >= 0, got -0.5"),
     "interaction-accuracy-nan": (_term(before="P", after="Q", accuracy=float("nan")),

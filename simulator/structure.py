@@ -1,0 +1,36 @@
+"""Which stages of an order reach its final model, and which pair terms apply: the accuracy
+model's reading of the trainer's order semantics, shared by ``simulator.model`` (prediction) and
+``simulator.fit`` (the equations the terms are fitted from), so both see the same chain.
+
+No numpy, no torch: cheap to import.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+__all__ = ["Structure", "structure"]
+
+
+@dataclass(frozen=True)
+class Structure:
+    """Which stages of an order reach the final model and which pair terms apply (positions)."""
+
+    kept: tuple[int, ...]  # stages whose own delta applies: the last D, what follows it, and every E
+    pairs: tuple[tuple[int, int], ...]  # (i, j), i before j: the term of method i before method j, at j's value
+
+
+def structure(order: str) -> Structure:
+    """The accuracy model's view of ``order`` under the trainer's semantics.
+
+    D builds a fresh student, so P and Q (and an earlier D) before the last D do not reach the
+    final model: they lose their own delta and keep only their term with that D (a teacher that
+    was pruned or quantized distils differently). E before D is kept: its heads carry over. Every
+    other ordered pair of kept stages with different letters adds its term.
+    """
+    last_d = order.rfind("D")
+    kept = tuple(p for p, m in enumerate(order) if p >= last_d or m == "E")
+    pairs = tuple((i, j) for i, j in itertools.combinations(range(len(order)), 2)
+                  if order[i] != order[j] and j in kept and (i in kept or j == last_d))
+    return Structure(kept=kept, pairs=pairs)
