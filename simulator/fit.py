@@ -391,9 +391,8 @@ def _profile_share(profile: Profile, threshold: float, exits: Sequence[str]) -> 
 def _exit_row(order: str) -> np.ndarray:
     """How often each exit-scale pair applies to ``order`` (the model's ``exit_scale``)."""
     row = np.zeros(len(EXIT_PAIRS))
-    for i, j in structure(order).pairs:
-        if (order[i], order[j]) in EXIT_PAIRS:
-            row[EXIT_PAIRS.index((order[i], order[j]))] += 1
+    for i, j in structure(order).exit_pairs:
+        row[EXIT_PAIRS.index((order[i], order[j]))] += 1
     return row
 
 
@@ -546,7 +545,8 @@ def _covered(runs: Sequence[Run]) -> set[tuple[str, str]]:
     pairs = set()
     for run in runs:
         done = run.order[:len(run.stages)]
-        pairs |= {(done[i], done[j]) for i, j in structure(done).pairs}
+        shape = structure(done)
+        pairs |= {(done[i], done[j]) for i, j in (*shape.pairs, *shape.exit_pairs)}
     return pairs
 
 

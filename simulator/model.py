@@ -18,7 +18,8 @@ Accuracy follows the same semantics (:func:`structure`): base + the profile's de
 that reaches the final model (the last D, the stages after it, and E wherever it runs) at its
 hyperparameter + the accuracy term of every ordered pair of those stages (``i`` before ``j``, at
 j's hyperparameter) + for each P or Q the last D undoes, its term with D (the student of a pruned
-or quantized teacher). Exit rates are scaled by the exit terms of the same pairs. The spread adds
+or quantized teacher). Exit rates are scaled by the exit terms of the pairs of E with the stages
+its heads saw (all of them when E runs before the last D: the student's heads distil from them). The spread adds
 the profile's spreads and the terms' standard errors in quadrature. Cost is exact: every
 combination is evaluated by the bitops batch kernels.
 """
@@ -121,9 +122,8 @@ def _accuracy(profile: Profile, order: str, grid: Grid, index: list[np.ndarray])
 def exit_scale(profile: Profile, order: str) -> float:
     """The product of the exit scales of the pairs with E that apply to ``order``."""
     scale = 1.0
-    for i, j in structure(order).pairs:
-        if "E" in (order[i], order[j]):
-            scale *= profile.exit_scales.get((order[i], order[j]), 1.0)
+    for i, j in structure(order).exit_pairs:
+        scale *= profile.exit_scales.get((order[i], order[j]), 1.0)
     return scale
 
 

@@ -19,6 +19,7 @@ class Structure:
 
     kept: tuple[int, ...]  # stages whose own delta applies: the last D, what follows it, and every E
     pairs: tuple[tuple[int, int], ...]  # (i, j), i before j: the term of method i before method j, at j's value
+    exit_pairs: tuple[tuple[int, int], ...]  # (i, j), one of them E: the exit-rate scales that apply
 
 
 def structure(order: str) -> Structure:
@@ -28,9 +29,17 @@ def structure(order: str) -> Structure:
     final model: they lose their own delta and keep only their term with that D (a teacher that
     was pruned or quantized distils differently). E before D is kept: its heads carry over. Every
     other ordered pair of kept stages with different letters adds its term.
+
+    Exit rates follow the heads: an E before the last D trains heads on the model every earlier
+    stage made, and the student's heads distil from them, so every pair of E with another stage
+    scales the exit rates; an E after the last D builds heads for the student, so only the pairs of
+    E with kept stages do.
     """
     last_d = order.rfind("D")
     kept = tuple(p for p, m in enumerate(order) if p >= last_d or m == "E")
     pairs = tuple((i, j) for i, j in itertools.combinations(range(len(order)), 2)
                   if order[i] != order[j] and j in kept and (i in kept or j == last_d))
-    return Structure(kept=kept, pairs=pairs)
+    e = order.find("E")
+    exit_pairs = tuple((min(x, e), max(x, e)) for x in range(len(order))
+                       if e >= 0 and order[x] != "E" and (x in kept or e < last_d))
+    return Structure(kept=kept, pairs=pairs, exit_pairs=tuple(sorted(exit_pairs)))

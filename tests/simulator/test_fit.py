@@ -126,11 +126,21 @@ def accuracy_design(runs: Sequence[tuple[str, dict[str, Any]]]) -> tuple[np.ndar
     return design, columns
 
 
+def exit_scale_pairs(order: str) -> list[tuple[str, str]]:
+    """The exit scales that apply: E with every other stage when a D follows E (the student's heads
+    distil from heads that saw them all), else E with the stages that reach the final model."""
+    if "E" not in order:
+        return []
+    e = order.index("E")
+    heads_carry = "D" in order[e + 1:]
+    return [(order[x], "E") if x < e else ("E", order[x]) for x in range(len(order))
+            if x != e and (heads_carry or reaches(order, x))]
+
+
 def exit_row(order: str) -> np.ndarray:
     row = np.zeros(len(EXIT_PAIRS))
-    for a, b, _ in applied_pairs(order):
-        if (a, b) in EXIT_PAIRS:
-            row[EXIT_PAIRS.index((a, b))] += 1
+    for pair in exit_scale_pairs(order):
+        row[EXIT_PAIRS.index(pair)] += 1
     return row
 
 
@@ -155,6 +165,10 @@ def test_the_written_out_rules_on_hand_examples():
     assert applied_pairs("EPDQ") == [("E", "D", 2), ("P", "D", 2), ("E", "Q", 3), ("D", "Q", 3)]
     assert applied_pairs("DPQE") == [("D", "P", 1), ("D", "Q", 2), ("P", "Q", 2), ("D", "E", 3), ("P", "E", 3),
                                      ("Q", "E", 3)]
+    assert exit_scale_pairs("QPED") == [("Q", "E"), ("P", "E"), ("E", "D")]  # heads carried over through D
+    assert exit_scale_pairs("EPDQ") == [("E", "P"), ("E", "D"), ("E", "Q")]
+    assert exit_scale_pairs("QPDE") == [("D", "E")]  # heads built for the fresh student
+    assert exit_scale_pairs("PQE") == [("P", "E"), ("Q", "E")]
 
 
 # ---- synthetic run records -----------------------------------------------------------------------
@@ -220,8 +234,7 @@ def make_record(order: str, settings: dict[str, Any], rng: np.random.Generator, 
                  "accuracy": chain_accuracy(truth, prefix, settings) + noise}
         if "E" in prefix:
             log_noise += rng.normal(0, log_sigma)
-            factor = math.exp(log_noise) * math.prod(scales.get((a, b), 1.0) for a, b, _ in applied_pairs(prefix)
-                                                     if (a, b) in EXIT_PAIRS)
+            factor = math.exp(log_noise) * math.prod(scales.get(pair, 1.0) for pair in exit_scale_pairs(prefix))
 
             def rates_at(threshold: float) -> dict[str, float]:
                 rates = {e: r * factor for e, r in exit_rates(profile, threshold).items()}

@@ -256,6 +256,15 @@ def test_exit_scale_multiplies_the_rates_of_its_order_only():
     assert predict(profile, "PE", grid, load, TEACHER).accuracy[0] == BASE_ACCURACY + P_DELTA + E_DELTA
 
 
+def test_heads_trained_before_d_carry_their_exit_scales_to_the_student():
+    profile = profile_with({"before": "Q", "after": "E", "exit_scale": 0.5})
+    grid = one_point_grid()
+    # QED: E's heads were trained on the quantized teacher and the student's distil from them
+    assert_cost(predict(profile, "QED", grid, load, TEACHER), 0, hand_totals(STUDENT, exit_probs=(0.125, 0.125)))
+    # QDE: the heads are built for the fresh full-precision student: Q's scale does not reach them
+    assert_cost(predict(profile, "QDE", grid, load, TEACHER), 0, hand_totals(STUDENT, exit_probs=RATES_AT_08))
+
+
 def test_exit_scale_is_capped_so_nobody_leaves_twice():
     profile = profile_with({"before": "Q", "after": "E", "exit_scale": 2.0})
     # at threshold 0.5 the rates are 0.5 and 0.25; doubled they would send 150 % of the samples out
