@@ -661,6 +661,9 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--refine-deltas", action="store_true",
                    help="also correct the profile's single-stage delta at each measured point a run's first stage "
                         "uses, and take the runs' mean base accuracy as the profile's")
+    p.add_argument("--triples", default="", metavar="IJK,...",
+                   help="three-method terms to fit too, e.g. DPQ,DQP (Q after P, both after D); the later two "
+                        "letters are P, Q or E; every other three-method term is taken as 0")
     p.add_argument("--json", action="store_true", help="print the fit report as JSON")
     p.set_defaults(run=_run_fit)
 
@@ -677,7 +680,12 @@ def _run_fit(args: argparse.Namespace) -> int:
         raise InputError(f"--out {args.out!r} is one of the run records; choose another file")
     profile = load_profile(args.profile)
     runs = read_runs(args.runs, profile, args.allow_incomplete)
-    result = fit_runs(runs, profile, args.refine_deltas)
+    triples = [t.strip() for t in args.triples.split(",") if t.strip()]
+    for triple in triples:
+        if len(triple) != 3 or len(set(triple)) != 3 or any(m not in "DPQE" for m in triple) or "D" in triple[1:]:
+            raise InputError(f"--triples entries are three different letters of D, P, Q, E, the last two P, Q or E; "
+                             f"got {triple!r}")
+    result = fit_runs(runs, profile, args.refine_deltas, triples)
     data = fitted_profile(profile, result, args.runs, args.profile, "chaincomp " + " ".join(args.argv))
     _write("--out", args.out, lambda path: write_json_atomic(data, path))
     report = fit_json(result, args.out, args.profile)

@@ -302,8 +302,8 @@ def delta_columns(runs: Sequence[Run], profile: Profile) -> list[tuple[str, Any]
     return [(m, keys[(m, i)]) for m, i in sorted(keys, key=lambda k: (METHODS.index(k[0]), k[1]))]
 
 
-def _features(profile: Profile, order: str, values: Sequence[Any], refined: set[tuple[str, Any]]
-              ) -> tuple[float, dict[Key, float], bool]:
+def _features(profile: Profile, order: str, values: Sequence[Any], refined: set[tuple[str, Any]],
+              triples: frozenset[str] = frozenset()) -> tuple[float, dict[Key, float], bool]:
     """The chain model's accuracy of ``order`` at ``values`` as fixed part + unknowns (weights).
 
     The same structure as ``simulator.model.predict`` (``structure``): the profile's delta of every
@@ -324,6 +324,11 @@ def _features(profile: Profile, order: str, values: Sequence[Any], refined: set[
     for i, j in shape.pairs:
         key = ("term", order[i], order[j], _value_key(order[j], values[j]))
         weights[key] = weights.get(key, 0.0) + 1.0
+    for i, j, k in shape.triples:
+        if order[i] + order[j] + order[k] in triples:
+            key = ("triple", order[i], order[j], order[k], _value_key(order[j], values[j]),
+                   _value_key(order[k], values[k]))
+            weights[key] = weights.get(key, 0.0) + 1.0
     return fixed, weights, outside
 
 
@@ -332,7 +337,7 @@ def _difference(now: dict[Key, float], before: dict[Key, float]) -> dict[Key, fl
     return {k: now.get(k, 0.0) - before.get(k, 0.0) for k in keys if now.get(k, 0.0) != before.get(k, 0.0)}
 
 
-def _stage_increments(run: Run, profile: Profile, refined: set[tuple[str, Any]]):
+def _stage_increments(run: Run, profile: Profile, refined: set[tuple[str, Any]], triples: frozenset[str]):
     """(stage k, method, observed increment, fixed, weights, outside, threshold) per measurement.
 
     Each stage gives one increment; an E stage that reports accuracies at several thresholds gives
@@ -345,10 +350,10 @@ def _stage_increments(run: Run, profile: Profile, refined: set[tuple[str, Any]])
         measurements = stage.threshold_accuracy or ((None, stage.accuracy),)
         for threshold, accuracy in measurements:
             at = values[:k] if threshold is None else [*values[:k - 1], threshold]
-            fixed, weights, outside = _features(profile, prefix, at, refined)
+            fixed, weights, outside = _features(profile, prefix, at, refined, triples)
             yield (k, stage.method, accuracy - previous_accuracy, fixed - before[0], _difference(weights, before[1]),
                    outside, threshold)
-        before = _features(profile, prefix, values[:k], refined)
+        before = _features(profile, prefix, values[:k], refined, triples)
         previous_accuracy = stage.accuracy
 
 
@@ -356,22 +361,30 @@ def _sort_key(key: Key) -> tuple:
     kind, a, b = key[0], key[1], key[2]
     if kind == "term":
         return (0, ACCURACY_PAIRS.index((a, b)), str(key[3]) if a == "D" or b == "D" else float(key[3]))
-    return (1, METHODS.index(a), str(b) if a == "D" else float(b))
+    if kind == "triple":
+        return (1, tuple(METHODS.index(m) for m in key[1:4]), float(key[4]), float(key[5]))
+    return (2, METHODS.index(a), str(b) if a == "D" else float(b))
+
+
+def _value_text(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def column_name(key: Key) -> str:
     if key[0] == "term":
-        value = key[3]
-        return f"{key[1]}{key[2]}@{value:g}" if isinstance(value, float) else f"{key[1]}{key[2]}@{value}"
+        return f"{key[1]}{key[2]}@{_value_text(key[3])}"
+    if key[0] == "triple":
+        return f"{key[1]}{key[2]}{key[3]}@{_value_text(key[4])},{_value_text(key[5])}"
     return f"delta {_delta_name(key[1], key[2])}"
 
 
-def accuracy_equations(runs: Sequence[Run], profile: Profile, deltas: Sequence[tuple[str, Any]] = ()
-                       ) -> tuple[list[Equation], list[Key]]:
+def accuracy_equations(runs: Sequence[Run], profile: Profile, deltas: Sequence[tuple[str, Any]] = (),
+                       triples: Sequence[str] = ()) -> tuple[list[Equation], list[Key]]:
     """One equation per finished stage (per reported threshold for E): increment minus the profile's
-    part = the pair terms that change with that stage (+ delta corrections); and the columns."""
+    part = the pair terms (and the three-method terms asked for) that change with that stage
+    (+ delta corrections); and the columns."""
     refined = set(deltas)
-    raw = [(run, *item) for run in runs for item in _stage_increments(run, profile, refined)]
+    raw = [(run, *item) for run in runs for item in _stage_increments(run, profile, refined, frozenset(triples))]
     columns = sorted({key for item in raw for key in item[5]} | {("delta", m, v) for m, v in deltas}, key=_sort_key)
     index = {key: c for c, key in enumerate(columns)}
     equations = []
@@ -451,6 +464,8 @@ class TermFit:
     std_error: float | None  # points, or of the log factor; None without residual degrees of freedom
     equations: int  # equations the term appears in
     value: Any = None  # accuracy terms: the later method's hyperparameter the term holds at
+    first: str | None = None  # a three-method term: the method both follow (before, after: the other two)
+    before_value: Any = None  # a three-method term: the middle method's hyperparameter
 
 
 @dataclass(frozen=True)
@@ -460,6 +475,8 @@ class Unidentified:
     kind: str
     reason: str
     value: Any = None  # accuracy terms: at which value of the later method (None: the whole pair)
+    first: str | None = None  # a three-method term (as in TermFit)
+    before_value: Any = None
 
 
 @dataclass(frozen=True)
@@ -509,14 +526,18 @@ def _accuracy_terms(fit: LinearFit, design: np.ndarray, columns: Sequence[Key]
     names = [column_name(key) for key in columns]
     terms, missing = [], []
     for c, key in enumerate(columns):
-        if key[0] != "term":
+        if key[0] == "term":
+            _, i, j, value = key
+            first, before_value = None, None
+        elif key[0] == "triple":
+            _, first, i, j, before_value, value = key
+        else:
             continue
-        _, i, j, value = key
         if fit.identified[c]:
             terms.append(TermFit(i, j, "accuracy", float(fit.estimate[c]), _standard_error(fit, c),
-                                 int(np.count_nonzero(design[:, c])), value))
+                                 int(np.count_nonzero(design[:, c])), value, first, before_value))
         else:
-            missing.append(Unidentified(i, j, "accuracy", _confounded(fit, c, names), value))
+            missing.append(Unidentified(i, j, "accuracy", _confounded(fit, c, names), value, first, before_value))
     seen = {(key[1], key[2]) for key in columns if key[0] == "term"}
     missing += [Unidentified(i, j, "accuracy", f"no run applies {j} after {i} with both reaching the final model")
                 for i, j in ACCURACY_PAIRS if (i, j) not in seen]
@@ -554,15 +575,18 @@ def _delta_name(method: str, value: Any) -> str:
     return f"{method}={value:g}" if isinstance(value, float) else f"{method}={value}"
 
 
-def fit_runs(runs: Sequence[Run], profile: Profile, refine_deltas: bool = False) -> FitResult:
+def fit_runs(runs: Sequence[Run], profile: Profile, refine_deltas: bool = False,
+             triples: Sequence[str] = ()) -> FitResult:
     """Least-squares interaction terms (accuracy and exit scales) from checked runs.
 
     ``refine_deltas``: also fit a correction to the profile's delta at each measured point a run's
     first stage uses (one more unknown each; that stage pins it, as a single-method profile does),
     and take the runs' mean base accuracy as the profile's.
+    ``triples``: three-method terms to fit too ("DPQ": Q after P, both after D), one unknown per
+    pair of values of the later two; every other three-method term is taken as 0.
     """
     keys = delta_columns(runs, profile) if refine_deltas else []
-    acc_eq, columns = accuracy_equations(runs, profile, keys)
+    acc_eq, columns = accuracy_equations(runs, profile, keys, triples)
     acc_design = np.array([e.row for e in acc_eq]).reshape(len(acc_eq), len(columns))
     acc_fit = solve(acc_design, np.array([e.observed - e.fixed for e in acc_eq]))
     exit_eq, notes = exit_equations(runs, profile)
@@ -615,12 +639,17 @@ def fitted_profile(profile: Profile, result: FitResult, run_paths: Sequence[str]
     interactions = []
     grouped: dict[tuple[str, str], list[TermFit]] = {}
     for t in result.terms:
-        if t.kind == "accuracy":
+        if t.kind == "accuracy" and t.first is None:
             grouped.setdefault((t.before, t.after), []).append(t)
     for (before, after), fits in grouped.items():
         interactions.append({"before": before, "after": after, "parameter": PARAMETERS[after],
                              "points": [{"value": t.value, "accuracy": t.estimate, "std_error": t.std_error,
                                          "equations": t.equations} for t in fits],
+                             "source": f"fit of RUN files {_files(run_paths)}, {residual['accuracy']}"})
+    for (first, before, after), fits in _triple_groups(result.terms).items():
+        interactions.append({"first": first, "before": before, "after": after,
+                             "points": [{"before_value": t.before_value, "value": t.value, "accuracy": t.estimate,
+                                         "std_error": t.std_error, "equations": t.equations} for t in fits],
                              "source": f"fit of RUN files {_files(run_paths)}, {residual['accuracy']}"})
     for t in result.terms:
         if t.kind == "exit_scale":
@@ -649,7 +678,7 @@ def fitted_profile(profile: Profile, result: FitResult, run_paths: Sequence[str]
         "command": command,
         "accuracy": _fit_summary(result.accuracy, result.accuracy_equations),
         "exit_scale": _fit_summary(result.exit, result.exit_equations),
-        "unidentified": [_unidentified_json(u) for u in result.unidentified],
+        "unidentified": [_unidentified_json(u) for u in [*result.unidentified, *_incomplete_triples(result)]],
         "replaced_interactions": profile.raw.get("interactions", []),
         "refined_deltas": [_delta_json(d) for d in result.deltas],
     }
@@ -663,8 +692,37 @@ def _delta_json(d: DeltaFit) -> dict[str, Any]:
             "delta": d.delta, "std_error": d.std_error, "equations": d.equations, "reason": d.reason}
 
 
+def _triple_groups(terms: Sequence[TermFit]) -> dict[tuple[str, str, str], list[TermFit]]:
+    """The identified three-method terms that form a full grid (a profile needs one to interpolate)."""
+    groups: dict[tuple[str, str, str], list[TermFit]] = {}
+    for t in terms:
+        if t.first is not None:
+            groups.setdefault((t.first, t.before, t.after), []).append(t)
+    full = {}
+    for key, fits in groups.items():
+        cells = {(t.before_value, t.value) for t in fits}
+        if len(cells) == len({t.before_value for t in fits}) * len({t.value for t in fits}):
+            full[key] = fits
+    return full
+
+
+def _incomplete_triples(result: FitResult) -> list[Unidentified]:
+    """Three-method terms left out because the identified points do not form a full grid."""
+    kept = _triple_groups(result.terms)
+    out, seen = [], set()
+    for t in result.terms:
+        key = (t.first, t.before, t.after)
+        if t.first is not None and key not in kept and key not in seen:
+            seen.add(key)
+            out.append(Unidentified(t.before, t.after, "accuracy", "its identified points do not form a full grid of "
+                                    f"{t.before} x {t.after} values, so it cannot be interpolated; left out",
+                                    None, t.first, None))
+    return out
+
+
 def _unidentified_json(u: Unidentified) -> dict[str, Any]:
-    return {"before": u.before, "after": u.after, "kind": u.kind, "value": u.value, "reason": u.reason}
+    return {"first": u.first, "before": u.before, "after": u.after, "kind": u.kind, "before_value": u.before_value,
+            "value": u.value, "reason": u.reason}
 
 
 def _equation_json(e: Equation, residual: float, names: Sequence[str]) -> dict[str, Any]:
@@ -679,9 +737,10 @@ def fit_json(result: FitResult, out: str, base_path: str | None) -> dict[str, An
         "_type": "chaincomp.Fit", "_version": 1, "out": out, "base_profile": base_path or "(shipped default)",
         "base_accuracy": result.base_accuracy,
         "runs": [{"path": r.path, "order": r.order, "status": r.status, "stages": len(r.stages)} for r in result.runs],
-        "terms": [{"before": t.before, "after": t.after, "kind": t.kind, "value": t.value, "estimate": t.estimate,
-                   "std_error": t.std_error, "equations": t.equations} for t in result.terms],
-        "unidentified": [_unidentified_json(u) for u in result.unidentified],
+        "terms": [{"first": t.first, "before": t.before, "after": t.after, "kind": t.kind, "before_value": t.before_value,
+                   "value": t.value, "estimate": t.estimate, "std_error": t.std_error, "equations": t.equations}
+                  for t in result.terms],
+        "unidentified": [_unidentified_json(u) for u in [*result.unidentified, *_incomplete_triples(result)]],
         "deltas": [_delta_json(d) for d in result.deltas],
         "accuracy": {**_fit_summary(result.accuracy, result.accuracy_equations),
                      "residuals": [_equation_json(e, float(r), [column_name(k) for k in result.accuracy_columns])
@@ -703,10 +762,18 @@ def format_fit(report: dict[str, Any], largest: int = 10) -> str:
              f"accuracy terms (points j gains when it runs after i, at j's value): {acc['equations']} equations, "
              f"rank {acc['rank']}, residual rms {_fmt(acc['rms'], '.3f')}",
              f"  {'term':<6} {'at':>8} {'estimate':>9} {'std err':>8} {'equations':>9}"]
-    for t in (t for t in report["terms"] if t["kind"] == "accuracy"):
+    for t in (t for t in report["terms"] if t["kind"] == "accuracy" and t["first"] is None):
         at = f"{t['value']:g}" if isinstance(t["value"], (int, float)) else str(t["value"])
         lines.append(f"  {t['before'] + t['after']:<6} {at:>8} {t['estimate']:>+9.3f} {_fmt(t['std_error'], '8.3f'):>8} "
                      f"{t['equations']:>9}")
+    triples = [t for t in report["terms"] if t["kind"] == "accuracy" and t["first"] is not None]
+    if triples:
+        lines += ["", "three-method terms (points k gains after j, both after i, beyond the pair terms):",
+                  f"  {'term':<6} {'at':>12} {'estimate':>9} {'std err':>8} {'equations':>9}"]
+        for t in triples:
+            at = f"{t['before_value']:g},{t['value']:g}"
+            lines.append(f"  {t['first'] + t['before'] + t['after']:<6} {at:>12} {t['estimate']:>+9.3f} "
+                         f"{_fmt(t['std_error'], '8.3f'):>8} {t['equations']:>9}")
     lines += ["", f"exit-rate scales (fitted in log space): {ex['equations']} equations, rank {ex['rank']}, "
                   f"residual rms {_fmt(ex['rms'], '.3f')} (log share)",
               f"  {'term':<6} {'scale':>9} {'x/÷ se':>8} {'equations':>9}"]
@@ -727,8 +794,10 @@ def format_fit(report: dict[str, Any], largest: int = 10) -> str:
                          f"{_fmt(d['std_error'], '8.3f'):>8} {d['equations']:>9}" + (f"  {d['reason']}" if d["reason"] else ""))
     if report["unidentified"]:
         lines += ["", "not identified by these runs (left out of the profile):"]
-        lines += [f"  {u['before'] + u['after']}{'' if u['value'] is None else '@' + str(u['value'])} {u['kind']}: "
-                  f"{u['reason']}" for u in report["unidentified"]]
+        lines += [f"  {(u['first'] or '') + u['before'] + u['after']}"
+                  f"{'' if u['before_value'] is None else '@' + str(u['before_value']) + ','}"
+                  f"{'' if u['value'] is None else ('' if u['before_value'] is not None else '@') + str(u['value'])} "
+                  f"{u['kind']}: {u['reason']}" for u in report["unidentified"]]
     rows = sorted(acc["residuals"], key=lambda r: -abs(r["residual"]))[:largest]
     if rows:
         lines += ["", f"largest accuracy residuals ({len(rows)} of {len(acc['residuals'])}; all in --json):",

@@ -18,7 +18,8 @@ Accuracy follows the same semantics (:func:`structure`): base + the profile's de
 that reaches the final model (the last D, the stages after it, and E wherever it runs) at its
 hyperparameter + the accuracy term of every ordered pair of those stages (``i`` before ``j``, at
 j's hyperparameter) + for each P or Q the last D undoes, its term with D (the student of a pruned
-or quantized teacher). Exit rates are scaled by the exit terms of the pairs of E with the stages
+or quantized teacher) + the three-method term of every three of those stages the profile has
+(at the later two's hyperparameters). Exit rates are scaled by the exit terms of the pairs of E with the stages
 its heads saw (all of them when E runs before the last D: the student's heads distil from them). The spread adds
 the profile's spreads and the terms' standard errors in quadrature. Cost is exact: every
 combination is evaluated by the bitops batch kernels.
@@ -115,6 +116,14 @@ def _accuracy(profile: Profile, order: str, grid: Grid, index: list[np.ndarray])
         accuracy += term.at(axis)[index[j]]
         variance += term.std(axis)[index[j]] ** 2
         outside |= term.outside(axis)[index[j]]
+    for i, j, k in sorted(shape.triples, key=lambda t: (order[t[0]], order[t[1]], order[t[2]], t)):
+        triple = profile.triple_terms.get((order[i], order[j], order[k]))
+        if triple is None:
+            continue
+        before, after = _axis(grid, order[j])[index[j]], _axis(grid, order[k])[index[k]]
+        accuracy += triple.at(before, after)
+        variance += triple.std(before, after) ** 2
+        outside |= triple.outside(before, after)
     # an accuracy is a share of the test set: sums past either end say how far the terms reach, not more
     return np.clip(accuracy, 0.0, 100.0), np.sqrt(variance), outside
 

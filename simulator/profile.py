@@ -16,6 +16,12 @@ or the same as a curve over j's hyperparameter, ``{"before": i, "after": j, "poi
 the measured values when there are two or more; a single point is a constant), or ``{"before": i,
 "after": j, "exit_scale": s}`` (the early-exit rates are multiplied by s when i runs before j, one
 of them being E), each with a ``source``. Missing terms are 0 (accuracy) and 1 (exit scale).
+
+Three-method terms, ``{"first": i, "before": j, "after": k, "points": [{"before_value": h_j,
+"value": h_k, "accuracy": x, "std_error": s}, ...]}``: what k gains after j beyond the pair terms
+when both follow i (e.g. P and Q on a distilled student: first D), a grid over both
+hyperparameters (every before_value with the same values), interpolated linearly along each axis
+as the curves are; j and k are P, Q or E.
 """
 
 from __future__ import annotations
@@ -29,8 +35,8 @@ import numpy as np
 
 from bitops.errors import InputError
 
-__all__ = ["DEFAULT_PROFILE", "PARAMETERS", "PROFILE_TYPE", "PROFILE_VERSION", "Curve", "Profile", "Term", "load_profile",
-           "parse_profile"]
+__all__ = ["DEFAULT_PROFILE", "PARAMETERS", "PROFILE_TYPE", "PROFILE_VERSION", "Curve", "Profile", "Term", "TripleTerm",
+           "load_profile", "parse_profile"]
 
 PROFILE_TYPE = "chaincomp.StageProfile"
 PROFILE_VERSION = 1
@@ -100,6 +106,40 @@ class Term:
 
 
 @dataclass(frozen=True)
+class TripleTerm:
+    """A three-method term: a grid over the middle method's value (rows) and the last one's (curves)."""
+
+    before: Curve  # the middle method's axis: values only (its delta/std unused)
+    rows: tuple[Curve, ...]  # per before value, the term over the last method's value
+
+    def _blend(self, before_values: np.ndarray, after_values: np.ndarray, what: str) -> np.ndarray:
+        table = np.stack([row.at(after_values, getattr(row, what)) for row in self.rows])  # (B, N)
+        if len(self.rows) == 1:
+            return table[0]
+        query, measured = self.before._axis(before_values)
+        position = np.interp(query, measured, np.arange(len(measured), dtype=np.float64))
+        low = np.floor(position).astype(np.int64)
+        high = np.minimum(low + 1, len(measured) - 1)
+        weight = position - low
+        columns = np.arange(table.shape[1])
+        return table[low, columns] * (1 - weight) + table[high, columns] * weight
+
+    def at(self, before_values: np.ndarray, after_values: np.ndarray) -> np.ndarray:
+        return self._blend(before_values, after_values, "delta")
+
+    def std(self, before_values: np.ndarray, after_values: np.ndarray) -> np.ndarray:
+        return self._blend(before_values, after_values, "std")
+
+    def outside(self, before_values: np.ndarray, after_values: np.ndarray) -> np.ndarray:
+        flags = np.zeros(len(after_values), dtype=bool)
+        if len(self.before.values) > 1:
+            flags |= self.before.outside(before_values)
+        if len(self.rows[0].values) > 1:
+            flags |= self.rows[0].outside(after_values)
+        return flags
+
+
+@dataclass(frozen=True)
 class Profile:
     """A checked stage profile."""
 
@@ -112,6 +152,7 @@ class Profile:
     provenance: dict[str, Any]
     term_sources: dict[tuple[str, str, str], str]
     raw: dict[str, Any]
+    triple_terms: dict[tuple[str, str, str], TripleTerm] = field(default_factory=dict)
 
     def curve(self, method: str) -> Curve:
         if method not in self.curves:
@@ -212,8 +253,14 @@ def _parse(data: Any) -> Profile:
     terms = data.get("interactions", [])
     if not isinstance(terms, list):
         raise InputError("interactions must be a list")
+    triples: dict[tuple[str, str, str], TripleTerm] = {}
     for i, term in enumerate(terms):
         where = f"interactions[{i}]"
+        if isinstance(term, dict) and "first" in term:
+            key, triple = _triple(term, where)
+            triples[key] = triple
+            sources[(key[0] + key[1], key[2], "accuracy")] = str(term.get("source", ""))
+            continue
         if not isinstance(term, dict) or term.get("before") not in METHODS or term.get("after") not in METHODS \
                 or term["before"] == term["after"]:
             raise InputError(f"{where} needs 'before' and 'after', two different letters of D, P, Q, E")
@@ -238,7 +285,7 @@ def _parse(data: Any) -> Profile:
             raise InputError(f"{where} needs 'accuracy' (or 'points') and/or 'exit_scale'")
     return Profile(base_accuracy=accuracy, base_std=std, curves=curves, accuracy_terms=accuracy_terms,
                    exit_scales=exit_scales, setup=data["setup"], provenance=data["provenance"],
-                   term_sources=sources, raw=data)
+                   term_sources=sources, raw=data, triple_terms=triples)
 
 
 def _term_curve(pair: tuple[str, str], term: dict[str, Any], where: str) -> Term:
@@ -253,13 +300,46 @@ def _term_curve(pair: tuple[str, str], term: dict[str, Any], where: str) -> Term
     for i, point in enumerate(points):
         if not isinstance(point, dict) or "value" not in point or "accuracy" not in point:
             raise InputError(f"{where}.points[{i}] needs 'value' and 'accuracy'")
-    as_curve = {"parameter": parameter, "points": [
-        {"value": p["value"], "delta": p["accuracy"], "accuracy_std": p.get("std_error")} for p in points]}
-    if after == "E":  # a term has no exit rates of its own: give the checker the ones it asks for
-        as_curve["exits"] = []
-        for point in as_curve["points"]:
-            point["exit_rates"] = {"final": 1.0}
+    as_curve = _as_curve(after, points)
     return Term(curve=_curve(after, as_curve, where))
+
+
+def _triple(term: dict[str, Any], where: str) -> tuple[tuple[str, str, str], TripleTerm]:
+    """A three-method term, checked: distinct letters, j and k numeric, a full grid of points."""
+    key = (term.get("first"), term.get("before"), term.get("after"))
+    if not all(m in METHODS for m in key) or len(set(key)) != 3:
+        raise InputError(f"{where} needs 'first', 'before' and 'after', three different letters of D, P, Q, E")
+    if "D" in key[1:]:
+        raise InputError(f"{where}: a three-method term's 'before' and 'after' are P, Q or E (D is not interpolated)")
+    if "accuracy" in term or "exit_scale" in term:
+        raise InputError(f"{where}: a three-method term is given by 'points' only")
+    points = term.get("points")
+    if not isinstance(points, list) or not points:
+        raise InputError(f"{where}.points must be a non-empty list")
+    for n, point in enumerate(points):
+        if not isinstance(point, dict) or not {"before_value", "value", "accuracy"} <= set(point):
+            raise InputError(f"{where}.points[{n}] needs 'before_value', 'value' and 'accuracy'")
+        _number(point["before_value"], f"{where}.points[{n}].before_value")
+    rows: dict[float, list[dict[str, Any]]] = {}
+    for point in points:
+        rows.setdefault(float(point["before_value"]), []).append(point)
+    before_axis = _curve(key[1], _as_curve(key[1], [{"value": v, "accuracy": 0.0} for v in rows]), f"{where} before_value")
+    curves = [_curve(key[2], _as_curve(key[2], rows[v]), f"{where} at before_value {v:g}") for v in before_axis.values]
+    if any(c.values != curves[0].values for c in curves):
+        raise InputError(f"{where}.points must form a full grid: every before_value with the same values "
+                         f"(got {[list(c.values) for c in curves]})")
+    return key, TripleTerm(before=before_axis, rows=tuple(curves))
+
+
+def _as_curve(method: str, points: list[dict[str, Any]]) -> dict[str, Any]:
+    """Term points in the shape of a method's curve, so that one checker serves both."""
+    curve: dict[str, Any] = {"parameter": PARAMETERS[method], "points": [
+        {"value": p["value"], "delta": p["accuracy"], "accuracy_std": p.get("std_error")} for p in points]}
+    if method == "E":  # a term has no exit rates of its own: give the checker the ones it asks for
+        curve["exits"] = []
+        for point in curve["points"]:
+            point["exit_rates"] = {"final": 1.0}
+    return curve
 
 
 def load_profile(path: str | Path | None = None) -> Profile:

@@ -20,6 +20,7 @@ class Structure:
     kept: tuple[int, ...]  # stages whose own delta applies: the last D, what follows it, and every E
     pairs: tuple[tuple[int, int], ...]  # (i, j), i before j: the term of method i before method j, at j's value
     exit_pairs: tuple[tuple[int, int], ...]  # (i, j), one of them E: the exit-rate scales that apply
+    triples: tuple[tuple[int, int, int], ...] = ()  # (i, j, k) kept, i before j before k, j and k not D
 
 
 def structure(order: str) -> Structure:
@@ -29,6 +30,8 @@ def structure(order: str) -> Structure:
     final model: they lose their own delta and keep only their term with that D (a teacher that
     was pruned or quantized distils differently). E before D is kept: its heads carry over. Every
     other ordered pair of kept stages with different letters adds its term.
+
+    A three-method term applies to three kept stages with different letters, the later two not D.
 
     Exit rates follow the heads: an E before the last D trains heads on the model every earlier
     stage made, and the student's heads distil from them, so every pair of E with another stage
@@ -42,4 +45,6 @@ def structure(order: str) -> Structure:
     e = order.find("E")
     exit_pairs = tuple((min(x, e), max(x, e)) for x in range(len(order))
                        if e >= 0 and order[x] != "E" and (x in kept or e < last_d))
-    return Structure(kept=kept, pairs=pairs, exit_pairs=tuple(sorted(exit_pairs)))
+    triples = tuple((i, j, k) for i, j, k in itertools.combinations(kept, 3)
+                    if len({order[i], order[j], order[k]}) == 3 and "D" not in (order[j], order[k]))
+    return Structure(kept=kept, pairs=pairs, exit_pairs=tuple(sorted(exit_pairs)), triples=triples)

@@ -11,8 +11,11 @@ The file ``chaincomp profile`` writes is what the simulator reads (``chaincomp s
                  "delta"} ...]}; D's value is a student name, P's the pruning ratio, Q's the weight
                  bits (with "a_bits" beside "parameter"), E's the threshold, each E point also with
                  "exit_rates" {exit: rate, ..., "final": rate} and E with "exits"
-    interactions pairwise order terms (empty when only single methods were measured; the
-                 simulator's ``fit`` estimates them from run records)
+    interactions order-interaction terms (empty when only single methods were measured; the
+                 simulator's ``fit`` estimates them from run records): pairwise, a constant or a
+                 curve over the later method's value, with exit-rate scales for pairs with E, and
+                 three-method terms over a grid of two values (``simulator/profile.py`` has the
+                 forms)
 
 Accuracies are top-1 % on the test split, averaged over the seeds; ``delta`` is the point's accuracy
 minus the base accuracy of the same seed, averaged.
