@@ -12,8 +12,8 @@
 #   4. DPQ and DQP over P 0.25/0.5/0.75 x Q 1/2/8 bits (18 runs a seed): how P and Q interact on the
 #      student, as a function of both hyperparameters (the three-method terms D->P->Q and D->Q->P);
 #   steps 2 to 4 run for seeds 0 and 1 (each seed its own split, base model and training noise);
-#   5. the order-interaction terms fitted from those runs, the deltas and the base accuracy refined
-#      to the runs' (chaincomp fit --refine-deltas).
+#   5. the order-interaction terms (pairs, and the three-method terms DPQ and DQP) fitted from those
+#      runs, the deltas and the base accuracy refined to the runs' (chaincomp fit --refine-deltas).
 # Intermediate files go to build/default-profile/ (kept, so an interrupted run resumes).
 # Run from the repository root after the README's set-up command; about 65 minutes on 2 CPU cores.
 set -euo pipefail
@@ -44,5 +44,5 @@ for seed in 0 1; do
   done
   for bits in 2 4 8; do train "Q-q$bits$s" --order Q --w-bits "$bits" --seed "$seed"; done
 done
-.venv/bin/chaincomp fit "$work"/runs/*.json --profile "$work/single_stage.json" --refine-deltas \
+.venv/bin/chaincomp fit "$work"/runs/*.json --profile "$work/single_stage.json" --refine-deltas --triples DPQ,DQP \
   -o simulator/data/default_profile.json

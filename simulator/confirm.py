@@ -144,10 +144,11 @@ def measure(candidates: Sequence[Candidate], configs: Sequence[Any], out_dir: Pa
     unfinished, train otherwise. Every config is checked against the models before any training."""
     for config in configs:
         config.check_before_training(num_classes)
+    # every record already in DIR is checked before any training: a conflict stops nothing half-way
+    existing = [_existing(out_dir / f"{c.order}.json", config) for c, config in zip(candidates, configs)]
     results = []
-    for n, (candidate, config) in enumerate(zip(candidates, configs), start=1):
+    for n, (candidate, config, record) in enumerate(zip(candidates, configs, existing), start=1):
         path = out_dir / f"{candidate.order}.json"
-        record = _existing(path, config)
         if record is not None and record.get("status") == "complete":
             log(f"confirm {n}/{len(configs)}: {candidate.order}: reusing the complete record {path}")
             results.append((record, True))

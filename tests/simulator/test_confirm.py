@@ -240,6 +240,16 @@ def test_a_record_of_other_settings_is_refused(profile_file, fake_trainer, tmp_p
     assert fake_trainer == []
 
 
+def test_a_conflicting_record_stops_confirm_before_it_trains_anything(profile_file, fake_trainer, tmp_path):
+    runs = tmp_path / "runs"
+    assert confirm(profile_file, runs, "--orders", "QP", "--top", "1", "--finetune-epochs", "3")[0] == 0
+    fake_trainer.clear()
+    # PQ comes first and has no record; QP's record was made with other settings
+    rc, stdout, stderr = confirm(profile_file, runs, "--orders", "PQ,QP")
+    assert rc == 2 and "'QP'" in stderr and "with other settings" in stderr
+    assert fake_trainer == [] and not (runs / "PQ.json").exists()
+
+
 # ---- text and plot -------------------------------------------------------------------------------
 
 def test_table_and_plot(profile_file, fake_trainer, tmp_path):
