@@ -14,8 +14,12 @@ few orders are checked against ``bitops.evaluate`` of the configuration written 
 each budget cell against its combinations. ``extra_info``: combinations/s and ``meets_target``
 (recorded, not asserted, as in the other benches: a busy machine must not fail a run). Target: < 1 s.
 
-Group ``end to end: chaincomp simulate``: ``python -m simulator simulate --profile FIXTURE`` as a
-subprocess (default grid, all 24 orders), wall time per call. Target: < 1.5 s, exit 0, and no torch
+The same search once more with the shipped profile (term curves, three-method terms, exit scales;
+checked for its budget table only: its exit scales make the hand costs above another sum).
+
+Group ``end to end: chaincomp simulate``: ``python -m simulator simulate --profile FIXTURE`` and the
+README's main command (no argument: the shipped profile) as subprocesses (default grid, all 24
+orders), wall time per call. Target: < 1.5 s, exit 0, and no torch
 imported in that process (checked on one more call under ``-X importtime``).
 """
 
@@ -37,7 +41,7 @@ from bitops.config import heads_follow_stages
 from bitops.models import ModelSpec, load_model_table
 from bitops.table import LayerTable
 from simulator.model import Grid, Prediction, predict
-from simulator.profile import parse_profile
+from simulator.profile import load_profile, parse_profile
 from simulator.search import budget_table, pareto_front, rank_orders
 from tests.simulator.test_profile_format import BASE_ACCURACY, hand_profile
 
@@ -118,6 +122,36 @@ def test_all_orders_dense_grid(benchmark) -> None:
     benchmark.extra_info.update(orders=len(ORDERS), combinations_per_order=COMBINATIONS, combinations=total,
                                 combinations_per_s_mean=total / stats.mean, combinations_per_s_best=total / stats.min,
                                 meets_target=bool(stats.mean < TARGET_SEARCH_S))
+
+
+@pytest.mark.benchmark(group="simulate: 24 orders")
+def test_all_orders_dense_grid_shipped_profile(benchmark) -> None:
+    """The same search with the shipped profile: term curves, three-method terms, exit scales."""
+    profile = load_profile()
+    predictions, fronts, table, ranking = benchmark.pedantic(search, args=(profile,), warmup_rounds=1, rounds=ROUNDS)
+    assert [p.size for p in predictions] == [COMBINATIONS] * len(ORDERS) and profile.triple_terms
+    by_order = {p.order: p for p in predictions}
+    for order, row in table.items():
+        p = by_order[order]
+        for budget, cell in zip(BUDGETS, row):
+            within = profile.base_accuracy - p.accuracy <= budget + 1e-12
+            assert cell == (p.bitops_cr[within].max() if within.any() else None)
+    assert sorted(o for o, _ in ranking) == sorted(ORDERS)
+    stats = benchmark.stats.stats
+    benchmark.extra_info.update(combinations=COMBINATIONS * len(ORDERS), meets_target=bool(stats.mean < TARGET_SEARCH_S))
+
+
+@pytest.mark.benchmark(group="end to end: chaincomp simulate")
+def test_cli_simulate_default_cold_start(benchmark) -> None:
+    """The README's main command: ``chaincomp simulate`` with no argument (the shipped profile)."""
+    cli = [sys.executable, "-m", "simulator", "simulate"]
+    result = benchmark.pedantic(subprocess.run, args=(cli,), kwargs={"capture_output": True, "text": True, "cwd": ROOT},
+                                warmup_rounds=1, rounds=ROUNDS)
+    assert result.returncode == 0, result.stderr
+    assert "max BitOpsCR within an accuracy-loss budget" in result.stdout
+    assert_torch_free(cli[1:], ROOT, ("simulator.cli", "simulator.model"))
+    stats = benchmark.stats.stats
+    benchmark.extra_info.update(wall_s_mean=stats.mean, wall_s_best=stats.min, meets_target=bool(stats.mean < TARGET_CLI_S))
 
 
 @pytest.mark.benchmark(group="end to end: chaincomp simulate")

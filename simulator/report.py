@@ -39,7 +39,7 @@ def simulation_json(profile: Profile, profile_path: str | None, grid: Grid, budg
         "_type": REPORT_TYPE, "_version": REPORT_VERSION,
         "profile": {"path": profile_path or "(shipped default)", "provenance": profile.provenance,
                     "setup": profile.setup, "base_accuracy": profile.base_accuracy,
-                    "interaction_terms": len(profile.accuracy_terms) + len(profile.exit_scales),
+                    "interaction_terms": len(profile.accuracy_terms) + len(profile.exit_scales) + len(profile.triple_terms),
                     "terms": [{"before": b, "after": a, "kind": kind, "source": source}
                               for (b, a, kind), source in sorted(profile.term_sources.items())]},
         "grid": {m: [_plain(v) for v in values] for m, values in grid.values.items()},
