@@ -278,7 +278,8 @@ def format_confirm(report: dict[str, Any]) -> str:
 
 
 def plot_confirm(report: dict[str, Any], path: Path) -> None:
-    """Predicted vs measured accuracy and BitOpsCR, one labelled point per order, with y = x."""
+    """Predicted vs measured accuracy and BitOpsCR, one labelled point per order, with y = x (the
+    predicted accuracy with its spread as a horizontal bar)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -289,9 +290,16 @@ def plot_confirm(report: dict[str, Any], path: Path) -> None:
         predicted = [r["predicted"][key] for r in report["orders"]]
         measured = [r["measured"][key] for r in report["orders"]]
         ax.scatter(predicted, measured, zorder=3)
+        if key == "accuracy":
+            ax.errorbar(predicted, measured, xerr=[r["predicted"]["accuracy_std"] for r in report["orders"]],
+                        fmt="none", ecolor="tab:blue", alpha=0.4, lw=1, zorder=2)
         for r, x, y in zip(report["orders"], predicted, measured):
             ax.annotate(r["order"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         low, high = min(predicted + measured), max(predicted + measured)
+        if key == "accuracy":
+            spread = [r["predicted"]["accuracy_std"] for r in report["orders"]]
+            low = min(low, *(p - e for p, e in zip(predicted, spread)))
+            high = max(high, *(p + e for p, e in zip(predicted, spread)))
         pad = (high / low) ** 0.05 if log else 0.05 * (high - low or 1.0)
         span = [low / pad, high * pad] if log else [low - pad, high + pad]
         ax.plot(span, span, color="grey", ls=":", lw=1, label="y = x")
