@@ -16,6 +16,8 @@ run's own base model cancels::
 deltas and terms of the P and Q it undoes). An E stage that reports its accuracy at every
 threshold gives one equation per threshold. Each term is one unknown per value of ``h_j`` the
 runs measured it at, so a term measured at several values comes out as a curve over ``h_j``.
+Three-method terms asked for (``triples``, e.g. DPQ: Q after P, both after D) add one unknown per
+pair of values of the later two; the rest are taken as 0.
 Once E has run, one equation in log space for the share of samples leaving at an exit::
 
     log(share_E / profile_share(t))      = sum of log s over the pairs with E of prefix E
@@ -307,7 +309,8 @@ def _features(profile: Profile, order: str, values: Sequence[Any], refined: set[
     """The chain model's accuracy of ``order`` at ``values`` as fixed part + unknowns (weights).
 
     The same structure as ``simulator.model.predict`` (``structure``): the profile's delta of every
-    kept stage, one unknown per applicable pair at the later stage's value, and (refining) the
+    kept stage, one unknown per applicable pair at the later stage's value, one per applicable
+    three-method term asked for (``triples``) at the later two's values, and (refining) the
     correction of each kept stage's delta at a measured point."""
     shape = structure(order)
     fixed, weights, outside = 0.0, {}, False

@@ -19,10 +19,10 @@ that reaches the final model (the last D, the stages after it, and E wherever it
 hyperparameter + the accuracy term of every ordered pair of those stages (``i`` before ``j``, at
 j's hyperparameter) + for each P or Q the last D undoes, its term with D (the student of a pruned
 or quantized teacher) + the three-method term of every three of those stages the profile has
-(at the later two's hyperparameters). Exit rates are scaled by the exit terms of the pairs of E with the stages
-its heads saw (all of them when E runs before the last D: the student's heads distil from them). The spread adds
-the profile's spreads and the terms' standard errors in quadrature. Cost is exact: every
-combination is evaluated by the bitops batch kernels.
+(at the later two's hyperparameters). Exit rates are scaled by the exit terms of the pairs of E
+with the stages its heads saw (all of them when E runs before the last D: the student's heads
+distil from them). The spread adds the profile's spreads and the terms' standard errors in
+quadrature. Cost is exact: every combination is evaluated by the bitops batch kernels.
 """
 
 from __future__ import annotations
