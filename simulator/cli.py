@@ -672,19 +672,20 @@ def _run_fit(args: argparse.Namespace) -> int:
     from bitops.jsonio import write_json_atomic
     from simulator.fit import fit_json, fit_runs, fitted_profile, format_fit, read_runs
     from simulator.profile import load_profile
+    from simulator.structure import is_triple
 
     if not args.runs:
         raise InputError("give at least one run record (RUN.json, written by chaincomp train)")
     out = _check_writable("--out", args.out)
     if any(Path(r).resolve() == out.resolve() for r in args.runs):
         raise InputError(f"--out {args.out!r} is one of the run records; choose another file")
-    profile = load_profile(args.profile)
-    runs = read_runs(args.runs, profile, args.allow_incomplete)
     triples = [t.strip() for t in args.triples.split(",") if t.strip()]
     for triple in triples:
-        if len(triple) != 3 or len(set(triple)) != 3 or any(m not in "DPQE" for m in triple) or "D" in triple[1:]:
+        if not is_triple(triple):
             raise InputError(f"--triples entries are three different letters of D, P, Q, E, the last two P, Q or E; "
                              f"got {triple!r}")
+    profile = load_profile(args.profile)
+    runs = read_runs(args.runs, profile, args.allow_incomplete)
     result = fit_runs(runs, profile, args.refine_deltas, triples)
     data = fitted_profile(profile, result, args.runs, args.profile, "chaincomp " + " ".join(args.argv))
     _write("--out", args.out, lambda path: write_json_atomic(data, path))

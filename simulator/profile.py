@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from bitops.errors import InputError
+from simulator.structure import is_triple
 
 __all__ = ["DEFAULT_PROFILE", "PARAMETERS", "PROFILE_TYPE", "PROFILE_VERSION", "Curve", "Profile", "Term", "TripleTerm",
            "load_profile", "parse_profile"]
@@ -309,7 +310,7 @@ def _triple(term: dict[str, Any], where: str) -> tuple[tuple[str, str, str], Tri
     key = (term.get("first"), term.get("before"), term.get("after"))
     if not all(m in METHODS for m in key) or len(set(key)) != 3:
         raise InputError(f"{where} needs 'first', 'before' and 'after', three different letters of D, P, Q, E")
-    if "D" in key[1:]:
+    if not is_triple("".join(key)):
         raise InputError(f"{where}: a three-method term's 'before' and 'after' are P, Q or E (D is not interpolated)")
     if "accuracy" in term or "exit_scale" in term:
         raise InputError(f"{where}: a three-method term is given by 'points' only")

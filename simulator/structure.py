@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-__all__ = ["Structure", "structure"]
+__all__ = ["Structure", "is_triple", "structure"]
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,12 @@ class Structure:
     pairs: tuple[tuple[int, int], ...]  # (i, j), i before j: the term of method i before method j, at j's value
     exit_pairs: tuple[tuple[int, int], ...]  # (i, j), one of them E: the exit-rate scales that apply
     triples: tuple[tuple[int, int, int], ...] = ()  # (i, j, k) kept, i before j before k, j and k not D
+
+
+def is_triple(letters: str) -> bool:
+    """Whether ``letters`` name a three-method term: three different methods, the later two not D
+    (a term is interpolated along their hyperparameters, and students are not)."""
+    return len(letters) == 3 and len(set(letters)) == 3 and all(m in "DPQE" for m in letters) and "D" not in letters[1:]
 
 
 def structure(order: str) -> Structure:
@@ -46,5 +52,5 @@ def structure(order: str) -> Structure:
     exit_pairs = tuple((min(x, e), max(x, e)) for x in range(len(order))
                        if e >= 0 and order[x] != "E" and (x in kept or e < last_d))
     triples = tuple((i, j, k) for i, j, k in itertools.combinations(kept, 3)
-                    if len({order[i], order[j], order[k]}) == 3 and "D" not in (order[j], order[k]))
+                    if is_triple(order[i] + order[j] + order[k]))
     return Structure(kept=kept, pairs=pairs, exit_pairs=tuple(sorted(exit_pairs)), triples=triples)
