@@ -18,12 +18,28 @@ Each variant warms up once (numba compilation and cache load stay out of the tim
 rounds, checks a few configurations against ``evaluate`` exactly, and records configs/s and
 layer-evaluations/s (configs/s x MAC rows) in ``extra_info``. Target: >= 3e8 layer-evaluations/s
 for the parallel build at M=1e6.
+
+Group ``one body vs baseline: M=1e5``: today's kernels (one body, two builds, the table as one
+``KernelTable``) against ``baseline_kernels.py``, a frozen copy of the two-copy, 21-argument
+kernels they replaced, serial and parallel, under the default policy and under one that also
+runs the op-row loop and the accumulator term. Each round calls both on the same arrays, in
+alternating order, so a change of machine load hits both; the timing columns are of such a pair.
+``extra_info``: each kernel's median and best seconds, ``throughput_ratio`` (median over rounds
+of baseline seconds / new seconds: new throughput as a fraction of the baseline's),
+``throughput_ratio_best`` (best / best) and ``meets_target`` (ratio >= 0.95), recorded, not
+asserted: a busy machine must not fail a run. The two results are asserted equal, bit for bit.
+
+In groups ``M=1e3`` and ``M=1e4`` also ``evaluate_batch(engine="numpy")``: the route a process
+that has not loaded numba takes for a batch below ``bitops.batch.NUMPY_MAX_CONFIGS`` (8192).
 """
 
 from __future__ import annotations
 
+import time
 from functools import cache
+from statistics import median
 
+import baseline_kernels
 import numpy as np
 import pytest
 
@@ -32,7 +48,9 @@ from bitops import kernels
 from bitops.batch import kernel_table
 
 TARGET_LAYER_EVALS_PER_S = 3e8
+TARGET_BASELINE_RATIO = 0.95
 ROUNDS = 5
+PAIRED_ROUNDS = 21
 SIZES = {"1e3": 1_000, "1e4": 10_000, "1e5": 100_000, "1e6": 1_000_000}
 POLICY = Policy()
 
@@ -77,7 +95,7 @@ def _by_size(*labels: str) -> list:
 def test_evaluate_batch(benchmark, resnet34_table: LayerTable, m: int, parallel: bool) -> None:
     batch = _batch(resnet34_table, m)
     result = benchmark.pedantic(evaluate_batch, args=(resnet34_table, *batch),
-                                kwargs={"policy": POLICY, "parallel": parallel},
+                                kwargs={"policy": POLICY, "parallel": parallel, "engine": "numba"},
                                 warmup_rounds=1, rounds=ROUNDS)
     _check(resnet34_table, batch, result.bitops, result.storage_bits)
     _record(benchmark, resnet34_table, m)
@@ -95,7 +113,8 @@ def test_evaluate_batch_parallel_copying(benchmark, resnet34_table: LayerTable, 
     if int64_inputs:
         batch = (*(a.astype(np.int64) for a in batch[:3]), batch[3])
     result = benchmark.pedantic(evaluate_batch, args=(resnet34_table, *batch),
-                                kwargs={"policy": policy, "parallel": True}, warmup_rounds=1, rounds=ROUNDS)
+                                kwargs={"policy": policy, "parallel": True, "engine": "numba"},
+                                warmup_rounds=1, rounds=ROUNDS)
     _check(resnet34_table, batch, result.bitops, result.storage_bits, policy)
     _record(benchmark, resnet34_table, m)
 
@@ -104,7 +123,7 @@ def test_evaluate_batch_parallel_copying(benchmark, resnet34_table: LayerTable, 
 @pytest.mark.parametrize("parallel", [False, True], ids=["kernel-serial", "kernel-parallel"])
 def test_kernel_alone(benchmark, resnet34_table: LayerTable, m: int, parallel: bool) -> None:
     table, (w_bits, a_bits, kept, exit_probs) = resnet34_table, _batch(resnet34_table, m)
-    args = (*kernel_table(table, POLICY), w_bits, a_bits, kept, exit_probs)
+    args = (kernel_table(table, POLICY), w_bits, a_bits, kept, exit_probs)
     kernel = kernels.batch_cost_parallel if parallel else kernels.batch_cost_serial
     bitops, _, _, storage_bits = benchmark.pedantic(kernel, args=args, warmup_rounds=1, rounds=ROUNDS)
     _check(table, (w_bits, a_bits, kept, exit_probs), bitops, storage_bits)
@@ -126,4 +145,51 @@ def test_python_reference(benchmark, resnet34_table: LayerTable, m: int) -> None
     bitops = benchmark.pedantic(loop, warmup_rounds=1, rounds=ROUNDS)
     batch = evaluate_batch(resnet34_table, w_bits, a_bits, kept, exit_probs, POLICY)
     assert bitops == batch.bitops.tolist()
+    _record(benchmark, resnet34_table, m)
+
+
+@pytest.mark.parametrize("m", [pytest.param(SIZES["1e5"], id="M=1e5",
+                                            marks=pytest.mark.benchmark(group="one body vs baseline: M=1e5"))])
+@pytest.mark.parametrize("policy", [POLICY, Policy(bitops_formula="accumulator", bn="counted", elementwise="counted")],
+                         ids=["default", "accumulator-ops"])
+@pytest.mark.parametrize("parallel", [False, True], ids=["serial", "parallel"])
+def test_kernel_against_baseline(benchmark, resnet34_table: LayerTable, m: int, policy: Policy,
+                                 parallel: bool) -> None:
+    table, batch = resnet34_table, _batch(resnet34_table, m)
+    table_args = kernel_table(table, policy)
+    new = kernels.batch_cost_parallel if parallel else kernels.batch_cost_serial
+    old = baseline_kernels.batch_cost_parallel if parallel else baseline_kernels.batch_cost_serial
+    runs = {"new": (new, (table_args, *batch)), "baseline": (old, (*table_args, *batch))}
+    seconds: dict[str, list[float]] = {"new": [], "baseline": []}
+    results = {}
+
+    def pair() -> None:
+        """One call of each, the first one alternating between rounds."""
+        order = ("new", "baseline") if len(seconds["new"]) % 2 == 0 else ("baseline", "new")
+        for name in order:
+            kernel, args = runs[name]
+            start = time.perf_counter()
+            results[name] = kernel(*args)
+            seconds[name].append(time.perf_counter() - start)
+
+    benchmark.pedantic(pair, warmup_rounds=1, rounds=PAIRED_ROUNDS)
+    for field, got, want in zip(("bitops", "macs", "params", "storage_bits"), results["new"], results["baseline"]):
+        np.testing.assert_array_equal(got, want, err_msg=field)
+    _check(table, batch, results["new"][0], results["new"][3], policy)
+
+    timed = {name: s[1:] for name, s in seconds.items()}  # the warm-up round is the first
+    ratio = median(b / n for b, n in zip(timed["baseline"], timed["new"]))
+    benchmark.extra_info.update(
+        m=m, rounds=len(timed["new"]), new_s_median=median(timed["new"]), new_s_best=min(timed["new"]),
+        baseline_s_median=median(timed["baseline"]), baseline_s_best=min(timed["baseline"]),
+        throughput_ratio=ratio, throughput_ratio_best=min(timed["baseline"]) / min(timed["new"]),
+        meets_target=bool(ratio >= TARGET_BASELINE_RATIO))
+
+
+@pytest.mark.parametrize("m", _by_size("1e3", "1e4"))
+def test_evaluate_batch_numpy_route(benchmark, resnet34_table: LayerTable, m: int) -> None:
+    batch = _batch(resnet34_table, m)
+    result = benchmark.pedantic(evaluate_batch, args=(resnet34_table, *batch),
+                                kwargs={"policy": POLICY, "engine": "numpy"}, warmup_rounds=1, rounds=ROUNDS)
+    _check(resnet34_table, batch, result.bitops, result.storage_bits)
     _record(benchmark, resnet34_table, m)

@@ -3,7 +3,7 @@
 Run: ``.venv/bin/python -m pytest benches/bench_simulate.py --benchmark-only`` from the repository
 root (``python -m`` puts the root on ``sys.path``, where the fixture's ``tests`` package lives).
 
-Both benches read the hand-made stage profile of ``tests/simulator/test_profile_format.py``
+Both benches read the hand-made stage profile of ``tests/simulator/profiles.py``
 (ResNet20 teacher, ResNet8 student, 3x16x16 inputs: the shipped tables, no torch).
 
 Group ``simulate: 24 orders``: ``predict`` of all 24 orders of D, P, Q, E over 50 pruning ratios x
@@ -17,7 +17,7 @@ each budget cell against its combinations. ``extra_info``: combinations/s and ``
 The same search once more with the shipped profile (term curves, three-method terms, exit scales;
 checked for its budget table only: its exit scales make the hand costs above another sum).
 
-Group ``end to end: chaincomp simulate``: ``python -m simulator simulate --profile FIXTURE`` and the
+Group ``end to end: chaincomp simulate``: ``python -m chaincomp simulate --profile FIXTURE`` and the
 README's main command (no argument: the shipped profile) as subprocesses (default grid, all 24
 orders), wall time per call. Target: < 1.5 s, exit 0, and no torch
 imported in that process (checked on one more call under ``-X importtime``).
@@ -43,7 +43,7 @@ from bitops.table import LayerTable
 from simulator.model import Grid, Prediction, predict
 from simulator.profile import load_profile, parse_profile
 from simulator.search import budget_table, pareto_front, rank_orders
-from tests.simulator.test_profile_format import BASE_ACCURACY, hand_profile
+from tests.simulator.profiles import BASE_ACCURACY, hand_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_SEARCH_S = 1.0
@@ -144,12 +144,12 @@ def test_all_orders_dense_grid_shipped_profile(benchmark) -> None:
 @pytest.mark.benchmark(group="end to end: chaincomp simulate")
 def test_cli_simulate_default_cold_start(benchmark) -> None:
     """The README's main command: ``chaincomp simulate`` with no argument (the shipped profile)."""
-    cli = [sys.executable, "-m", "simulator", "simulate"]
+    cli = [sys.executable, "-m", "chaincomp", "simulate"]
     result = benchmark.pedantic(subprocess.run, args=(cli,), kwargs={"capture_output": True, "text": True, "cwd": ROOT},
                                 warmup_rounds=1, rounds=ROUNDS)
     assert result.returncode == 0, result.stderr
     assert "max BitOpsCR within an accuracy-loss budget" in result.stdout
-    assert_torch_free(cli[1:], ROOT, ("simulator.cli", "simulator.model"))
+    assert_torch_free(cli[1:], ROOT, ("chaincomp.cli", "simulator.model"))
     stats = benchmark.stats.stats
     benchmark.extra_info.update(wall_s_mean=stats.mean, wall_s_best=stats.min, meets_target=bool(stats.mean < TARGET_CLI_S))
 
@@ -158,14 +158,14 @@ def test_cli_simulate_default_cold_start(benchmark) -> None:
 def test_cli_simulate_cold_start(benchmark, tmp_path) -> None:
     path = tmp_path / "profile.json"
     path.write_text(json.dumps(hand_profile()), encoding="utf-8")
-    cli = [sys.executable, "-m", "simulator", "simulate", "--profile", str(path), "--json"]
+    cli = [sys.executable, "-m", "chaincomp", "simulate", "--profile", str(path), "--json"]
     result = benchmark.pedantic(subprocess.run, args=(cli,), kwargs={"capture_output": True, "text": True, "cwd": ROOT},
                                 warmup_rounds=1, rounds=ROUNDS)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert sorted(report["orders"]) == sorted(ORDERS)
 
-    assert_torch_free(cli[1:], ROOT, ("simulator.cli", "simulator.model"))
+    assert_torch_free(cli[1:], ROOT, ("chaincomp.cli", "simulator.model"))
 
     stats = benchmark.stats.stats
     benchmark.extra_info.update(wall_s_mean=stats.mean, wall_s_best=stats.min, meets_target=bool(stats.mean < TARGET_CLI_S))

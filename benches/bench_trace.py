@@ -19,7 +19,7 @@ Each bench warms up once (numba compilation and cache load stay out), checks its
 another route exactly, and records ``seconds_per_config`` in ``extra_info``; (b) and (c) also record
 their speed-up over (a) when (a) ran earlier in the session (the file's order). Target: (c) >= 1e5x (a).
 
-Group ``end to end: chaincomp count``: ``python -m simulator count resnet34_cifar --json`` as a
+Group ``end to end: chaincomp count``: ``python -m chaincomp count resnet34_cifar --json`` as a
 subprocess (what ``.venv/bin/chaincomp`` runs), wall time per call. Target: < 1 s, and no torch
 imported in that process (checked on one more call under ``-X importtime``).
 """
@@ -49,7 +49,7 @@ TARGET_SPEEDUP = 1e5
 TARGET_CLI_S = 1.0
 GROUP = "per-config: trace vs table"
 ROOT = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-m", "simulator", "count", NAME, "--json"]
+CLI = [sys.executable, "-m", "chaincomp", "count", NAME, "--json"]
 
 # bench -> mean seconds per configuration, filled as the benches run (in file order).
 _SECONDS_PER_CONFIG: dict[str, float] = {}
@@ -170,7 +170,7 @@ def test_cli_count_end_to_end(benchmark, table: LayerTable) -> None:
     totals = evaluate(original, uniform_config(original)).totals
     assert (report["macs"], report["bitops"], report["params"]) == (totals.macs, totals.bitops, totals.params)
 
-    assert_torch_free(CLI[1:], ROOT, ("simulator.cli", "bitops.cost"))
+    assert_torch_free(CLI[1:], ROOT, ("chaincomp.cli", "bitops.cost"))
 
     stats = benchmark.stats.stats
     benchmark.extra_info.update(wall_s_mean=stats.mean, wall_s_best=stats.min,

@@ -1,7 +1,7 @@
 """bitops: the exact BitOps / storage cost model of chaincomp.
 
 ``import bitops`` loads numpy only: tracing (:mod:`bitops.trace`) and the zoo (:mod:`bitops.zoo`)
-import torch when they are imported themselves, and the numba kernels load on the first batch.
+import torch when they are imported themselves, and the numba kernels load on the first large batch (``bitops.batch.NUMPY_MAX_CONFIGS``).
 """
 
 from __future__ import annotations

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bitops.audit import ClaimAudit, TableLoader, audit_claim
-from bitops.claims import Claim
+from bitops.claims import EXAMPLES, Claim, check_conventions, load_claims
+from bitops.errors import InputError
 
-__all__ = ["EXAMPLES", "audit_all", "audit_json", "format_audit", "plot_audit"]
+__all__ = ["AuditResult", "audit", "audit_all", "audit_json", "format_audit", "plot_audit"]
 
-EXAMPLES = {"paper": Path(__file__).parent / "claims" / "paper.toml"}
 REPORT_TYPE = "chaincomp.AuditReport"
 REPORT_VERSION = 1
 
@@ -146,3 +147,52 @@ def plot_audit(results: list[tuple[ClaimAudit, list[ClaimAudit]]], path: Path) -
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """The audit of a claims file: ``to_dict()`` is ``audit --json``; ``format()`` the text report."""
+
+    data: dict[str, Any]
+    results: list[tuple[ClaimAudit, list[ClaimAudit]]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.data
+
+    def format(self, all_conventions: bool = False) -> str:
+        return format_audit(self.data, all_conventions)
+
+    def plot(self, path: str | Path) -> None:
+        """Draw the reachable (CR, BitOpsCR) band of each claim, the claim marked (atomic PNG)."""
+        from bitops.jsonio import write_checked
+
+        write_checked("plot", path, lambda tmp: plot_audit(self.results, tmp))
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+def audit(claims: str | Path | None = None, example: str | None = None, conventions: dict[str, Any] | None = None,
+          progress: Callable[[int], Any] | None = None) -> AuditResult:
+    """Audit every claim of ``claims`` (a TOML file) or of a shipped ``example`` ('paper'), with
+    ``conventions`` pinned for every claim (keys :data:`CONVENTION_KEYS`). ``progress(total)`` may
+    return a tqdm-like object that is updated once per claim."""
+    from bitops.models import ModelSpec, load_model_table, zoo_names
+
+    if (claims is None) == (example is None):
+        raise InputError("claims: give either a claims file or an example (exactly one)")
+    if example is not None and example not in EXAMPLES:
+        raise InputError(f"example must be one of {', '.join(EXAMPLES)}, got {example!r}")
+    pins = check_conventions(conventions or {})
+    parsed = load_claims(claims if claims is not None else EXAMPLES[str(example)], zoo_names())
+
+    def load(name: str, num_classes: int, width_mult: float, input_shape: tuple[int, int, int]):
+        return load_model_table(ModelSpec(name, input_shape=input_shape, num_classes=num_classes, width_mult=width_mult))
+
+    bar = progress(len(parsed)) if progress is not None else None
+    try:
+        results = audit_all(parsed, load, pins, progress=bar)
+    finally:
+        if bar is not None and hasattr(bar, "close"):
+            bar.close()
+    return AuditResult(audit_json(results, pins), results)

@@ -39,15 +39,38 @@ from typing import Any
 
 from bitops.errors import InputError
 from bitops.files import read_toml
+from bitops.orders import METHODS
+from bitops.rules import check_bits, check_exit_probs, check_keep_ratio
 
-__all__ = ["CLAIM_KEYS", "Claim", "Reported", "load_claims", "parse_claims"]
+__all__ = ["CLAIM_KEYS", "CONVENTION_KEYS", "EXAMPLES", "Claim", "Reported", "check_conventions", "load_claims",
+           "parse_claims"]
 
-ORDER_LETTERS = "DPQE"
+EXAMPLES = {"paper": Path(__file__).parent / "claims" / "paper.toml"}  # shipped claims files
+# The conventions a user may pin for every claim, and the values each may take.
+CONVENTION_KEYS = ("w_bits", "a_bits", "first_last_bits", "input_bits", "bn", "aux_bits", "reference")
+CONVENTION_CHOICES = {"bn": ("folded", "counted"), "reference": ("teacher", "student")}
 CLAIM_KEYS = frozenset({
     "name", "source", "reference", "student", "student_width_mult", "student_note", "student_alternatives",
     "order", "dataset", "num_classes", "input", "w_bits", "a_bits", "bitops_cr", "cr", "accuracy",
     "reference_accuracy", "first_last_bits", "input_bits", "bn", "aux_bits", "keep_ratio", "exits", "exit_probs",
 })
+
+
+def check_conventions(conventions: dict[str, Any]) -> dict[str, Any]:
+    """The pinned conventions, checked: bits as integers (first/last and input bits may be None,
+    meaning 'same'; aux bits may be 0), bn and reference one of their words."""
+    for key, value in conventions.items():
+        if key not in CONVENTION_KEYS:
+            raise InputError(f"conventions: keys must be among {', '.join(CONVENTION_KEYS)}, got {key!r}")
+        if key in CONVENTION_CHOICES:
+            if value not in CONVENTION_CHOICES[key]:
+                raise InputError(f"conventions: {key} must be {' or '.join(CONVENTION_CHOICES[key])}, got {value!r}")
+            continue
+        try:
+            check_bits(key, value, optional=key in ("first_last_bits", "input_bits"), allow_zero=key == "aux_bits")
+        except InputError as err:
+            raise InputError(f"conventions: {err}") from None
+    return dict(conventions)
 
 
 @dataclass(frozen=True)
@@ -134,10 +157,9 @@ def _bits(entry: Mapping[str, Any], key: str, where: str, allow_same: bool = Fal
     value = _get(entry, key, (int, str) if allow_same else int, where)
     if value is None or (allow_same and value == "same"):
         return value
-    if isinstance(value, str) or not low <= value <= 32:
-        allowed = "'same' or " if allow_same else ""
-        raise InputError(f"{where}.{key} must be {allowed}an integer in {low}..32, got {value!r}")
-    return value
+    if isinstance(value, str):
+        raise InputError(f"{where}.{key} must be 'same' or an integer in 1..32, got {value!r}")
+    return check_bits(f"{where}.{key}", value, allow_zero=low == 0)
 
 
 def _alternative(raw: Any, where: str) -> tuple[str, float]:
@@ -175,8 +197,8 @@ def _parse_claim(entry: Any, index: int, known_models: tuple[str, ...]) -> Claim
         if model not in known_models:
             raise InputError(f"{where}: unknown model {model!r}; claims use zoo models: {', '.join(known_models)}")
     order = _get(entry, "order", str, where, "DPQE" if student else "PQE")
-    if not order or any(c not in ORDER_LETTERS for c in order) or len(set(order)) != len(order):
-        raise InputError(f"{where}.order must be distinct letters from {ORDER_LETTERS}, got {order!r}")
+    if not order or any(c not in METHODS for c in order) or len(set(order)) != len(order):
+        raise InputError(f"{where}.order must be distinct letters from {METHODS}, got {order!r}")
     if student and "D" not in order:
         raise InputError(f"{where}: a student is given but order {order!r} has no D")
     shape = _get(entry, "input", list, where, [3, 32, 32])
@@ -189,8 +211,8 @@ def _parse_claim(entry: Any, index: int, known_models: tuple[str, ...]) -> Claim
     if not width > 0:
         raise InputError(f"{where}.student_width_mult must be > 0, got {width}")
     keep = _get(entry, "keep_ratio", (int, float), where)
-    if keep is not None and not 0 < keep <= 1:
-        raise InputError(f"{where}.keep_ratio must be in (0, 1], got {keep}")
+    if keep is not None:
+        check_keep_ratio(f"{where}.keep_ratio", keep)
     bn = _get(entry, "bn", str, where)
     if bn is not None and bn not in ("folded", "counted"):
         raise InputError(f"{where}.bn must be 'folded' or 'counted', got {bn!r}")
@@ -204,8 +226,7 @@ def _parse_claim(entry: Any, index: int, known_models: tuple[str, ...]) -> Claim
         raise InputError(f"{where}: exits/exit_probs are given but order {order!r} has no E")
     probs = _get(entry, "exit_probs", list, where)
     if probs is not None:
-        if any(isinstance(p, bool) or not isinstance(p, (int, float)) or p < 0 for p in probs) or sum(probs) > 1 + 1e-9:
-            raise InputError(f"{where}.exit_probs must be numbers >= 0 summing to at most 1, got {probs!r}")
+        check_exit_probs(f"{where}.exit_probs", probs)
         if exits is None or len(exits) != len(probs):
             raise InputError(f"{where}.exit_probs needs 'exits' with one name per probability")
     accuracy = {k: _get(entry, k, (int, float), where) for k in ("accuracy", "reference_accuracy")}

@@ -1,7 +1,8 @@
 """A compression configuration of one table: per-layer bits, per-group kept channels, exit probabilities.
 
-Builders validate at the boundary (bits 1..32, keep ratios in (0, 1], exit probabilities
-non-negative and summing to at most 1) so the evaluators and kernels can trust their inputs.
+Builders validate at the boundary with the rules of :mod:`bitops.rules` (bits 1..32, keep ratios in
+(0, 1], exit probabilities non-negative and summing to at most 1) so the evaluators and kernels can
+trust their inputs.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 
 from bitops.errors import InputError
 from bitops.policy import FULL_PRECISION_BITS
+from bitops.rules import check_bits_array, check_exit_probs, check_keep_ratio
 from bitops.table import LayerTable
 
 __all__ = [
@@ -27,9 +29,6 @@ __all__ = [
     "kept_from_mapping",
     "uniform_config",
 ]
-
-# Exit probabilities may sum to 1 up to this rounding slack (e.g. 0.1 + 0.2 + 0.7).
-PROB_SLACK = 1e-9
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,24 +47,13 @@ class Config:
             if arr.shape != (length,):
                 raise InputError(f"{name} must have {length} entries for {table.model}, got shape {arr.shape}")
         for name, bits in (("w_bits", self.w_bits), ("a_bits", self.a_bits)):
-            bad = np.flatnonzero((bits < 1) | (bits > FULL_PRECISION_BITS))
-            if bad.size:
-                i = int(bad[0])
-                raise InputError(f"{name} must be in 1..{FULL_PRECISION_BITS}, got {int(bits[i])} for layer {table.layers['name'][i]}")
+            check_bits_array(name, bits, table.layers["name"], "layer")
         bad = np.flatnonzero((self.kept < 1) | (self.kept > table.group_channels))
         if bad.size:
             g = int(bad[0])
             raise InputError(f"kept channels of group {table.group_labels[g]} must be in 1..{int(table.group_channels[g])}, "
                              f"got {int(self.kept[g])}")
-        check_exit_probs(self.exit_probs, table.exit_names)
-
-
-def check_exit_probs(probs: np.ndarray, names: Sequence[str]) -> None:
-    if np.any(~np.isfinite(probs)) or np.any(probs < 0):
-        raise InputError(f"--exit-probs must be finite and >= 0, got {probs.tolist()}")
-    if probs.sum() > 1 + PROB_SLACK:
-        raise InputError(f"--exit-probs must sum to at most 1 (the rest reach the final classifier), "
-                         f"got {float(probs.sum()):.6g} for exits {', '.join(names)}")
+        check_exit_probs("exit_probs", self.exit_probs, table.exit_names)
 
 
 def kept_channels(channels: int, keep_ratio: float) -> int:
@@ -84,33 +72,33 @@ def kept_channels_array(channels: np.ndarray, keep_ratio: np.ndarray) -> np.ndar
     return (np.asarray(channels, dtype=np.int64) * (1 - pruning_ratio)).astype(np.int64)
 
 
-def kept_from_ratio(table: LayerTable, keep_ratio: float) -> np.ndarray:
-    """Kept channels of every group at one uniform keep ratio in (0, 1]."""
-    if isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float)) or not 0 < keep_ratio <= 1:
-        raise InputError(f"--keep-ratio must be in (0, 1], got {keep_ratio!r}")
+def kept_from_ratio(table: LayerTable, keep_ratio: float, field: str = "keep_ratio") -> np.ndarray:
+    """Kept channels of every group at one uniform keep ratio in (0, 1]; errors name ``field``."""
+    check_keep_ratio(field, keep_ratio)
     kept = np.array([kept_channels(int(c), float(keep_ratio)) for c in table.group_channels], dtype=np.int64)
     empty = np.flatnonzero(kept < 1)
     if empty.size:
         g = int(empty[0])
-        raise InputError(f"--keep-ratio {keep_ratio} keeps 0 of the {int(table.group_channels[g])} channels of group "
+        raise InputError(f"{field} {keep_ratio} keeps 0 of the {int(table.group_channels[g])} channels of group "
                          f"{table.group_labels[g]}; it must keep at least 1")
     return kept
 
 
 def kept_from_mapping(table: LayerTable, ratios: Mapping[str, float], default: float = 1.0) -> np.ndarray:
-    """Kept channels from ``{group label or glob: keep ratio}``; unmatched groups keep ``default``."""
-    kept = kept_from_ratio(table, default)
+    """Kept channels from ``{group label or glob: keep ratio}``; unmatched groups keep ``default``.
+
+    Errors name ``default`` or the entry, ``ratios['layer3.*']``."""
+    kept = kept_from_ratio(table, default, "default")
     for pattern, ratio in ratios.items():
         hits = [g for g, label in enumerate(table.group_labels) if fnmatch.fnmatchcase(label, pattern)]
         if not hits:
             raise InputError(f"group {pattern!r} matches no channel group of {table.model}; "
                              f"groups are named {', '.join(table.group_labels)}")
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
-            raise InputError(f"keep ratio of {pattern!r} must be in (0, 1], got {ratio!r}")
+        check_keep_ratio(f"ratios[{pattern!r}]", ratio)
         for g in hits:
             kept[g] = kept_channels(int(table.group_channels[g]), float(ratio))
             if kept[g] < 1:
-                raise InputError(f"keep ratio {ratio} of {pattern!r} keeps 0 channels of group "
+                raise InputError(f"ratios[{pattern!r}] {ratio} keeps 0 channels of group "
                                  f"{table.group_labels[g]}; it must keep at least 1")
     return kept
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from bitops.config import BitsRule
 from bitops.errors import InputError
+from bitops.rules import check_bits, check_keep_ratio
 
 __all__ = ["read_bits_file", "read_keep_file", "read_toml"]
 
@@ -40,12 +41,6 @@ def read_toml(path: str | Path, what: str) -> dict[str, Any]:
         raise InputError(f"{what} {str(path)!r}: not valid TOML ({err})") from None
 
 
-def _bits(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 32:
-        raise InputError(f"{where} must be an integer in 1..32, got {value!r}")
-    return value
-
-
 def _only_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
     extra = sorted(set(table) - allowed)
     if extra:
@@ -54,14 +49,14 @@ def _only_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
 
 def read_bits_file(path: str | Path) -> tuple[dict[str, int], list[BitsRule]]:
     """(default bits {"w_bits"?, "a_bits"?}, rules in file order)."""
-    where = f"--bits-file {str(path)!r}"
-    data = read_toml(path, "--bits-file")
+    where = f"bits_file {str(path)!r}"
+    data = read_toml(path, "bits_file")
     _only_keys(data, {"default", "layer"}, where)
     default = data.get("default", {})
     if not isinstance(default, dict):
         raise InputError(f"{where}: [default] must be a table, got {default!r}")
     _only_keys(default, {"w_bits", "a_bits"}, f"{where} [default]")
-    defaults = {k: _bits(v, f"{where} [default].{k}") for k, v in default.items()}
+    defaults = {k: check_bits(f"{where} [default].{k}", v) for k, v in default.items()}
     layers = data.get("layer", [])
     if not isinstance(layers, list):
         raise InputError(f"{where}: 'layer' must be an array of tables ([[layer]]), got {layers!r}")
@@ -74,19 +69,19 @@ def read_bits_file(path: str | Path) -> tuple[dict[str, int], list[BitsRule]]:
         if "w_bits" not in entry and "a_bits" not in entry:
             raise InputError(f"{here}: give w_bits and/or a_bits for {entry['name']!r}")
         rules.append(BitsRule(pattern=entry["name"],
-                              w_bits=_bits(entry["w_bits"], f"{here} w_bits") if "w_bits" in entry else None,
-                              a_bits=_bits(entry["a_bits"], f"{here} a_bits") if "a_bits" in entry else None))
+                              w_bits=check_bits(f"{here} w_bits", entry["w_bits"]) if "w_bits" in entry else None,
+                              a_bits=check_bits(f"{here} a_bits", entry["a_bits"]) if "a_bits" in entry else None))
     return defaults, rules
 
 
 def read_keep_file(path: str | Path) -> tuple[float | None, dict[str, float]]:
     """(default keep ratio or None, {group label or glob: keep ratio})."""
-    where = f"--keep-file {str(path)!r}"
-    data = read_toml(path, "--keep-file")
+    where = f"keep_file {str(path)!r}"
+    data = read_toml(path, "keep_file")
     _only_keys(data, {"default", "groups"}, where)
     default = data.get("default")
-    if default is not None and (isinstance(default, bool) or not isinstance(default, (int, float)) or not 0 < default <= 1):
-        raise InputError(f"{where}: default keep ratio must be in (0, 1], got {default!r}")
+    if default is not None:
+        check_keep_ratio(f"{where}: default", default)
     groups = data.get("groups", {})
     if not isinstance(groups, dict):
         raise InputError(f"{where}: [groups] must be a table of label = keep ratio, got {groups!r}")

@@ -9,7 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_atomic", "write_json_atomic"]
+from bitops.errors import InputError
+
+__all__ = ["check_writable", "write_atomic", "write_checked", "write_json_atomic"]
 
 
 def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], None]) -> None:
@@ -35,3 +37,25 @@ def write_json_atomic(data: Any, path: str | os.PathLike[str]) -> None:
     """Serialise first (a failure leaves nothing behind), then write atomically."""
     text = json.dumps(data, indent=1) + "\n"
     write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def check_writable(name: str, path: str | os.PathLike[str]) -> Path:
+    """Fail before any work when an output file cannot be written where it was asked for.
+
+    ``name`` is the field (or option) the path came from; it starts the error message.
+    """
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise InputError(f"{name}: cannot write {str(path)!r}: directory {str(target.parent)!r} does not exist")
+    if target.is_dir():
+        raise InputError(f"{name}: {str(path)!r} is a directory, not a file")
+    return target
+
+
+def write_checked(name: str, path: str | os.PathLike[str], write: Callable[[Path], None]) -> None:
+    """:func:`write_atomic` after :func:`check_writable`; an OS error is an InputError naming ``name``."""
+    target = check_writable(name, path)
+    try:
+        write_atomic(target, write)
+    except OSError as err:
+        raise InputError(f"{name}: cannot write {str(path)!r}: {err.strerror}") from None

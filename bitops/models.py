@@ -43,7 +43,7 @@ def _shipped_path(name: str, num_classes: int, width_mult: float = 1.0,
 
 
 def zoo_names() -> tuple[str, ...]:
-    """Zoo models with shipped tables (a test checks this equals ``bitops.zoo.ZOO_NAMES``)."""
+    """Zoo models with shipped tables (a test checks this equals ``bitops.architectures.ZOO_NAMES``)."""
     return tuple(sorted({p.name.rsplit("-c", 1)[0].split("-w")[0].split("-s")[0] for p in SHIPPED_DIR.glob("*-c*.json")}))
 
 
@@ -117,10 +117,10 @@ def regenerate_shipped(names: Sequence[str], out_dir: Path = SHIPPED_DIR) -> lis
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from bitops import zoo
+    from bitops.architectures import ZOO_NAMES
 
     parser = argparse.ArgumentParser(prog="python -m bitops.models", description="Re-trace the zoo into bitops/shipped/.")
-    parser.add_argument("names", nargs="*", default=list(zoo.ZOO_NAMES), help="zoo models (default: all)")
+    parser.add_argument("names", nargs="*", default=list(ZOO_NAMES), help="zoo models (default: all)")
     args = parser.parse_args(argv)
     for path in regenerate_shipped(args.names):
         print(path)

@@ -1,4 +1,5 @@
-"""The rule every order of D, P, Q, E obeys, shared by the trainer and the simulator.
+"""The methods of "Chain of Compression" and the rules every order of them obeys, shared by the
+trainer and the simulator.
 
 An order is a string of the letters D, P, Q, E; E (early exit, a run-time policy) appears at most
 once, and D, P, Q repeat only when the caller allows it (paper section 6).
@@ -8,14 +9,19 @@ from __future__ import annotations
 
 from bitops.errors import InputError
 
-__all__ = ["ORDER_LETTERS", "validate_order"]
+__all__ = ["CONFIG_FIELDS", "METHODS", "PARAMETERS", "is_triple", "validate_order"]
 
-ORDER_LETTERS = "DPQE"
+# Distillation, Pruning, Quantization, Early exit: the letters of an order, in this canonical order.
+METHODS = "DPQE"
+# Each method's hyperparameter as stage profiles and reports name it (the axis a profile measures).
+PARAMETERS = {"D": "student", "P": "prune_ratio", "Q": "w_bits", "E": "threshold"}
+# The field of each method's stage config (trainer.config) that holds that hyperparameter.
+CONFIG_FIELDS = {"D": "student", "P": "ratio", "Q": "w_bits", "E": "threshold"}
 
 
 def validate_order(order: str, allow_repeat: bool = False) -> str:
     """The order as given, or an InputError naming the rule it breaks and the value."""
-    bad = [c for c in order if c not in ORDER_LETTERS]
+    bad = [c for c in order if c not in METHODS]
     if not order or bad:
         detail = f" ({bad[0]!r} is not one of D, P, Q or E)" if bad else ""
         raise InputError(f"an order must use the letters D, P, Q, E, got {order!r}{detail}")
@@ -24,3 +30,9 @@ def validate_order(order: str, allow_repeat: bool = False) -> str:
     if not allow_repeat and len(set(order)) != len(order):
         raise InputError(f"order {order!r} repeats a letter; repeats of D, P, Q need --allow-repeat")
     return order
+
+
+def is_triple(letters: str) -> bool:
+    """Whether ``letters`` name a three-method term: three different methods, the later two not D
+    (a term is interpolated along their hyperparameters, and students are not)."""
+    return len(letters) == 3 and len(set(letters)) == 3 and all(m in METHODS for m in letters) and "D" not in letters[1:]

@@ -25,22 +25,15 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from bitops.errors import InputError
+from bitops.rules import MAX_BITS, check_bits
 
 __all__ = ["BITOPS_FORMULAS", "BN_MODES", "ELEMENTWISE_MODES", "FULL_PRECISION_BITS", "OPS_UNITS", "Policy"]
 
-FULL_PRECISION_BITS = 32
+FULL_PRECISION_BITS = MAX_BITS  # 32: a float32 weight or activation
 OPS_UNITS = ("macs", "flops")
 BITOPS_FORMULAS = ("product", "accumulator")
 BN_MODES = ("folded", "counted")
 ELEMENTWISE_MODES = ("free", "counted")
-
-
-def _check_bits(name: str, value: int | None, *, allow_zero: bool = False) -> None:
-    if value is None:
-        return
-    low = 0 if allow_zero else 1
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= FULL_PRECISION_BITS:
-        raise InputError(f"{name} must be an integer in {low}..{FULL_PRECISION_BITS}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -64,10 +57,10 @@ class Policy:
         for name, modes in (("bn", BN_MODES), ("elementwise", ELEMENTWISE_MODES)):
             if getattr(self, name) not in modes:
                 raise InputError(f"{name} must be one of {', '.join(modes)}, got {getattr(self, name)!r}")
-        _check_bits("first_last_bits", self.first_last_bits)
-        _check_bits("input_bits", self.input_bits)
-        _check_bits("nonmac_bits", self.nonmac_bits)
-        _check_bits("aux_bits", self.aux_bits, allow_zero=True)
+        check_bits("first_last_bits", self.first_last_bits, optional=True)
+        check_bits("input_bits", self.input_bits, optional=True)
+        check_bits("nonmac_bits", self.nonmac_bits)
+        check_bits("aux_bits", self.aux_bits, allow_zero=True)
 
     @property
     def ops_per_mac(self) -> int:

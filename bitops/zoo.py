@@ -8,51 +8,27 @@ Widths: `width_mult` scales every hidden width (not the 3 input channels, not `n
 rounded by `_scale_width`: to the nearest multiple of `divisor` (half up), at least `divisor`,
 one `divisor` more when rounding lost over 10% (torchvision's `_make_divisible`). ResNets and VGG
 use divisor 1, MobileNetV2 uses divisor 8 as in its reference code.
+
+Names, stage widths and exit points are plain data in :mod:`bitops.architectures` (no torch);
+this module builds the modules they describe, one builder per family of that table.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from functools import partial
 
 import torch
 from torch import nn
 
+from bitops.architectures import MOBILENETV2S, RESNETS, VGGS, exit_points, stage_names
 from bitops.errors import InputError
+from bitops.rules import check_integer, check_positive
 
-__all__ = ["DEFAULT_INPUT_SHAPE", "ZOO_NAMES", "StagedNet", "build", "exit_head", "exit_points"]
+__all__ = ["DEFAULT_INPUT_SHAPE", "StagedNet", "build", "exit_head"]
 
 DEFAULT_INPUT_SHAPE = (3, 32, 32)
 
-# name -> (blocks per stage, stage widths). 6n+2 depth for the CIFAR family (He et al. 2016,
-# Sec. 4.2); the *_cifar ones are the ImageNet ResNet-18/34 with a CIFAR stem.
-_RESNETS = {
-    "resnet8": ((1, 1, 1), (16, 32, 64)),
-    "resnet18_cifar": ((2, 2, 2, 2), (64, 128, 256, 512)),
-    "resnet20": ((3, 3, 3), (16, 32, 64)),
-    "resnet32": ((5, 5, 5), (16, 32, 64)),
-    "resnet34_cifar": ((3, 4, 6, 3), (64, 128, 256, 512)),
-    "resnet56": ((9, 9, 9), (16, 32, 64)),
-}
-# VGG configs A/B/D/E (Simonyan & Zisserman 2015, Table 1), one tuple of conv widths per stage;
-# every stage ends in a 2x2 max-pool, so after the fifth the map is 1x1. VGG11/13/16 are the
-# shallower students the paper's section 7 distils VGG19 into.
-_VGGS = {
-    "vgg11_cifar": ((64,), (128,), (256,) * 2, (512,) * 2, (512,) * 2),
-    "vgg13_cifar": ((64, 64), (128, 128), (256,) * 2, (512,) * 2, (512,) * 2),
-    "vgg16_cifar": ((64, 64), (128, 128), (256,) * 3, (512,) * 3, (512,) * 3),
-    "vgg19_cifar": ((64, 64), (128, 128), (256,) * 4, (512,) * 4, (512,) * 4),
-}
-# MobileNetV2 (Sandler et al. 2018, Table 2) as (expansion, out channels, blocks, first stride)
-# groups, grouped into stages by output resolution. The 24-channel group keeps stride 1 (and the
-# stem is stride 1) so CIFAR's 32x32 input ends at 4x4 rather than 1x1.
-_MOBILENETV2_STAGES = (
-    ((1, 16, 1, 1), (6, 24, 2, 1)),
-    ((6, 32, 3, 2),),
-    ((6, 64, 4, 2), (6, 96, 3, 1)),
-    ((6, 160, 3, 2), (6, 320, 1, 1)),
-)
 # The 1280-wide last conv scales with width_mult below 1 as well, unlike the paper (Sec. 6.1) and
 # torchvision, which keep it at 1280: here width_mult means the same for every model.
 _MOBILENETV2_STEM, _MOBILENETV2_LAST = 32, 1280
@@ -206,18 +182,11 @@ class StagedNet(nn.Module):
         return [*exit_logits, logits] if self.exits else logits
 
 
-def _stage_names(name: str) -> tuple[str, ...]:
-    if name in _RESNETS:
-        return tuple(f"layer{i}" for i in range(1, len(_RESNETS[name][0]) + 1))
-    n_stages = len(_VGGS[name] if name in _VGGS else _MOBILENETV2_STAGES)
-    return tuple(f"stage{i}" for i in range(1, n_stages + 1))
-
-
 def _resnet(name: str, num_classes: int, width_mult: float, exits: Sequence[str]) -> StagedNet:
-    blocks, widths = _RESNETS[name]
+    blocks, widths = RESNETS[name]
     widths = tuple(_scale_width(c, width_mult) for c in widths)
     stages, in_ch = [], widths[0]
-    for i, (stage_name, n, out_ch) in enumerate(zip(_stage_names(name), blocks, widths)):
+    for i, (stage_name, n, out_ch) in enumerate(zip(stage_names(name), blocks, widths)):
         stage = nn.Sequential(*_repeat(BasicBlock, in_ch, out_ch, n, 1 if i == 0 else 2))
         stages.append((stage_name, stage, out_ch))
         in_ch = out_ch
@@ -226,7 +195,7 @@ def _resnet(name: str, num_classes: int, width_mult: float, exits: Sequence[str]
 
 def _vgg(name: str, num_classes: int, width_mult: float, exits: Sequence[str]) -> StagedNet:
     stages, in_ch = [], 3
-    for stage_name, widths in zip(_stage_names(name), _VGGS[name]):
+    for stage_name, widths in zip(stage_names(name), VGGS[name]):
         stage = nn.Sequential()
         for i, width in enumerate(widths):
             out_ch = _scale_width(width, width_mult)
@@ -243,8 +212,8 @@ def _mobilenetv2(name: str, num_classes: int, width_mult: float, exits: Sequence
     scale = partial(_scale_width, width_mult=width_mult, divisor=8)
     in_ch = scale(_MOBILENETV2_STEM)
     stem = _conv_bn(3, in_ch, 3, activation=nn.ReLU6)
-    stages, names = [], _stage_names(name)
-    for stage_name, groups in zip(names, _MOBILENETV2_STAGES):
+    stages, names = [], stage_names(name)
+    for stage_name, groups in zip(names, MOBILENETV2S[name]):
         blocks = []
         for expansion, width, n, stride in groups:
             block = partial(InvertedResidual, expansion=expansion)
@@ -260,18 +229,10 @@ def _mobilenetv2(name: str, num_classes: int, width_mult: float, exits: Sequence
 
 
 _BUILDERS: dict[str, Callable[[str, int, float, Sequence[str]], StagedNet]] = {
-    **{name: _resnet for name in _RESNETS},
-    "mobilenetv2_cifar": _mobilenetv2,
-    **{name: _vgg for name in _VGGS},
+    **{name: _resnet for name in RESNETS},
+    **{name: _mobilenetv2 for name in MOBILENETV2S},
+    **{name: _vgg for name in VGGS},
 }
-ZOO_NAMES: tuple[str, ...] = tuple(sorted(_BUILDERS))
-
-
-def exit_points(name: str) -> tuple[str, ...]:
-    """Exit point names of zoo model `name` in depth order: every stage but the last."""
-    if name not in _BUILDERS:
-        raise InputError(f"name must be one of {', '.join(ZOO_NAMES)}, got {name!r}")
-    return _stage_names(name)[:-1]
 
 
 def _enabled_exits(name: str, exits: bool | Sequence[str]) -> tuple[str, ...]:
@@ -303,8 +264,6 @@ def build(
     width_mult <= 0.
     """
     enabled = _enabled_exits(name, exits)
-    if num_classes < 1:
-        raise InputError(f"num_classes must be >= 1, got {num_classes}")
-    if not (math.isfinite(width_mult) and width_mult > 0):
-        raise InputError(f"width_mult must be a finite number > 0, got {width_mult}")
+    check_integer("num_classes", num_classes, 1)
+    check_positive("width_mult", width_mult)
     return _BUILDERS[name](name, num_classes, width_mult, enabled)

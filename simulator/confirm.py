@@ -16,7 +16,6 @@ paper closes by hand in section 5 / Table 1).
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -30,13 +29,11 @@ from bitops.errors import InputError
 from simulator.model import Prediction
 from simulator.profile import Profile
 from simulator.search import budget_table, pareto_front, rank_orders
+from trainer.record import read_record
 
-__all__ = ["Candidate", "best_point", "chain_config", "confirm_json", "format_confirm", "measure", "plot_confirm",
+__all__ = ["Candidate", "best_point", "chain_config", "compare", "measure",
            "select", "spread_over"]
 
-REPORT_TYPE = "chaincomp.Confirmation"
-REPORT_VERSION = 1
-RECORD_TYPE = "chaincomp.RunRecord"  # trainer/chain.py (read here as JSON, without importing torch)
 TIE_TOLERANCE = 1e-9  # relative: values closer than this are one rank (as simulator.search ties scores)
 
 
@@ -127,14 +124,12 @@ def _existing(path: Path, config: Any) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise InputError(f"--out-dir: cannot read the run record {str(path)!r} ({err}); remove it to retrain") from None
-    if not isinstance(record, dict) or record.get("_type") != RECORD_TYPE:
-        raise InputError(f"--out-dir: {str(path)!r} is not a chaincomp run record; remove it or choose another --out-dir")
-    if record.get("config") != config.to_json():
-        raise InputError(f"--out-dir: {str(path)!r} holds a run of {record.get('config', {}).get('order')!r} with other "
-                         "settings (profile, budget or training options changed); remove it or choose another --out-dir")
+        record = read_record(path)
+    except InputError as err:
+        raise InputError(f"out_dir: {err}; remove it or choose another out_dir") from None
+    if record["config"] != config.to_json():
+        raise InputError(f"out_dir: {str(path)!r} holds a run of {record['config']['order']!r} with other "
+                         "settings (profile, budget or training options changed); remove it or choose another out_dir")
     return record
 
 
@@ -188,9 +183,10 @@ def _tau(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, flo
     return {"tau": None if math.isnan(tau) else tau, "p_value": None if math.isnan(p) else p}
 
 
-def confirm_json(profile: Profile, profile_path: str | None, budget: float, orders_ranked: int,
-                 candidates: Sequence[Candidate], results: Sequence[tuple[dict[str, Any], bool]],
-                 out_dir: Path) -> dict[str, Any]:
+def compare(candidates: Sequence[Candidate], results: Sequence[tuple[dict[str, Any], bool]], base_accuracy: float,
+            budget: float, out_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Per trained order, predicted vs measured (accuracy, loss, BitOpsCR, CR, the ranking score) and
+    their errors; over the orders, the error summary and Kendall's tau of each."""
     rows = []
     for c, (record, reused) in zip(candidates, results):
         base, final = record["stages"][0], record["stages"][-1]
@@ -202,7 +198,7 @@ def confirm_json(profile: Profile, profile_path: str | None, budget: float, orde
             "order": c.order, "rank": c.rank, "score": c.score, "settings": c.settings,
             "within_budget": c.within_budget, "outside_measured_range": c.outside,
             "predicted": {"accuracy": c.accuracy, "accuracy_std": c.accuracy_std,
-                          "loss": profile.base_accuracy - c.accuracy, "bitops_cr": c.bitops_cr, "cr": c.cr},
+                          "loss": base_accuracy - c.accuracy, "bitops_cr": c.bitops_cr, "cr": c.cr},
             "measured": measured,
             "measured_score": measured["bitops_cr"] if measured["loss"] <= budget else 1.0,
             "error": {"accuracy": measured["accuracy"] - c.accuracy, "bitops_cr_ratio": measured["bitops_cr"] / c.bitops_cr,
@@ -224,94 +220,4 @@ def confirm_json(profile: Profile, profile_path: str | None, budget: float, orde
                     "within_budget_measured": sum(r["measured"]["loss"] <= budget for r in rows),
                     "kendall": _tau([r["score"] for r in rows], [r["measured_score"] for r in rows])},
     }
-    return {"_type": REPORT_TYPE, "_version": REPORT_VERSION,
-            "profile": {"path": profile_path or "(shipped default)", "setup": profile.setup,
-                        "base_accuracy": profile.base_accuracy,
-                        "interaction_terms": len(profile.accuracy_terms) + len(profile.exit_scales) + len(profile.triple_terms)},
-            "budget": budget, "orders_ranked": orders_ranked, "out_dir": str(out_dir), "orders": rows,
-            "summary": summary}
-
-
-def _settings_text(settings: dict[str, Any]) -> str:
-    return " ".join(f"{m}={v:g}" if isinstance(v, float) else f"{m}={v}" for m, v in settings.items())
-
-
-def _tau_text(k: dict[str, float | None]) -> str:
-    if k["tau"] is None:
-        return "Kendall tau undefined (fewer than 2 orders, or all values equal)"
-    return f"Kendall tau {k['tau']:+.2f}" + ("" if k["p_value"] is None else f" (p {k['p_value']:.2g})")
-
-
-def format_confirm(report: dict[str, Any]) -> str:
-    rows = report["orders"]
-    lines = [f"confirm: {len(rows)} of {report['orders_ranked']} orders (best, predicted worst and spread between, "
-             f"ranked by max BitOpsCR within {report['budget']:g} point{'s' if report['budget'] != 1 else ''} of loss); "
-             f"profile {report['profile']['path']}, base {report['profile']['base_accuracy']:.2f}%",
-             f"{'rank':>4} {'order':<6} {'settings':<32} {'acc pred':>12} {'meas':>7} {'error':>7} "
-             f"{'BitOpsCR pred':>13} {'meas':>9} {'ratio':>6}  record"]
-    for r in rows:
-        p, m = r["predicted"], r["measured"]
-        note = " (reused)" if r["reused"] else ""
-        flags = ("" if r["within_budget"] else " *") + (" †" if r["outside_measured_range"] else "")
-        lines.append(f"{r['rank']:>4} {r['order']:<6} {_settings_text(r['settings']) + flags:<32} "
-                     f"{p['accuracy']:>6.2f}±{p['accuracy_std']:<5.2f} {m['accuracy']:>7.2f} {r['error']['accuracy']:>+7.2f} "
-                     f"{p['bitops_cr']:>12.1f}x {m['bitops_cr']:>8.1f}x {r['error']['bitops_cr_ratio']:>6.2f}  "
-                     f"{r['record']}{note}")
-    s = report["summary"]
-    a, b = s["accuracy"], s["bitops_cr"]
-    lines += ["",
-              f"accuracy (points): mean |error| {a['mean_abs_error']:.2f}, bias {a['bias']:+.2f}, rmse {a['rmse']:.2f}, "
-              f"max |error| {a['max_abs_error']:.2f}; {_tau_text(a['kendall'])}",
-              f"BitOpsCR: measured / predicted {b['geometric_mean_ratio']:.3f} (geometric mean; "
-              f"{b['min_ratio']:.3f}..{b['max_ratio']:.3f}); {_tau_text(b['kendall'])}",
-              f"ranking score (BitOpsCR within the budget, else 1): {s['ranking']['within_budget_measured']} of "
-              f"{len(rows)} trained points measured within it ({s['ranking']['within_budget_predicted']} predicted); "
-              f"{_tau_text(s['ranking']['kendall'])}"]
-    if any(not r["within_budget"] for r in rows):
-        lines.append("* no point of this order is predicted within the budget: its most accurate point was trained")
-    if any(r["outside_measured_range"] for r in rows):
-        lines.append("† a hyperparameter outside the profile's measured range (its curve is clamped there)")
-    if report["profile"]["interaction_terms"] == 0:
-        lines.append("note: the profile has no interaction terms, so predicted accuracy ignores the order; "
-                     f"`chaincomp fit {report['out_dir']}/*.json -o PROFILE.json` estimates them from these runs")
-    return "\n".join(lines)
-
-
-def plot_confirm(report: dict[str, Any], path: Path) -> None:
-    """Predicted vs measured accuracy and BitOpsCR, one labelled point per order, with y = x (the
-    predicted accuracy with its spread as a horizontal bar)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
-    for ax, key, label, log in ((axes[0], "accuracy", "accuracy (%)", False), (axes[1], "bitops_cr", "BitOpsCR", True)):
-        predicted = [r["predicted"][key] for r in report["orders"]]
-        measured = [r["measured"][key] for r in report["orders"]]
-        ax.scatter(predicted, measured, zorder=3)
-        if key == "accuracy":
-            ax.errorbar(predicted, measured, xerr=[r["predicted"]["accuracy_std"] for r in report["orders"]],
-                        fmt="none", ecolor="tab:blue", alpha=0.4, lw=1, zorder=2)
-        for r, x, y in zip(report["orders"], predicted, measured):
-            ax.annotate(r["order"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-        low, high = min(predicted + measured), max(predicted + measured)
-        if key == "accuracy":
-            spread = [r["predicted"]["accuracy_std"] for r in report["orders"]]
-            low = min(low, *(p - e for p, e in zip(predicted, spread)))
-            high = max(high, *(p + e for p, e in zip(predicted, spread)))
-        pad = (high / low) ** 0.05 if log else 0.05 * (high - low or 1.0)
-        span = [low / pad, high * pad] if log else [low - pad, high + pad]
-        ax.plot(span, span, color="grey", ls=":", lw=1, label="y = x")
-        if log:
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-        tau = report["summary"][key]["kendall"]["tau"]
-        ax.set_title(f"{label}: Kendall tau {'-' if tau is None else f'{tau:+.2f}'}", fontsize=9)
-        ax.set_xlabel(f"predicted {label}")
-        ax.set_ylabel(f"measured {label}")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return rows, summary

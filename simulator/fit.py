@@ -38,36 +38,28 @@ the profile's deltas are taken as exact, and any offset between the profile's tr
 runs' (another seed, another base model) shows up in the interaction terms — in every term of the
 method at that point, so an order with several earlier stages counts it several times.
 
-No torch: records are read as JSON.
+Reading the records, writing the fitted profile and the report are :mod:`simulator.fit_report`'s.
 """
 
 from __future__ import annotations
 
-import copy
 import itertools
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bitops.errors import InputError
-from simulator.profile import METHODS, PARAMETERS, Profile, parse_profile
+from bitops.orders import METHODS
+from simulator.profile import Profile
 from simulator.structure import structure
 
 __all__ = ["ACCURACY_PAIRS", "EXIT_PAIRS", "DeltaFit", "Equation", "FitResult", "LinearFit", "Run", "Stage", "TermFit",
-           "Unidentified", "check_run", "delta_columns", "fit_json", "fit_runs", "fitted_profile", "format_fit",
-           "measured_point", "read_run", "read_runs", "solve"]
+           "Unidentified", "column_name", "delta_columns", "fit_runs", "measured_point", "solve"]
 
-RECORD_TYPE = "chaincomp.RunRecord"  # trainer/chain.py; not imported from there, which would import torch
-RECORD_VERSION = 1
 ACCURACY_PAIRS = tuple((i, j) for i, j in itertools.permutations(METHODS, 2))  # the 12 ordered pairs
 EXIT_PAIRS = tuple(p for p in ACCURACY_PAIRS if "E" in p)  # the 6 whose exit rates may scale
-# The stage config field that holds each method's profiled hyperparameter (trainer/stages.py).
-CONFIG_FIELD = {"D": "student", "P": "ratio", "Q": "w_bits", "E": "threshold"}
 # Singular values below this fraction of the largest count as 0: the design matrices hold small
 # integer counts, so their nonzero singular values are far above it.
 RANK_TOLERANCE = 1e-9
@@ -97,110 +89,6 @@ class Run:
     base_accuracy: float
     stages: tuple[Stage, ...]  # the stages after the base, in order (only the finished ones)
     setup: dict[str, Any]  # teacher, dataset, input_shape, num_classes the run was made in
-
-
-def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InputError(f"{where} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def read_run(path: str | Path) -> Run:
-    """Read and check one run record; every problem is an InputError naming the file."""
-    where = f"run record {str(path)!r}"
-    try:
-        record = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as err:
-        raise InputError(f"{where}: cannot read ({err.strerror})") from None
-    except ValueError as err:
-        raise InputError(f"{where}: not valid JSON ({err})") from None
-    if not isinstance(record, dict) or record.get("_type") != RECORD_TYPE:
-        got = record.get("_type") if isinstance(record, dict) else type(record).__name__
-        raise InputError(f"{where}: not a chaincomp run record (_type must be {RECORD_TYPE!r}, got {got!r})")
-    if isinstance(record.get("_version"), bool) or record.get("_version") != RECORD_VERSION:
-        raise InputError(f"{where}: _version must be {RECORD_VERSION}, got {record.get('_version')!r}")
-    config, stages = record.get("config"), record.get("stages")
-    if not isinstance(config, dict) or not isinstance(config.get("order"), str):
-        raise InputError(f"{where}: 'config' must be an object with the run's 'order'")
-    if not isinstance(stages, list) or not stages or not isinstance(stages[0], dict) or stages[0].get("stage") != "base":
-        raise InputError(f"{where}: 'stages' must be a list starting with the base model's entry")
-    order = config["order"]
-    if not order or any(m not in METHODS for m in order):
-        raise InputError(f"{where}: config.order must be letters of D, P, Q, E, got {order!r}")
-    data = record.get("data") if isinstance(record.get("data"), dict) else {}
-    if len(stages) - 1 > len(order):
-        raise InputError(f"{where}: {len(stages) - 1} stages recorded for order {order!r}")
-    parsed = []
-    for k, entry in enumerate(stages[1:], start=1):
-        at = f"{where}: stages[{k}]"
-        if not isinstance(entry, dict) or entry.get("stage") != order[k - 1]:
-            raise InputError(f"{at} must be stage {order[k - 1]!r} of order {order!r}")
-        method = order[k - 1]
-        stage_config = entry.get("config")
-        if not isinstance(stage_config, dict) or CONFIG_FIELD[method] not in stage_config:
-            raise InputError(f"{at}.config must give {method}'s {CONFIG_FIELD[method]!r}")
-        shares, threshold = None, None
-        if "exit" in entry:
-            exit_entry = entry["exit"]
-            rates = exit_entry.get("rates") if isinstance(exit_entry, dict) else None
-            if not isinstance(rates, dict):
-                raise InputError(f"{at}.exit must hold the measured 'rates'")
-            shares = {e: _number(r, f"{at}.exit.rates.{e}") for e, r in rates.items() if e != "final"}
-            threshold = _number(exit_entry.get("threshold"), f"{at}.exit.threshold")
-        reported: tuple[tuple[float, float], ...] = ()
-        if method == "E" and isinstance(entry.get("exit"), dict):
-            listed = entry["exit"].get("thresholds") or []
-            if not isinstance(listed, list) or not all(isinstance(t, dict) for t in listed):
-                raise InputError(f"{at}.exit.thresholds must be a list of objects")
-            reported = tuple((_number(t.get("threshold"), f"{at}.exit.thresholds.threshold"),
-                              _number(t.get("accuracy"), f"{at}.exit.thresholds.accuracy")) for t in listed)
-        parsed.append(Stage(method, stage_config[CONFIG_FIELD[method]], _number(entry.get("accuracy"), f"{at}.accuracy"),
-                            shares, threshold, reported))
-    return Run(path=str(path), order=order, status=str(record.get("status")),
-               base_accuracy=_number(stages[0].get("accuracy"), f"{where}: stages[0].accuracy"),
-               stages=tuple(parsed),
-               setup={"teacher": config.get("teacher"), "dataset": data.get("name"),
-                      "input_shape": data.get("input_shape"), "num_classes": data.get("num_classes")})
-
-
-def check_run(run: Run, profile: Profile, allow_incomplete: bool) -> None:
-    """Refuse a run that is unfinished or was made in another setup than the profile's."""
-    where = f"run record {run.path!r}"
-    if run.status != "complete" and not allow_incomplete:
-        raise InputError(f"{where}: status is {run.status!r}, not 'complete' ({len(run.stages)} of {len(run.order)} "
-                         "stages); finish it with chaincomp train --resume, or pass --allow-incomplete to use "
-                         "the finished stages")
-    for key, got in run.setup.items():
-        wanted = profile.setup.get(key)
-        if wanted is not None and got != wanted:
-            raise InputError(f"{where}: {key} is {got!r}, the profile's setup has {wanted!r}; a fit needs runs "
-                             "of the profile's own setup")
-    for stage in run.stages:
-        if stage.method not in profile.curves:
-            raise InputError(f"{where}: the order {run.order!r} has {stage.method}, which the profile does not measure "
-                             f"(it covers {', '.join(profile.curves)})")
-        if stage.method == "D" and stage.value not in profile.curves["D"].values:
-            raise InputError(f"{where}: student is {stage.value!r}, the profile measured D for "
-                             f"{', '.join(map(str, profile.curves['D'].values))} only; a fit needs runs of the "
-                             "profile's own setup")
-    if run.status != "complete" and not run.stages:
-        raise InputError(f"{where}: no stage after the base finished; nothing to fit")
-
-
-def read_runs(paths: Sequence[str | Path], profile: Profile, allow_incomplete: bool = False) -> list[Run]:
-    if not paths:
-        raise InputError("give at least one run record (RUN.json, written by chaincomp train)")
-    seen: dict[Path, str] = {}
-    runs = []
-    for path in paths:
-        key = Path(path).resolve()
-        if key in seen:
-            raise InputError(f"run record {str(path)!r} is given twice (as {seen[key]!r}); each run counts once")
-        seen[key] = str(path)
-        run = read_run(path)
-        check_run(run, profile, allow_incomplete)
-        runs.append(run)
-    return runs
 
 
 # ---- the linear algebra --------------------------------------------------------------------------
@@ -616,201 +504,3 @@ def fit_runs(runs: Sequence[Run], profile: Profile, refine_deltas: bool = False,
     base = float(np.mean([run.base_accuracy for run in runs])) if refine_deltas else None
     return FitResult(list(runs), acc_fit, acc_eq, columns, exit_fit, exit_eq, notes, terms + exit_terms,
                      missing + exit_missing, deltas, base)
-
-
-# ---- output --------------------------------------------------------------------------------------
-
-def _files(paths: Sequence[str]) -> str:
-    names = [Path(p).name for p in paths]
-    return ", ".join(names) if len(names) <= 4 else ", ".join(names[:3]) + f" and {len(names) - 3} more"
-
-
-def _fit_summary(fit: LinearFit, equations: Sequence[Equation]) -> dict[str, Any]:
-    return {"equations": len(equations), "rank": fit.rank, "dof": fit.dof,
-            "rms": None if not equations else fit.rms,
-            "outside_measured_range": sum(e.outside for e in equations)}
-
-
-def fitted_profile(profile: Profile, result: FitResult, run_paths: Sequence[str], base_path: str | None,
-                   command: str = "") -> dict[str, Any]:
-    """The base profile with its interactions replaced by the fitted (identified) terms."""
-    data = copy.deepcopy(profile.raw)
-    residual = {"accuracy": f"residual rms {result.accuracy.rms:.3g} points over {len(result.accuracy_equations)} "
-                            "equations",
-                "exit_scale": f"residual rms {result.exit.rms:.3g} (log share) over {len(result.exit_equations)} "
-                              "equations"}
-    interactions = []
-    grouped: dict[tuple[str, str], list[TermFit]] = {}
-    for t in result.terms:
-        if t.kind == "accuracy" and t.first is None:
-            grouped.setdefault((t.before, t.after), []).append(t)
-    for (before, after), fits in grouped.items():
-        interactions.append({"before": before, "after": after, "parameter": PARAMETERS[after],
-                             "points": [{"value": t.value, "accuracy": t.estimate, "std_error": t.std_error,
-                                         "equations": t.equations} for t in fits],
-                             "source": f"fit of RUN files {_files(run_paths)}, {residual['accuracy']}"})
-    for (first, before, after), fits in _triple_groups(result.terms).items():
-        interactions.append({"first": first, "before": before, "after": after,
-                             "points": [{"before_value": t.before_value, "value": t.value, "accuracy": t.estimate,
-                                         "std_error": t.std_error, "equations": t.equations} for t in fits],
-                             "source": f"fit of RUN files {_files(run_paths)}, {residual['accuracy']}"})
-    for t in result.terms:
-        if t.kind == "exit_scale":
-            interactions.append({"before": t.before, "after": t.after, "exit_scale": t.estimate,
-                                 "log_std_error": t.std_error,
-                                 "source": f"fit of RUN files {_files(run_paths)}, {residual['exit_scale']}"})
-    data["interactions"] = interactions
-    for d in result.deltas:
-        if d.correction is None:
-            continue
-        point = next(p for p in data["methods"][d.method]["points"]
-                     if measured_point(profile, d.method, p["value"]) == profile.curve(d.method).values.index(d.value))
-        point["delta"] = d.delta
-        if isinstance(point.get("accuracy"), (int, float)):
-            point["accuracy"] = point["accuracy"] + d.correction
-        point["fit"] = {"profile_delta": d.profile_delta, "correction": d.correction, "std_error": d.std_error,
-                        "source": f"fit of RUN files {_files(run_paths)}, {residual['accuracy']}"}
-    if result.base_accuracy is not None:
-        data["base"]["fit"] = {"profile_accuracy": data["base"]["accuracy"], "runs": len(result.runs),
-                               "source": "mean base accuracy of the RUN files (--refine-deltas)"}
-        data["base"]["accuracy"] = result.base_accuracy
-    provenance = dict(data.get("provenance", {}))
-    provenance["fitted_from"] = [str(p) for p in run_paths]
-    provenance["fit"] = {
-        "base_profile": base_path or "(shipped default)",
-        "command": command,
-        "accuracy": _fit_summary(result.accuracy, result.accuracy_equations),
-        "exit_scale": _fit_summary(result.exit, result.exit_equations),
-        "unidentified": [_unidentified_json(u) for u in [*result.unidentified, *_incomplete_triples(result)]],
-        "replaced_interactions": profile.raw.get("interactions", []),
-        "refined_deltas": [_delta_json(d) for d in result.deltas],
-    }
-    data["provenance"] = provenance
-    parse_profile(data, "the fitted profile")  # what we write must read back
-    return data
-
-
-def _delta_json(d: DeltaFit) -> dict[str, Any]:
-    return {"method": d.method, "value": d.value, "profile_delta": d.profile_delta, "correction": d.correction,
-            "delta": d.delta, "std_error": d.std_error, "equations": d.equations, "reason": d.reason}
-
-
-def _triple_groups(terms: Sequence[TermFit]) -> dict[tuple[str, str, str], list[TermFit]]:
-    """The identified three-method terms that form a full grid (a profile needs one to interpolate)."""
-    groups: dict[tuple[str, str, str], list[TermFit]] = {}
-    for t in terms:
-        if t.first is not None:
-            groups.setdefault((t.first, t.before, t.after), []).append(t)
-    full = {}
-    for key, fits in groups.items():
-        cells = {(t.before_value, t.value) for t in fits}
-        if len(cells) == len({t.before_value for t in fits}) * len({t.value for t in fits}):
-            full[key] = fits
-    return full
-
-
-def _incomplete_triples(result: FitResult) -> list[Unidentified]:
-    """Three-method terms left out because the identified points do not form a full grid."""
-    kept = _triple_groups(result.terms)
-    out, seen = [], set()
-    for t in result.terms:
-        key = (t.first, t.before, t.after)
-        if t.first is not None and key not in kept and key not in seen:
-            seen.add(key)
-            out.append(Unidentified(t.before, t.after, "accuracy", "its identified points do not form a full grid of "
-                                    f"{t.before} x {t.after} values, so it cannot be interpolated; left out",
-                                    None, t.first, None))
-    return out
-
-
-def _unidentified_json(u: Unidentified) -> dict[str, Any]:
-    return {"first": u.first, "before": u.before, "after": u.after, "kind": u.kind, "before_value": u.before_value,
-            "value": u.value, "reason": u.reason}
-
-
-def _equation_json(e: Equation, residual: float, names: Sequence[str]) -> dict[str, Any]:
-    return {"run": e.run, "stage": e.stage, "method": e.method, "threshold": e.threshold, "observed": e.observed,
-            "profile_part": e.fixed,
-            "unknowns": {name: float(w) for name, w in zip(names, e.row) if w},
-            "residual": residual, "outside_measured_range": e.outside}
-
-
-def fit_json(result: FitResult, out: str, base_path: str | None) -> dict[str, Any]:
-    return {
-        "_type": "chaincomp.Fit", "_version": 1, "out": out, "base_profile": base_path or "(shipped default)",
-        "base_accuracy": result.base_accuracy,
-        "runs": [{"path": r.path, "order": r.order, "status": r.status, "stages": len(r.stages)} for r in result.runs],
-        "terms": [{"first": t.first, "before": t.before, "after": t.after, "kind": t.kind, "before_value": t.before_value,
-                   "value": t.value, "estimate": t.estimate, "std_error": t.std_error, "equations": t.equations}
-                  for t in result.terms],
-        "unidentified": [_unidentified_json(u) for u in [*result.unidentified, *_incomplete_triples(result)]],
-        "deltas": [_delta_json(d) for d in result.deltas],
-        "accuracy": {**_fit_summary(result.accuracy, result.accuracy_equations),
-                     "residuals": [_equation_json(e, float(r), [column_name(k) for k in result.accuracy_columns])
-                                   for e, r in zip(result.accuracy_equations, result.accuracy.residuals)]},
-        "exit_scale": {**_fit_summary(result.exit, result.exit_equations),
-                       "residuals": [_equation_json(e, float(r), [i + j for i, j in EXIT_PAIRS]) for e, r in
-                                     zip(result.exit_equations, result.exit.residuals)],
-                       "notes": result.exit_notes},
-    }
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
-
-
-def format_fit(report: dict[str, Any], largest: int = 10) -> str:
-    acc, ex = report["accuracy"], report["exit_scale"]
-    lines = [f"fit of {len(report['runs'])} run records against {report['base_profile']} -> {report['out']}", "",
-             f"accuracy terms (points j gains when it runs after i, at j's value): {acc['equations']} equations, "
-             f"rank {acc['rank']}, residual rms {_fmt(acc['rms'], '.3f')}",
-             f"  {'term':<6} {'at':>8} {'estimate':>9} {'std err':>8} {'equations':>9}"]
-    for t in (t for t in report["terms"] if t["kind"] == "accuracy" and t["first"] is None):
-        at = f"{t['value']:g}" if isinstance(t["value"], (int, float)) else str(t["value"])
-        lines.append(f"  {t['before'] + t['after']:<6} {at:>8} {t['estimate']:>+9.3f} {_fmt(t['std_error'], '8.3f'):>8} "
-                     f"{t['equations']:>9}")
-    triples = [t for t in report["terms"] if t["kind"] == "accuracy" and t["first"] is not None]
-    if triples:
-        lines += ["", "three-method terms (points k gains after j, both after i, beyond the pair terms):",
-                  f"  {'term':<6} {'at':>12} {'estimate':>9} {'std err':>8} {'equations':>9}"]
-        for t in triples:
-            at = f"{t['before_value']:g},{t['value']:g}"
-            lines.append(f"  {t['first'] + t['before'] + t['after']:<6} {at:>12} {t['estimate']:>+9.3f} "
-                         f"{_fmt(t['std_error'], '8.3f'):>8} {t['equations']:>9}")
-    lines += ["", f"exit-rate scales (fitted in log space): {ex['equations']} equations, rank {ex['rank']}, "
-                  f"residual rms {_fmt(ex['rms'], '.3f')} (log share)",
-              f"  {'term':<6} {'scale':>9} {'x/÷ se':>8} {'equations':>9}"]
-    for t in (t for t in report["terms"] if t["kind"] == "exit_scale"):
-        spread = None if t["std_error"] is None else math.exp(t["std_error"])
-        lines.append(f"  {t['before'] + t['after']:<6} {t['estimate']:>9.3f} {_fmt(spread, '8.3f'):>8} {t['equations']:>9}")
-    for note in ex["notes"]:
-        lines.append(f"  note: {note}")
-    if report["base_accuracy"] is not None:
-        lines += ["", f"base accuracy: the runs' mean, {report['base_accuracy']:.3f}%"]
-    if report["deltas"]:
-        lines += ["", "single-stage deltas refined at the profile's measured points a run's first stage uses (points):",
-                  f"  {'point':<12} {'profile':>8} {'fitted':>8} {'std err':>8} {'equations':>9}"]
-        for d in report["deltas"]:
-            value = f"{d['value']:g}" if isinstance(d["value"], float) else str(d["value"])
-            fitted = "-" if d["delta"] is None else f"{d['delta']:+8.3f}"
-            lines.append(f"  {d['method'] + '=' + value:<12} {d['profile_delta']:>+8.3f} {fitted:>8} "
-                         f"{_fmt(d['std_error'], '8.3f'):>8} {d['equations']:>9}" + (f"  {d['reason']}" if d["reason"] else ""))
-    if report["unidentified"]:
-        lines += ["", "not identified by these runs (left out of the profile):"]
-        lines += [f"  {(u['first'] or '') + u['before'] + u['after']}"
-                  f"{'' if u['before_value'] is None else '@' + str(u['before_value']) + ','}"
-                  f"{'' if u['value'] is None else ('' if u['before_value'] is not None else '@') + str(u['value'])} "
-                  f"{u['kind']}: {u['reason']}" for u in report["unidentified"]]
-    rows = sorted(acc["residuals"], key=lambda r: -abs(r["residual"]))[:largest]
-    if rows:
-        lines += ["", f"largest accuracy residuals ({len(rows)} of {len(acc['residuals'])}; all in --json):",
-                  f"  {'run':<24} {'stage':>5} {'observed':>9} {'profile':>7} {'residual':>9}"]
-        for r in rows:
-            flag = "  (outside measured range)" if r["outside_measured_range"] else ""
-            lines.append(f"  {Path(r['run']).name:<24} {r['stage']:>3} {r['method']} {r['observed']:>+9.3f} "
-                         f"{r['profile_part']:>+7.3f} {r['residual']:>+9.3f}{flag}")
-    outside = acc["outside_measured_range"] + ex["outside_measured_range"]
-    if outside:
-        lines.append(f"note: {outside} equations use a hyperparameter outside the profile's measured range "
-                     "(its curve is clamped there)")
-    return "\n".join(lines)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import numpy as np
 
@@ -148,6 +149,13 @@ def _exit_probs(profile: Profile, order: str, grid: Grid, index: list[np.ndarray
     return probs[index[e_pos]]
 
 
+@lru_cache(maxsize=16)
+def _reference_totals(table: LayerTable, policy: Policy):
+    """The teacher's full-precision totals, once per (table, policy): every order of a simulation
+    shares them (tables hash by identity, so a loader that caches its tables hits this cache)."""
+    return reference_totals(table, policy)
+
+
 def predict(profile: Profile, order: str, grid: Grid, load: TableLoader, teacher: str,
             policy: Policy | None = None) -> Prediction:
     """Accuracy (with spread) and exact BitOps / BitOpsCR / CR of ``order`` at every grid combination."""
@@ -159,7 +167,7 @@ def predict(profile: Profile, order: str, grid: Grid, load: TableLoader, teacher
     if policy is None:
         first_last = q_curve.extra.get("first_last_bits") if q_curve else None
         policy = Policy(first_last_bits=first_last)
-    reference = reference_totals(load(teacher), policy)
+    reference = _reference_totals(load(teacher), policy)
     last_d = order.rfind("D")
     # The student each combination ends with: one batch per student value.
     students = np.asarray(grid.axis("D"), dtype=object)[index[last_d]] if last_d >= 0 else np.full(n, teacher, object)

@@ -1,8 +1,8 @@
 """Stage profiles as the simulator reads them: per-method curves, interaction terms, provenance.
 
-The file format is the trainer's (``trainer/profile.py`` documents it; ``chaincomp profile``
-writes it). This module only reads and checks it, with numpy — no torch — and offers the curves
-as interpolating functions:
+The file format is owned by ``trainer/profile_format.py`` (type, version, every check; ``chaincomp
+profile`` writes it). This module builds a checked profile into curves and terms, with numpy — no
+torch — and offers the curves as interpolating functions:
 
 * P: accuracy change vs pruning ratio, D: vs student (categorical), Q: vs weight bits
   (interpolated in log2 bits), E: accuracy change and per-exit rates vs threshold;
@@ -26,7 +26,6 @@ as the curves are; j and k are P, Q or E.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,16 +33,12 @@ from typing import Any
 import numpy as np
 
 from bitops.errors import InputError
-from simulator.structure import is_triple
+from bitops.orders import METHODS, PARAMETERS
+from trainer.profile_format import check_profile, read_profile
 
-__all__ = ["DEFAULT_PROFILE", "PARAMETERS", "PROFILE_TYPE", "PROFILE_VERSION", "Curve", "Profile", "Term", "TripleTerm",
-           "load_profile", "parse_profile"]
+__all__ = ["DEFAULT_PROFILE", "Curve", "Profile", "Term", "TripleTerm", "load_profile", "parse_profile"]
 
-PROFILE_TYPE = "chaincomp.StageProfile"
-PROFILE_VERSION = 1
 DEFAULT_PROFILE = Path(__file__).parent / "data" / "default_profile.json"
-METHODS = "DPQE"
-PARAMETERS = {"D": "student", "P": "prune_ratio", "Q": "w_bits", "E": "threshold"}  # each method's profiled axis
 
 
 @dataclass(frozen=True)
@@ -162,195 +157,71 @@ class Profile:
         return self.curves[method]
 
 
-def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-        raise InputError(f"{where} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _curve(method: str, entry: Any, where: str) -> Curve:
-    if not isinstance(entry, dict) or not isinstance(entry.get("points"), list) or not entry["points"]:
-        raise InputError(f"{where} must be an object with a non-empty 'points' list")
-    points = entry["points"]
-    parameter = entry.get("parameter")
-    expected = PARAMETERS[method]
-    if parameter != expected:
-        raise InputError(f"{where}.parameter must be {expected!r}, got {parameter!r}")
-    for i, point in enumerate(points):
-        if not isinstance(point, dict) or "value" not in point or "delta" not in point:
-            raise InputError(f"{where}.points[{i}] needs 'value' and 'delta'")
+def _curve(method: str, points: list[dict[str, Any]], accuracy_key: str = "delta", std_key: str = "accuracy_std",
+           entry: dict[str, Any] | None = None) -> Curve:
+    """A checked method entry's (or term's) points as a curve, sorted by value (D's in file order)."""
     if method != "D":
-        for i, point in enumerate(points):
-            _number(point["value"], f"{where}.points[{i}].value")
         points = sorted(points, key=lambda p: p["value"])
-        values = [p["value"] for p in points]
-        valid = {"P": lambda v: 0 <= v < 1, "Q": lambda v: 1 <= v <= 32, "E": lambda v: 0 < v <= 1}[method]
-        rule = {"P": "pruning ratios in [0, 1)", "Q": "weight bits in 1..32", "E": "thresholds in (0, 1]"}[method]
-        if not all(valid(v) for v in values):
-            raise InputError(f"{where}: values must be {rule}, got {values}")
-    values = tuple(p["value"] for p in points)
-    if len(set(values)) != len(values):
-        raise InputError(f"{where}: a value appears twice in points ({list(values)})")
-    if method == "D" and not all(isinstance(v, str) and v for v in values):
-        raise InputError(f"{where}: D values must be student model names, got {list(values)}")
-    if method == "Q" and not all(float(v).is_integer() for v in values):
-        raise InputError(f"{where}: Q values must be whole weight bits, got {list(values)}")
-    delta = np.array([_number(p["delta"], f"{where}.points.delta") for p in points])
-    std = np.array([0.0 if p.get("accuracy_std") is None else _number(p["accuracy_std"], f"{where}.points.accuracy_std")
-                    for p in points])
     rates: dict[str, np.ndarray] = {}
-    if method == "E":
-        exits = entry.get("exits")
-        if not isinstance(exits, list) or not all(isinstance(e, str) for e in exits):
-            raise InputError(f"{where}.exits must list the exit point names")
-        for i, point in enumerate(points):
-            got = point.get("exit_rates")
-            if not isinstance(got, dict) or set(got) != {*exits, "final"}:
-                raise InputError(f"{where}.points[{i}].exit_rates must give a rate for each of {exits} and 'final'")
-            total = sum(_number(v, f"{where}.points[{i}].exit_rates") for v in got.values())
-            if min(got.values()) < 0 or abs(total - 1) > 1e-6:
-                raise InputError(f"{where}.points[{i}].exit_rates must be >= 0 and sum to 1, got sum {total:.6g}")
-        rates = {e: np.array([p["exit_rates"][e] for p in points], dtype=np.float64) for e in exits}
-    extra = {k: v for k, v in entry.items() if k not in ("parameter", "points")}
-    if method == "Q":
-        a_bits = extra.get("a_bits", 8)
-        if isinstance(a_bits, bool) or not isinstance(a_bits, int) or not 1 <= a_bits <= 32:
-            raise InputError(f"{where}.a_bits must be an integer in 1..32, got {a_bits!r}")
-        first_last = extra.get("first_last_bits")
-        if first_last is not None and (isinstance(first_last, bool) or not isinstance(first_last, int)
-                                       or not 1 <= first_last <= 32):
-            raise InputError(f"{where}.first_last_bits must be null or an integer in 1..32, got {first_last!r}")
-    return Curve(parameter=parameter, values=values, delta=delta, std=std, exit_rates=rates, extra=extra)
+    extra: dict[str, Any] = {}
+    if entry is not None:
+        extra = {k: v for k, v in entry.items() if k not in ("parameter", "points")}
+        if method == "E":
+            rates = {e: np.array([p["exit_rates"][e] for p in points], dtype=np.float64) for e in entry["exits"]}
+    return Curve(parameter=PARAMETERS[method], values=tuple(p["value"] for p in points),
+                 delta=np.array([float(p[accuracy_key]) for p in points]),
+                 std=np.array([0.0 if p.get(std_key) is None else float(p[std_key]) for p in points]),
+                 exit_rates=rates, extra=extra)
 
 
 def parse_profile(data: Any, source: str = "profile") -> Profile:
-    """Check a stage-profile object; every problem is an InputError naming the field."""
-    try:
-        return _parse(data)
-    except InputError as err:
-        raise InputError(f"{source}: {err}") from None
-
-
-def _parse(data: Any) -> Profile:
-    if not isinstance(data, dict):
-        raise InputError(f"a stage profile must be a JSON object, got {type(data).__name__}")
-    if data.get("_type") != PROFILE_TYPE:
-        raise InputError(f"_type must be {PROFILE_TYPE!r}, got {data.get('_type')!r}")
-    if isinstance(data.get("_version"), bool) or data.get("_version") != PROFILE_VERSION:
-        raise InputError(f"_version must be {PROFILE_VERSION}, got {data.get('_version')!r}")
-    for key in ("provenance", "setup", "base", "methods"):
-        if not isinstance(data.get(key), dict):
-            raise InputError(f"{key!r} must be an object")
-    base = data["base"]
-    accuracy = _number(base.get("accuracy"), "base.accuracy")
-    std = 0.0 if base.get("accuracy_std") is None else _number(base["accuracy_std"], "base.accuracy_std")
-    unknown = sorted(set(data["methods"]) - set(METHODS))
-    if unknown:
-        raise InputError(f"methods: unknown method {unknown[0]!r}; methods are D, P, Q, E")
-    curves = {m: _curve(m, data["methods"][m], f"methods.{m}") for m in METHODS if m in data["methods"]}
-    accuracy_terms: dict[tuple[str, str], Term] = {}
-    exit_scales: dict[tuple[str, str], float] = {}
-    sources: dict[tuple[str, str, str], str] = {}
-    terms = data.get("interactions", [])
-    if not isinstance(terms, list):
-        raise InputError("interactions must be a list")
-    triples: dict[tuple[str, str, str], TripleTerm] = {}
-    for i, term in enumerate(terms):
-        where = f"interactions[{i}]"
-        if isinstance(term, dict) and "first" in term:
-            key, triple = _triple(term, where)
-            triples[key] = triple
-            sources[(key[0] + key[1], key[2], "accuracy")] = str(term.get("source", ""))
-            continue
-        if not isinstance(term, dict) or term.get("before") not in METHODS or term.get("after") not in METHODS \
-                or term["before"] == term["after"]:
-            raise InputError(f"{where} needs 'before' and 'after', two different letters of D, P, Q, E")
-        pair = (term["before"], term["after"])
-        if "accuracy" in term and "points" in term:
-            raise InputError(f"{where} gives both 'accuracy' and 'points'; an accuracy term is one or the other")
-        if "accuracy" in term:
-            accuracy_terms[pair] = Term(constant=_number(term["accuracy"], f"{where}.accuracy"))
-            sources[(*pair, "accuracy")] = str(term.get("source", ""))
-        if "points" in term:
-            accuracy_terms[pair] = _term_curve(pair, term, where)
-            sources[(*pair, "accuracy")] = str(term.get("source", ""))
-        if "exit_scale" in term:
-            if "E" not in pair:
-                raise InputError(f"{where}: exit_scale applies to pairs with E, got {pair}")
-            scale = _number(term["exit_scale"], f"{where}.exit_scale")
-            if scale < 0:
-                raise InputError(f"{where}.exit_scale must be >= 0, got {scale}")
-            exit_scales[pair] = scale
-            sources[(*pair, "exit_scale")] = str(term.get("source", ""))
-        if "accuracy" not in term and "points" not in term and "exit_scale" not in term:
-            raise InputError(f"{where} needs 'accuracy' (or 'points') and/or 'exit_scale'")
-    return Profile(base_accuracy=accuracy, base_std=std, curves=curves, accuracy_terms=accuracy_terms,
-                   exit_scales=exit_scales, setup=data["setup"], provenance=data["provenance"],
-                   term_sources=sources, raw=data, triple_terms=triples)
-
-
-def _term_curve(pair: tuple[str, str], term: dict[str, Any], where: str) -> Term:
-    """An accuracy term given per value of the later method's hyperparameter, checked like a curve."""
-    after = pair[1]
-    points = term["points"]
-    if not isinstance(points, list) or not points:
-        raise InputError(f"{where}.points must be a non-empty list")
-    parameter = term.get("parameter", PARAMETERS[after])
-    if parameter != PARAMETERS[after]:
-        raise InputError(f"{where}.parameter must be {PARAMETERS[after]!r} (the axis of {after}), got {parameter!r}")
-    for i, point in enumerate(points):
-        if not isinstance(point, dict) or "value" not in point or "accuracy" not in point:
-            raise InputError(f"{where}.points[{i}] needs 'value' and 'accuracy'")
-    as_curve = _as_curve(after, points)
-    return Term(curve=_curve(after, as_curve, where))
-
-
-def _triple(term: dict[str, Any], where: str) -> tuple[tuple[str, str, str], TripleTerm]:
-    """A three-method term, checked: distinct letters, j and k numeric, a full grid of points."""
-    key = (term.get("first"), term.get("before"), term.get("after"))
-    if not all(m in METHODS for m in key) or len(set(key)) != 3:
-        raise InputError(f"{where} needs 'first', 'before' and 'after', three different letters of D, P, Q, E")
-    if not is_triple("".join(key)):
-        raise InputError(f"{where}: a three-method term's 'before' and 'after' are P, Q or E (D is not interpolated)")
-    if "accuracy" in term or "exit_scale" in term:
-        raise InputError(f"{where}: a three-method term is given by 'points' only")
-    points = term.get("points")
-    if not isinstance(points, list) or not points:
-        raise InputError(f"{where}.points must be a non-empty list")
-    for n, point in enumerate(points):
-        if not isinstance(point, dict) or not {"before_value", "value", "accuracy"} <= set(point):
-            raise InputError(f"{where}.points[{n}] needs 'before_value', 'value' and 'accuracy'")
-        _number(point["before_value"], f"{where}.points[{n}].before_value")
-    rows: dict[float, list[dict[str, Any]]] = {}
-    for point in points:
-        rows.setdefault(float(point["before_value"]), []).append(point)
-    before_axis = _curve(key[1], _as_curve(key[1], [{"value": v, "accuracy": 0.0} for v in rows]), f"{where} before_value")
-    curves = [_curve(key[2], _as_curve(key[2], rows[v]), f"{where} at before_value {v:g}") for v in before_axis.values]
-    if any(c.values != curves[0].values for c in curves):
-        raise InputError(f"{where}.points must form a full grid: every before_value with the same values "
-                         f"(got {[list(c.values) for c in curves]})")
-    return key, TripleTerm(before=before_axis, rows=tuple(curves))
-
-
-def _as_curve(method: str, points: list[dict[str, Any]]) -> dict[str, Any]:
-    """Term points in the shape of a method's curve, so that one checker serves both."""
-    curve: dict[str, Any] = {"parameter": PARAMETERS[method], "points": [
-        {"value": p["value"], "delta": p["accuracy"], "accuracy_std": p.get("std_error")} for p in points]}
-    if method == "E":  # a term has no exit rates of its own: give the checker the ones it asks for
-        curve["exits"] = []
-        for point in curve["points"]:
-            point["exit_rates"] = {"final": 1.0}
-    return curve
+    """Check a stage-profile object (``trainer.profile_format``; errors start with ``source``) and
+    build its curves and terms."""
+    return _build(check_profile(data, source))
 
 
 def load_profile(path: str | Path | None = None) -> Profile:
     """Read a stage profile (default: the one shipped with chaincomp)."""
     target = Path(path) if path is not None else DEFAULT_PROFILE
-    where = f"--profile {str(target)!r}"
-    try:
-        data = json.loads(target.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise InputError(f"{where}: cannot read ({err.strerror})") from None
-    except json.JSONDecodeError as err:
-        raise InputError(f"{where}: not valid JSON (line {err.lineno}: {err.msg})") from None
-    return parse_profile(data, where)
+    return _build(read_profile(target, f"--profile {str(target)!r}"))
+
+
+def _build(data: dict[str, Any]) -> Profile:
+    base = data["base"]
+    methods = data["methods"]
+    curves = {m: _curve(m, methods[m]["points"], entry=methods[m]) for m in METHODS if m in methods}
+    accuracy_terms: dict[tuple[str, str], Term] = {}
+    exit_scales: dict[tuple[str, str], float] = {}
+    sources: dict[tuple[str, str, str], str] = {}
+    triples: dict[tuple[str, str, str], TripleTerm] = {}
+    for term in data.get("interactions", []):
+        if "first" in term:
+            key = (term["first"], term["before"], term["after"])
+            triples[key] = _triple(key, term["points"])
+            sources[(key[0] + key[1], key[2], "accuracy")] = str(term.get("source", ""))
+            continue
+        pair = (term["before"], term["after"])
+        if "accuracy" in term:
+            accuracy_terms[pair] = Term(constant=float(term["accuracy"]))
+        if "points" in term:
+            accuracy_terms[pair] = Term(curve=_curve(pair[1], term["points"], "accuracy", "std_error"))
+        if "accuracy" in term or "points" in term:
+            sources[(*pair, "accuracy")] = str(term.get("source", ""))
+        if "exit_scale" in term:
+            exit_scales[pair] = float(term["exit_scale"])
+            sources[(*pair, "exit_scale")] = str(term.get("source", ""))
+    return Profile(base_accuracy=float(base["accuracy"]),
+                   base_std=0.0 if base.get("accuracy_std") is None else float(base["accuracy_std"]),
+                   curves=curves, accuracy_terms=accuracy_terms, exit_scales=exit_scales, setup=data["setup"],
+                   provenance=data["provenance"], term_sources=sources, raw=data, triple_terms=triples)
+
+
+def _triple(key: tuple[str, str, str], points: list[dict[str, Any]]) -> TripleTerm:
+    """A checked three-method term as a grid: one curve over k's value per value of j."""
+    rows: dict[float, list[dict[str, Any]]] = {}
+    for point in points:
+        rows.setdefault(float(point["before_value"]), []).append(point)
+    before_axis = _curve(key[1], [{"value": v, "accuracy": 0.0} for v in rows], "accuracy")
+    return TripleTerm(before=before_axis,
+                      rows=tuple(_curve(key[2], rows[v], "accuracy", "std_error") for v in before_axis.values))
+

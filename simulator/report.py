@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from bitops.orders import PARAMETERS
 from simulator.model import Grid, Prediction
 from simulator.profile import Profile
 from simulator.search import PairResult, budget_table, pareto_front, rank_orders
@@ -16,7 +17,6 @@ __all__ = ["format_orders", "format_simulation", "orders_json", "plot_fronts", "
 
 REPORT_TYPE = "chaincomp.Simulation"
 REPORT_VERSION = 1
-PARAMETER_NAMES = {"D": "student", "P": "prune_ratio", "Q": "w_bits", "E": "threshold"}
 
 
 def _plain(value: Any) -> Any:
@@ -24,7 +24,7 @@ def _plain(value: Any) -> Any:
 
 
 def _point(p: Prediction, i: int) -> dict[str, Any]:
-    settings = [{"stage": p.order[pos], PARAMETER_NAMES[p.order[pos]]: _plain(values[i])}
+    settings = [{"stage": p.order[pos], PARAMETERS[p.order[pos]]: _plain(values[i])}
                 for pos, values in p.settings.items()]
     return {"settings": settings, "accuracy": float(p.accuracy[i]), "accuracy_std": float(p.accuracy_std[i]),
             "bitops_cr": float(p.bitops_cr[i]), "cr": float(p.cr[i]), "bitops": float(p.bitops[i]),

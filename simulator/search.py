@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bitops.orders import METHODS
 from simulator.model import Prediction
 
 __all__ = ["PairResult", "budget_table", "pareto_front", "precedence", "rank_orders", "score", "topological_orders"]
@@ -71,7 +72,7 @@ class PairResult:
 
 
 def precedence(simulate: Callable[[str], Prediction], base_accuracy: float, budgets: Sequence[float],
-               methods: str = "DPQE") -> list[PairResult]:
+               methods: str = METHODS) -> list[PairResult]:
     """Both orders of every pair of methods, simulated and scored; the better order wins the pair."""
     results = []
     for a, b in itertools.combinations(methods, 2):
@@ -82,7 +83,7 @@ def precedence(simulate: Callable[[str], Prediction], base_accuracy: float, budg
     return results
 
 
-def topological_orders(pairs: Sequence[PairResult], methods: str = "DPQE") -> tuple[list[str], list[list[str]], bool]:
+def topological_orders(pairs: Sequence[PairResult], methods: str = METHODS) -> tuple[list[str], list[list[str]], bool]:
     """(a topological order of the precedence graph, the cycles found, whether the order is unique).
 
     Kahn's algorithm; the sort is unique when exactly one method is free at every step. Cycles are
@@ -129,7 +130,7 @@ def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 
 def insertion_check(simulate: Callable[[str], Prediction], pairs: Sequence[PairResult], base_accuracy: float,
-                    budgets: Sequence[float], methods: str = "DPQE") -> list[dict[str, object]]:
+                    budgets: Sequence[float], methods: str = METHODS) -> list[dict[str, object]]:
     """Section 4: does i-before-j still win with a third method k inserted between them (i k j vs j k i)?"""
     rows = []
     for p in pairs:

@@ -2,7 +2,8 @@
 model's reading of the trainer's order semantics, shared by ``simulator.model`` (prediction) and
 ``simulator.fit`` (the equations the terms are fitted from), so both see the same chain.
 
-No numpy, no torch: cheap to import.
+No numpy, no torch: cheap to import. Which three letters make a three-method term is
+``bitops.orders.is_triple``, the rule the stage-profile format checks too.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-__all__ = ["Structure", "is_triple", "structure"]
+from bitops.orders import is_triple
+
+__all__ = ["Structure", "structure"]
 
 
 @dataclass(frozen=True)
@@ -21,12 +24,6 @@ class Structure:
     pairs: tuple[tuple[int, int], ...]  # (i, j), i before j: the term of method i before method j, at j's value
     exit_pairs: tuple[tuple[int, int], ...]  # (i, j), one of them E: the exit-rate scales that apply
     triples: tuple[tuple[int, int, int], ...] = ()  # (i, j, k) kept, i before j before k, j and k not D
-
-
-def is_triple(letters: str) -> bool:
-    """Whether ``letters`` name a three-method term: three different methods, the later two not D
-    (a term is interpolated along their hyperparameters, and students are not)."""
-    return len(letters) == 3 and len(set(letters)) == 3 and all(m in "DPQE" for m in letters) and "D" not in letters[1:]
 
 
 def structure(order: str) -> Structure:

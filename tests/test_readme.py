@@ -38,6 +38,28 @@ def test_main_command_succeeds():
     import sys
 
     args = shlex.split(readme_commands()[0].split(".venv/bin/chaincomp ", 1)[1])
-    done = subprocess.run([sys.executable, "-m", "simulator", *args], capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run([sys.executable, "-m", "chaincomp", *args], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert "BitOpsCR" in done.stdout
+
+
+def test_python_api_section_runs_as_written_without_torch():
+    """The README's Python API block, executed in a fresh interpreter where importing torch fails."""
+    import subprocess
+    import sys
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Python API", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.+?)\n```", section, flags=re.S)
+    assert len(blocks) == 1
+    blocker = ("import sys\n"
+               "class _NoTorch:\n"
+               "    def find_spec(self, name, path=None, target=None):\n"
+               "        if name.split('.')[0] in ('torch', 'torchvision'):\n"
+               "            raise ImportError('torch is blocked in this test')\n"
+               "sys.meta_path.insert(0, _NoTorch())\n")
+    done = subprocess.run([sys.executable, "-c", blocker + blocks[0]], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("BitOpsCR ") and "x, CR " in lines[0]
+    assert lines[-1] == "w_bits must be an integer in 1..32, got 0"

@@ -11,20 +11,20 @@ Order semantics are DESIGN.md's ("Order semantics"), shared with the simulator:
 * every stage fine-tunes at 1/10 of the base learning rate; E at most once; D, P, Q repeat only
   with ``allow_repeat`` (paper section 6).
 
-After every stage the run record (JSON) and a checkpoint of the model are written atomically, so an
-interrupted run leaves a consistent record of the finished stages and ``resume`` continues from it.
+After every stage the run record (:mod:`trainer.record`'s format) and a checkpoint of the model are
+written atomically, so an interrupted run leaves a consistent record of the finished stages and
+``resume`` continues from it.
 The BitOps / BitOpsCR / CR of each stage are computed by bitops from the real model's layers, bits
 and measured exit rates; the reference is always the original teacher at full precision.
 """
 
 from __future__ import annotations
 
-import json
 import platform
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,83 +34,17 @@ from torch import nn
 
 from bitops import zoo
 from bitops.errors import InputError
-from bitops.jsonio import write_atomic, write_json_atomic
-from bitops.orders import validate_order
+from bitops.jsonio import write_atomic
 from bitops.table import LayerTable
 from bitops.trace import trace_model
-from trainer.data import DataConfig, DataSplits, load_data
+from trainer.config import ChainConfig, ExitConfig
+from trainer.data import DataSplits, load_data
 from trainer.loop import evaluate_accuracy, resolve_device
 from trainer.measure import measure_cost, measure_costs
-from trainer.stages import (DistillConfig, ExitConfig, PruneConfig, QuantConfig, TrainConfig, add_exits, distill,
-                            exit_report, prune, quantize, train_base)
+from trainer.record import new_record, read_record, write_record
+from trainer.stages import add_exits, distill, exit_report, prune, quantize, train_base
 
-__all__ = ["RECORD_TYPE", "RECORD_VERSION", "ChainConfig", "environment", "load_record", "run_chain", "seed_everything"]
-
-RECORD_TYPE = "chaincomp.RunRecord"
-RECORD_VERSION = 1
-
-
-@dataclass(frozen=True)
-class ChainConfig:
-    """Everything a run depends on; stored in the record so ``resume`` can check it."""
-
-    order: str
-    teacher: str = "resnet20"
-    data: DataConfig = field(default_factory=DataConfig)
-    base: TrainConfig = field(default_factory=TrainConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
-    prune: PruneConfig = field(default_factory=PruneConfig)
-    quant: QuantConfig = field(default_factory=QuantConfig)
-    exits: ExitConfig = field(default_factory=ExitConfig)
-    device: str = "auto"
-    seed: int = 0
-    allow_repeat: bool = False
-
-    def __post_init__(self) -> None:
-        validate_order(self.order, self.allow_repeat)
-        if self.teacher not in zoo.ZOO_NAMES:
-            raise InputError(f"--teacher must be a zoo model ({', '.join(zoo.ZOO_NAMES)}), got {self.teacher!r}")
-
-    def to_json(self) -> dict[str, Any]:
-        """Plain JSON types (tuples become lists), so a record read back compares equal."""
-        return json.loads(json.dumps(asdict(self)))
-
-    def check_before_training(self, num_classes: int) -> None:
-        """Rules that depend on the models, checked before any training so a mistake costs nothing.
-
-        * E: the exit points must exist on the model E sees (the teacher, or the student after D),
-          and, when E comes before D (ED), on the student too (its exits distil from the teacher's);
-        * P: the pruning ratio must leave every channel group of the model P sees at least 1 channel.
-        """
-        from bitops.config import kept_channels
-        from bitops.models import ModelSpec, load_model_table
-
-        def model_at(position: int) -> tuple[str, float]:
-            before = self.order[:position]
-            return (self.distill.student, self.distill.width_mult) if "D" in before else (self.teacher, 1.0)
-
-        if "E" in self.order:
-            position = self.order.index("E")
-            seen = model_at(position)[0]
-            points = zoo.exit_points(seen)
-            wanted = self.exits.exits or points
-            unknown = [e for e in wanted if e not in points]
-            if unknown:
-                raise InputError(f"--exits: {unknown[0]!r} is not an exit point of {seen} ({', '.join(points)})")
-            if "D" in self.order[position:]:  # ED: the student's exits distil from the teacher's
-                student_points = zoo.exit_points(self.distill.student)
-                missing = [e for e in wanted if e not in student_points]
-                if missing:
-                    raise InputError(f"--student {self.distill.student} has no exit point {missing[0]!r}, which E "
-                                     f"before D gives the teacher ({', '.join(student_points)} only); choose --exits "
-                                     "both models have")
-        if "P" in self.order:
-            name, width = model_at(self.order.index("P"))
-            table = load_model_table(ModelSpec(name, num_classes=num_classes, width_mult=width))
-            for channels in table.group_channels:
-                if kept_channels(int(channels), 1.0 - self.prune.ratio) < 1:
-                    raise InputError(f"--prune-ratio {self.prune.ratio} keeps 0 of the {int(channels)} channels of a "
-                                     f"channel group of {name}; it must keep at least 1")
+__all__ = ["environment", "run_chain", "seed_everything"]
 
 
 def seed_everything(seed: int) -> None:
@@ -192,19 +126,7 @@ def _save(record: dict[str, Any], state: _State, out: Path) -> None:
     """Checkpoint first, record second: a record never points at a checkpoint that is not there."""
     payload = {"model": state.model, "quant_bits": state.quant_bits, "stages_done": len(record["stages"])}
     write_atomic(_checkpoint_path(out), lambda tmp: torch.save(payload, tmp))
-    write_json_atomic(record, out)
-
-
-def load_record(path: Path) -> dict[str, Any]:
-    import json
-
-    try:
-        record = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise InputError(f"--resume: cannot read run record {str(path)!r} ({err})") from None
-    if not isinstance(record, dict) or record.get("_type") != RECORD_TYPE or record.get("_version") != RECORD_VERSION:
-        raise InputError(f"--resume: {str(path)!r} is not a chaincomp run record of version {RECORD_VERSION}")
-    return record
+    write_record(record, out)
 
 
 def run_chain(config: ChainConfig, out: Path, *, resume: bool = False,
@@ -220,11 +142,10 @@ def run_chain(config: ChainConfig, out: Path, *, resume: bool = False,
         record, state = _resume(config, out)
         log(f"resuming {out} after {len(record['stages']) - 1} of {len(config.order)} stages")
     else:
-        record = {"_type": RECORD_TYPE, "_version": RECORD_VERSION, "status": "running",
-                  "environment": environment(device, config.seed), "config": config.to_json(),
-                  "data": {"name": data.name, "sizes": data.sizes, "input_shape": list(data.input_shape),
-                           "num_classes": data.num_classes},
-                  "reference": {"model": config.teacher, "precision": "32x32", "exits": None}, "stages": []}
+        record = new_record(status="running", environment=environment(device, config.seed), config=config.to_json(),
+                            data={"name": data.name, "sizes": data.sizes, "input_shape": list(data.input_shape),
+                                  "num_classes": data.num_classes},
+                            reference={"model": config.teacher, "precision": "32x32", "exits": None}, stages=[])
         started = time.perf_counter()
         model = zoo.build(config.teacher, num_classes=data.num_classes)
         log(f"base: training {config.teacher} for {config.base.epochs} epochs on {data.name}")
@@ -246,28 +167,31 @@ def run_chain(config: ChainConfig, out: Path, *, resume: bool = False,
             _save(record, state, out)
     except KeyboardInterrupt:
         record["status"] = "interrupted"
-        write_json_atomic(record, out)
+        write_record(record, out)
         raise
     except InputError as err:
         record["status"] = "failed"
         record["error"] = str(err)
-        write_json_atomic(record, out)
+        write_record(record, out)
         raise
     record["status"] = "complete"
-    write_json_atomic(record, out)
+    write_record(record, out)
     return record
 
 
 def _resume(config: ChainConfig, out: Path) -> tuple[dict[str, Any], _State]:
-    record = load_record(out)
+    try:
+        record = read_record(out)
+    except InputError as err:
+        raise InputError(f"resume: {err}") from None
     if record["config"] != config.to_json():
-        raise InputError(f"--resume: {str(out)!r} was run with other settings (order {record['config']['order']!r}); "
-                         "resume with the same options, or start a new --out")
+        raise InputError(f"resume: {str(out)!r} was run with other settings (order {record['config']['order']!r}); "
+                         "resume with the same config, or write a new out")
     checkpoint = _checkpoint_path(out)
     if not checkpoint.exists():
-        raise InputError(f"--resume: the checkpoint {str(checkpoint)!r} beside the record is missing")
+        raise InputError(f"resume: the checkpoint {str(checkpoint)!r} beside the record is missing")
     payload = torch.load(checkpoint, weights_only=False, map_location="cpu")  # our own file
     if payload["stages_done"] != len(record["stages"]):
-        raise InputError(f"--resume: checkpoint holds {payload['stages_done']} stages, the record "
+        raise InputError(f"resume: checkpoint holds {payload['stages_done']} stages, the record "
                          f"{len(record['stages'])}; they were not written together")
     return record, _State(model=payload["model"], quant_bits=tuple(payload["quant_bits"]) if payload["quant_bits"] else None)

@@ -1,4 +1,4 @@
-"""Datasets for the trainer: train/val/test loaders from one :class:`DataConfig`.
+"""Datasets for the trainer: train/val/test loaders from one :class:`trainer.config.DataConfig`.
 
 * ``digits`` (the default) needs no network and no files: scikit-learn's bundled handwritten
   digits (1,797 8x8 images, 10 classes), upsampled, replicated to 3 channels, normalised with the
@@ -29,15 +29,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from bitops.errors import InputError
+from trainer.config import NO_DOWNLOAD, DataConfig
 
-__all__ = ["DATASETS", "DataConfig", "DataSplits", "load_data"]
+__all__ = ["DataSplits", "load_data"]
 
-DATASETS: tuple[str, ...] = ("digits", "cifar10", "cifar100", "svhn", "cinic10")
-
-# Digits are 8x8: smaller would throw pixels away; 128 keeps the in-memory set under ~0.4 GB.
-IMAGE_SIZE_MIN, IMAGE_SIZE_MAX = 8, 128
-# scikit-learn and numpy take seeds in 0..2**32-1.
-SEED_MAX = 2**32 - 1
 # Digits pixels are counts of set pixels in 4x4 blocks of a 32x32 bitmap: 0..16 (sklearn docs).
 DIGITS_MAX_VALUE = 16.0
 DIGITS_CLASSES = 10
@@ -48,28 +43,6 @@ HOLDOUT_FRACTION = 0.1
 # CIFAR-style images, and the padding of the standard random-crop augmentation (He et al. 2016, 4.2).
 CIFAR_SIZE = 32
 CROP_PADDING = 4
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Which data to load and how to batch it; every value is checked here, once."""
-
-    dataset: str = "digits"  # runs anywhere: no network, no files
-    data_dir: str | None = None  # where cifar10/cifar100/svhn/cinic10 live (required for them)
-    download: bool = False  # torchvision downloads into data_dir only when asked
-    image_size: int = 16  # digits only (upsampled from 8x8); CIFAR-style sets are always 32
-    batch_size: int = 64
-    seed: int = 0  # fixes the splits and the train loader's shuffling
-
-    def __post_init__(self) -> None:
-        if self.dataset not in DATASETS:
-            raise InputError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
-        _check_int("image_size", self.image_size, IMAGE_SIZE_MIN, IMAGE_SIZE_MAX)
-        _check_int("batch_size", self.batch_size, 1, None)
-        _check_int("seed", self.seed, 0, SEED_MAX)
-        if self.download and self.dataset in _SETS and not _SETS[self.dataset].downloadable:
-            raise InputError(f"download is not available for {self.dataset} ({_SETS[self.dataset].source}), "
-                             f"got download=True")
 
 
 @dataclass
@@ -94,8 +67,7 @@ class _ImageSet:
     std: tuple[float, float, float]
     flip: bool  # horizontal flips keep the label
     expects: str  # what --data-dir must hold, for the error message
-    source: str  # how to get it
-    downloadable: bool = True
+    source: str  # how to get it (trainer.config.NO_DOWNLOAD says which torchvision cannot download)
 
 
 # The datasets torchvision reads. Normalisation constants: per-channel mean and std of the train
@@ -116,10 +88,7 @@ _SETS: dict[str, _ImageSet] = {
                       source="http://ufldl.stanford.edu/housenumbers/"),
     # CINIC-10 train set, from its README (BayesWatch/cinic-10). torchvision has no downloader for it.
     "cinic10": _ImageSet(10, (0.47889522, 0.47227842, 0.43047404), (0.24205776, 0.23828046, 0.25874835),
-                         flip=True, expects="train/, valid/ and test/ class folders",
-                         source="torchvision has no CINIC-10 downloader; get it from "
-                                "https://github.com/BayesWatch/cinic-10",
-                         downloadable=False),
+                         flip=True, expects="train/, valid/ and test/ class folders", source=NO_DOWNLOAD["cinic10"]),
 }
 
 
@@ -142,13 +111,6 @@ def load_data(config: DataConfig) -> DataSplits:
         input_shape=input_shape,
         sizes={"train": len(train), "val": len(val), "test": len(test)},
     )
-
-
-def _check_int(name: str, value: Any, low: int, high: int | None) -> None:
-    in_range = isinstance(value, int) and not isinstance(value, bool) and low <= value and (high is None or value <= high)
-    if not in_range:
-        rule = f">= {low}" if high is None else f"in {low}..{high}"
-        raise InputError(f"{name} must be an integer {rule}, got {value!r}")
 
 
 def _digits(image_size: int, seed: int) -> tuple[TensorDataset, TensorDataset, TensorDataset]:
@@ -191,7 +153,7 @@ def _torchvision_splits(config: DataConfig) -> tuple[Dataset, Dataset, Dataset]:
     spec = _SETS[config.dataset]
     if not config.data_dir:
         raise InputError(f"dataset {config.dataset} needs a folder: pass --data-dir DIR with {spec.expects}"
-                         + (", or --data-dir DIR --download to fetch it there" if spec.downloadable
+                         + (", or --data-dir DIR --download to fetch it there" if config.dataset not in NO_DOWNLOAD
                             else f" ({spec.source})"))
     tv = _import_torchvision()
     root = Path(config.data_dir)
@@ -240,7 +202,7 @@ def _not_found(config: DataConfig, root: Path, exc: Exception) -> str:
     if config.download:
         return (f"dataset {config.dataset} could not be downloaded into {root} ({reason}); "
                 f"get it from {spec.source} and pass --data-dir DIR with {spec.expects}")
-    hint = ", or add --download" if spec.downloadable else f" ({spec.source})"
+    hint = ", or add --download" if config.dataset not in NO_DOWNLOAD else f" ({spec.source})"
     return f"dataset {config.dataset} not found in {root} ({reason}): pass --data-dir DIR with {spec.expects}{hint}"
 
 

@@ -1,24 +1,8 @@
 """Stage profiles: what each method does on its own to the base model, measured over a small grid.
 
-The file ``chaincomp profile`` writes is what the simulator reads (``chaincomp simulate
---profile``). Format (``_type`` ``chaincomp.StageProfile``, ``_version`` 1)::
-
-    provenance   how it was made: {"source": "measured", "command": ..., "versions": ..., "seeds": [...]}
-                 or {"source": "hand", "citation": ...} for profiles entered by hand
-    setup        teacher, student, dataset, input_shape, num_classes
-    base         {"model", "accuracy", "accuracy_std"}: the base (teacher) model's test accuracy
-    methods      per letter: {"parameter": name, "points": [{"value", "accuracy", "accuracy_std",
-                 "delta"} ...]}; D's value is a student name, P's the pruning ratio, Q's the weight
-                 bits (with "a_bits" beside "parameter"), E's the threshold, each E point also with
-                 "exit_rates" {exit: rate, ..., "final": rate} and E with "exits"
-    interactions order-interaction terms (empty when only single methods were measured; the
-                 simulator's ``fit`` estimates them from run records): pairwise, a constant or a
-                 curve over the later method's value, with exit-rate scales for pairs with E, and
-                 three-method terms over a grid of two values (``simulator/profile.py`` has the
-                 forms)
-
-Accuracies are top-1 % on the test split, averaged over the seeds; ``delta`` is the point's accuracy
-minus the base accuracy of the same seed, averaged.
+:func:`run_profile` trains the base model once per seed, applies each method alone at each grid
+value, averages over the seeds and writes a stage profile (``trainer/profile_format.py`` owns the
+format and documents it; ``chaincomp simulate --profile`` reads it).
 """
 
 from __future__ import annotations
@@ -32,18 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from bitops import zoo
+from bitops.architectures import ZOO_NAMES
 from bitops.errors import InputError
-from bitops.jsonio import write_json_atomic
-from trainer.chain import ChainConfig, environment, seed_everything
+from bitops.orders import PARAMETERS
+from trainer.chain import environment, seed_everything
+from trainer.config import ChainConfig
 from trainer.data import load_data
 from trainer.loop import evaluate_accuracy, resolve_device
+from trainer.profile_format import PROFILE_TYPE, PROFILE_VERSION, write_profile
 from trainer.stages import add_exits, distill, exit_report, prune, quantize, train_base
 
-__all__ = ["DEFAULT_GRIDS", "PROFILE_TYPE", "PROFILE_VERSION", "ProfileRequest", "parse_grid", "run_profile"]
+__all__ = ["DEFAULT_GRIDS", "ProfileRequest", "parse_grid", "run_profile"]
 
-PROFILE_TYPE = "chaincomp.StageProfile"
-PROFILE_VERSION = 1
-PARAMETERS = {"D": "student", "P": "prune_ratio", "Q": "w_bits", "E": "threshold"}
 DEFAULT_GRIDS: dict[str, tuple[Any, ...]] = {
     "D": ("resnet8",),
     "P": (0.25, 0.5, 0.75),
@@ -58,9 +42,9 @@ def parse_grid(method: str, text: str) -> tuple[Any, ...]:
     if not items:
         raise InputError(f"--grid for {method} must list at least one value, got {text!r}")
     if method == "D":
-        unknown = [v for v in items if v not in zoo.ZOO_NAMES]
+        unknown = [v for v in items if v not in ZOO_NAMES]
         if unknown:
-            raise InputError(f"--grid for D lists students; {unknown[0]!r} is not a zoo model ({', '.join(zoo.ZOO_NAMES)})")
+            raise InputError(f"--grid for D lists students; {unknown[0]!r} is not a zoo model ({', '.join(ZOO_NAMES)})")
         return tuple(items)
     try:
         values = tuple(int(v) if method == "Q" else float(v) for v in items)
@@ -196,7 +180,7 @@ def run_profile(request: ProfileRequest, out: Path, log: Callable[[str], None] =
         "methods": methods,
         "interactions": [],
     }
-    write_json_atomic(profile, out)
+    write_profile(profile, out)
     return profile
 
 

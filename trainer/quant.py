@@ -29,6 +29,7 @@ from torch import nn
 
 from bitops.errors import InputError
 from bitops.policy import FULL_PRECISION_BITS
+from bitops.rules import check_bits
 from bitops.trace import EXITS_ATTRIBUTE
 
 __all__ = [
@@ -45,13 +46,6 @@ __all__ = [
 
 # A layer's bits: (weight bits, input-activation bits, whether its input can be negative).
 _LayerBits = tuple[int, int, bool]
-
-
-def _check_bits(name: str, value: int | None) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= FULL_PRECISION_BITS:
-        raise InputError(f"{name} must be an integer in 1..{FULL_PRECISION_BITS}, got {value!r}")
 
 
 # ---- quantizers (pure functions of a tensor) -------------------------------------------------------
@@ -100,8 +94,8 @@ class _FakeQuant:
     fake_quant: bool  # False inside float_view: the layer computes exactly as its float base class
 
     def _set_bits(self, w_bits: int, a_bits: int, signed_input: bool) -> None:
-        _check_bits("w_bits", w_bits)
-        _check_bits("a_bits", a_bits)
+        check_bits("w_bits", w_bits)
+        check_bits("a_bits", a_bits)
         self.w_bits, self.a_bits, self.signed_input = w_bits, a_bits, bool(signed_input)
         self.fake_quant = True
 
@@ -254,9 +248,10 @@ def quantize_model(model: nn.Module, *, w_bits: int, a_bits: int, first_last_bit
     Layers already quantized are re-set to the new bits (Q applied again). Returns ``model``.
     Raises InputError for bits outside 1..32 or a model that runs no Conv2d/Linear.
     """
-    for name, value in (("w_bits", w_bits), ("a_bits", a_bits), ("first_last_bits", first_last_bits),
-                        ("input_bits", input_bits)):
-        _check_bits(name, value)
+    check_bits("w_bits", w_bits)
+    check_bits("a_bits", a_bits)
+    check_bits("first_last_bits", first_last_bits, optional=True)
+    check_bits("input_bits", input_bits, optional=True)
     order, signed = _observe(model, example_input)
     backbone = [name for name in order if not _in_exit_head(name, model)]
     if not backbone:
@@ -283,8 +278,8 @@ def quantize_like(head: nn.Module, w_bits: int, a_bits: int, *,
     ``example_input`` (a feature map the head reads) marks the layers that see negative inputs as
     signed; without it every input is taken to follow a ReLU, as in the zoo's heads.
     """
-    _check_bits("w_bits", w_bits)
-    _check_bits("a_bits", a_bits)
+    check_bits("w_bits", w_bits)
+    check_bits("a_bits", a_bits)
     signed = set() if example_input is None else _observe(head, example_input)[1]
     return _replace_layers(head, lambda name: (w_bits, a_bits, name in signed))
 

@@ -8,6 +8,7 @@
 * **E** :func:`add_exits` -- early-exit heads trained on the frozen backbone; :func:`exit_report`
   measures max-softmax exits (Passalis et al. 2020; Li et al. 2023).
 
+Each stage's hyperparameters are a frozen config of :mod:`trainer.config` (checked there, torch-free).
 Each stage takes the base model's learning rate ``base_lr``: D and the base model train at it,
 P and Q fine-tune at ``base_lr / 10`` (the paper, section 3.1: "fine-tuning will have 1/10 of the
 initial learning rate"), E trains its new heads at it (section 3.1 counts the exit layers with the
@@ -25,9 +26,7 @@ the start (QE).
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -37,20 +36,18 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from bitops import zoo
+from bitops.architectures import exit_points
 from bitops.config import kept_channels
 from bitops.errors import InputError
+from bitops.rules import check_bits, check_positive, check_threshold
 from bitops.trace import channel_groups, output_layers
 from bitops.zoo import exit_head  # the zoo's own head, so traced heads match built ones
+from trainer.config import DistillConfig, ExitConfig, PruneConfig, QuantConfig, TrainConfig
 from trainer.loop import train_epochs
 from trainer.quant import quantize_like, quantize_model
 
 __all__ = [
     "FINETUNE_LR_FACTOR",
-    "DistillConfig",
-    "ExitConfig",
-    "PruneConfig",
-    "QuantConfig",
-    "TrainConfig",
     "add_exits",
     "distill",
     "exit_report",
@@ -62,7 +59,6 @@ __all__ = [
 
 # Paper, section 3.1: "fine-tuning will have 1/10 of the initial learning rate".
 FINETUNE_LR_FACTOR = 0.1
-MAX_BITS = 32
 
 
 class Splits(Protocol):
@@ -72,121 +68,6 @@ class Splits(Protocol):
     val: DataLoader
     num_classes: int
     input_shape: tuple[int, ...]
-
-
-# ---- validation ----------------------------------------------------------------------------------
-
-def _check_count(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InputError(f"{name} must be an integer >= 0, got {value!r}")
-
-
-def _check_positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-        raise InputError(f"{name} must be a finite number > 0, got {value!r}")
-
-
-def _check_bits(name: str, value: Any, *, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BITS:
-        raise InputError(f"{name} must be an integer in 1..{MAX_BITS}{' or None' if optional else ''}, got {value!r}")
-
-
-def _check_threshold(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise InputError(f"{name} must be in (0, 1], got {value!r}")
-
-
-# ---- configs -------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training of the base (teacher) model; ``lr`` is the initial learning rate every stage scales."""
-
-    epochs: int = 15  # the paper trains 200 epochs on CIFAR; 15 suits the offline digits default
-    lr: float = 0.05  # SGD + cosine; D and E train at it, P and Q fine-tune at lr / 10
-
-    def __post_init__(self) -> None:
-        _check_count("epochs", self.epochs)
-        _check_positive("lr", self.lr)
-
-
-@dataclass(frozen=True)
-class DistillConfig:
-    """D: Hinton knowledge distillation into a fresh zoo student."""
-
-    student: str = "resnet8"  # a bitops.zoo name; the paper distils ResNet34 -> ResNet18 and the like
-    temperature: float = 4.0  # Tian et al. 2020's default for KD
-    alpha: float = 0.9  # weight of the soft (teacher) term; 1 - alpha weighs the hard labels
-    epochs: int = 15  # trained at the base learning rate, as the paper trains students
-    width_mult: float = 1.0  # the student's zoo width, e.g. 0.5 for the paper's thin MobileNetV2
-
-    def __post_init__(self) -> None:
-        if self.student not in zoo.ZOO_NAMES:
-            raise InputError(f"student must be a zoo model ({', '.join(zoo.ZOO_NAMES)}), got {self.student!r}")
-        _check_positive("temperature", self.temperature)
-        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 <= self.alpha <= 1:
-            raise InputError(f"alpha must be in [0, 1], got {self.alpha!r}")
-        _check_count("epochs", self.epochs)
-        _check_positive("width_mult", self.width_mult)
-
-
-@dataclass(frozen=True)
-class PruneConfig:
-    """P: uniform structured channel pruning, then fine-tuning."""
-
-    ratio: float = 0.5  # fraction of each channel group removed; bitops' keep_ratio is 1 - ratio
-    finetune_epochs: int = 15
-
-    def __post_init__(self) -> None:
-        if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)) or not 0 <= self.ratio < 1:
-            raise InputError(f"ratio must be in [0, 1), got {self.ratio!r}")
-        _check_count("finetune_epochs", self.finetune_epochs)
-
-
-@dataclass(frozen=True)
-class QuantConfig:
-    """Q: DoReFa fixed-point QAT at ``w_bits`` weights / ``a_bits`` activations."""
-
-    w_bits: int = 1  # the paper's headline setting is 1w8a (Tables 2-4)
-    a_bits: int = 8
-    first_last_bits: int | None = None  # None: first conv and last linear at w_bits/a_bits too
-    input_bits: int | None = None  # None: the image enters at the first layer's a_bits
-    finetune_epochs: int = 15  # QAT fine-tuning at base_lr / 10
-
-    def __post_init__(self) -> None:
-        _check_bits("w_bits", self.w_bits)
-        _check_bits("a_bits", self.a_bits)
-        _check_bits("first_last_bits", self.first_last_bits, optional=True)
-        _check_bits("input_bits", self.input_bits, optional=True)
-        _check_count("finetune_epochs", self.finetune_epochs)
-
-
-@dataclass(frozen=True)
-class ExitConfig:
-    """E: exit heads at ``exits`` and the max-softmax thresholds they are measured at."""
-
-    exits: tuple[str, ...] | None = None  # exit points (stage names); None: every exit point
-    thresholds: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)  # measured, one row each
-    threshold: float = 0.9  # the operating point a run reports its cost at
-    epochs: int = 30  # head training at the base learning rate on the frozen backbone
-
-    def __post_init__(self) -> None:
-        # Lists (from JSON or argparse) are accepted and stored as tuples, so the config stays hashable.
-        if self.exits is not None:
-            if isinstance(self.exits, str) or not isinstance(self.exits, Sequence) or not self.exits:
-                raise InputError(f"exits must be None or a non-empty sequence of exit point names, got {self.exits!r}")
-            if not all(isinstance(p, str) for p in self.exits):
-                raise InputError(f"exits must hold exit point names (strings), got {self.exits!r}")
-            object.__setattr__(self, "exits", tuple(self.exits))
-        if isinstance(self.thresholds, str) or not isinstance(self.thresholds, Sequence) or not self.thresholds:
-            raise InputError(f"thresholds must be a non-empty sequence of numbers, got {self.thresholds!r}")
-        object.__setattr__(self, "thresholds", tuple(self.thresholds))
-        for value in self.thresholds:
-            _check_threshold("thresholds", value)
-        _check_threshold("threshold", self.threshold)
-        _check_count("epochs", self.epochs)
 
 
 # ---- shared pieces -------------------------------------------------------------------------------
@@ -202,10 +83,6 @@ def _every_output_ce(output: torch.Tensor | list[torch.Tensor], _x: torch.Tensor
     exit layers" (the paper's EP and EQ, Figures 10 and 11).
     """
     return sum(F.cross_entropy(logits, y) for logits in _outputs(output))
-
-
-def _check_base_lr(base_lr: Any) -> None:
-    _check_positive("base_lr", base_lr)
 
 
 def _finetune(model: nn.Module, data: Splits, device: torch.device, base_lr: float, epochs: int, desc: str,
@@ -264,9 +141,9 @@ def distill(teacher: nn.Module, config: DistillConfig, data: Splits, device: tor
     teacher has exit heads (ED) the student gets heads at the same exit points and each is distilled
     from the teacher's head there, the final classifier from the teacher's final one.
     """
-    _check_base_lr(base_lr)
+    check_positive("base_lr", base_lr)
     teacher_exits = _exit_names(teacher)
-    student_points = zoo.exit_points(config.student)
+    student_points = exit_points(config.student)
     missing = [p for p in teacher_exits if p not in student_points]
     if missing:
         raise InputError(f"student: {config.student} has no exit point {missing[0]!r} for the teacher's exit head there "
@@ -298,7 +175,7 @@ def prune(model: nn.Module, config: PruneConfig, data: Splits, device: torch.dev
     kept. Existing exit heads are pruned with the backbone and fine-tuned with it (EP). A quantized
     model stays quantized, so its fine-tuning is QAT (QP).
     """
-    _check_base_lr(base_lr)
+    check_positive("base_lr", base_lr)
     pruned = copy.deepcopy(model).to(device).eval()  # eval: BN on a batch of one 1x1 map would fail
     example = _example(data, device)
     # torch-pruning keeps int(C * (1 - pruning_ratio)) channels of a group of C; bitops'
@@ -327,7 +204,7 @@ def prune(model: nn.Module, config: PruneConfig, data: Splits, device: torch.dev
 def quantize(model: nn.Module, config: QuantConfig, data: Splits, device: torch.device, base_lr: float, *,
              progress: bool = True) -> nn.Module:
     """A quantized copy of ``model`` (exit heads included: EQ), QAT fine-tuned at base_lr / 10."""
-    _check_base_lr(base_lr)
+    check_positive("base_lr", base_lr)
     quantized = quantize_model(copy.deepcopy(model).to(device), w_bits=config.w_bits, a_bits=config.a_bits,
                                first_last_bits=config.first_last_bits, input_bits=config.input_bits,
                                example_input=_real_batch(data, device)).to(device)
@@ -405,15 +282,15 @@ def add_exits(model: nn.Module, config: ExitConfig, data: Splits, device: torch.
     ``base_lr``, with cross-entropy summed over the exits. E applies once: a model that already has
     heads is refused.
     """
-    _check_base_lr(base_lr)
+    check_positive("base_lr", base_lr)
     points = _chosen_exits(model, config.exits)
     existing = _exit_names(model)
     if existing:
         raise InputError(f"E is applied at most once (a run-time policy, paper section 6); the model already has exit "
                          f"heads at {', '.join(existing)}")
     if head_bits is not None:
-        for name, bits in zip(("head w_bits", "head a_bits"), head_bits, strict=True):
-            _check_bits(name, bits)
+        for bits in head_bits:
+            check_bits("head_bits", bits)
     result = copy.deepcopy(model).to(device)
     features = _stage_features(result, _real_batch(data, device))
     heads = {p: exit_head(features[p].shape[1], data.num_classes).to(device) for p in points}
@@ -435,7 +312,7 @@ def exit_report(model: nn.Module, loader: DataLoader, thresholds: Sequence[float
     ``"final"``; they sum to 1). One pass over ``loader`` serves every threshold.
     """
     for value in thresholds:
-        _check_threshold("thresholds", value)
+        check_threshold("thresholds", value)
     names = [*_exit_names(model), "final"]
     was_training = model.training
     model.to(device).eval()

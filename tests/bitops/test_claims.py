@@ -202,9 +202,9 @@ def test_rejects_wrong_types(tmp_path, key, value, fragment):
 @pytest.mark.parametrize("key, value, fragment", [
     ("w_bits", "0", "w_bits must be an integer in 1..32, got 0"),
     ("a_bits", "33", "a_bits must be an integer in 1..32, got 33"),
-    ("first_last_bits", "0", "first_last_bits must be 'same' or an integer in 1..32"),
-    ("first_last_bits", '"eight"', "first_last_bits must be 'same' or an integer in 1..32"),
-    ("input_bits", "64", "input_bits must be 'same' or an integer in 1..32"),
+    ("first_last_bits", "0", "first_last_bits must be an integer in 1..32, got 0"),
+    ("first_last_bits", '"eight"', "first_last_bits must be 'same' or an integer in 1..32, got 'eight'"),
+    ("input_bits", "64", "input_bits must be an integer in 1..32, got 64"),
     ("aux_bits", "-1", "aux_bits must be an integer in 0..32"),
     ("aux_bits", '"same"', "aux_bits has the wrong type"),
 ])
@@ -261,10 +261,11 @@ def test_rejects_exits_that_are_not_names(tmp_path):
     _rejects(tmp_path, _claim(exits='["layer1", 2]'), "exits must be a list of exit point names")
 
 
-@pytest.mark.parametrize("probs", ["[0.6, 0.5]", "[-0.1, 0.2]", '["0.1", 0.2]'])
-def test_rejects_bad_exit_probs(tmp_path, probs):
-    _rejects(tmp_path, _claim(exits='["layer1", "layer2"]', exit_probs=probs),
-             "exit_probs must be numbers >= 0 summing to at most 1")
+@pytest.mark.parametrize("probs, fragment", [("[0.6, 0.5]", "exit_probs must sum to at most 1"),
+                                             ("[-0.1, 0.2]", "exit_probs must be finite and >= 0"),
+                                             ('["0.1", 0.2]', "exit_probs must be finite and >= 0")])
+def test_rejects_bad_exit_probs(tmp_path, probs, fragment):
+    _rejects(tmp_path, _claim(exits='["layer1", "layer2"]', exit_probs=probs), fragment)
 
 
 def test_rejects_exit_probs_without_exits(tmp_path):

@@ -1,20 +1,27 @@
-"""The numba batch kernels against the plain-Python reference, exactly, under every policy.
+"""The numba batch kernels and the numpy route against the plain-Python reference, exactly, under every policy.
 
 ``bitops.cost.evaluate`` (Python ints and floats, row by row) is the second implementation the
 kernels must reproduce to the last bit (DESIGN.md, "kernels.py"): equality here is ``==``, never
-approximate. The serial and the ``parallel=True`` builds must agree with each other and with it.
+approximate. The serial and the ``parallel=True`` builds and ``evaluate_batch``'s numpy route
+(``engine="numpy"``, for small batches in a process without numba) must agree with each other and
+with it.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bitops import InputError, LayerTable, Policy, evaluate, evaluate_batch, kernels
-from bitops.batch import PARALLEL_MIN_CONFIGS
+from bitops import batch
+from bitops.batch import NUMPY_MAX_CONFIGS, PARALLEL_MIN_CONFIGS
 from bitops.config import Config
 from tests.bitops.tables import config_at, random_configs, random_table
 
@@ -48,12 +55,19 @@ def _policy_id(policy: Policy) -> str:
             f"-fl_{policy.first_last_bits}-in_{policy.input_bits}-aux_{policy.aux_bits}")
 
 
+FIELDS = ("bitops", "macs", "params", "storage_bits")
+
+
 def _assert_batch_equals_reference(table, arrays, policy: Policy) -> None:
-    serial = evaluate_batch(table, *arrays, policy=policy, parallel=False)
-    parallel = evaluate_batch(table, *arrays, policy=policy, parallel=True)
-    for field in ("bitops", "macs", "params", "storage_bits"):
+    serial = evaluate_batch(table, *arrays, policy=policy, parallel=False, engine="numba")
+    parallel = evaluate_batch(table, *arrays, policy=policy, parallel=True, engine="numba")
+    numpy_route = evaluate_batch(table, *arrays, policy=policy, engine="numpy")
+    for field in FIELDS:
         np.testing.assert_array_equal(getattr(serial, field), getattr(parallel, field),
                                       err_msg=f"serial vs parallel: {field}")
+        np.testing.assert_array_equal(getattr(serial, field), getattr(numpy_route, field),
+                                      err_msg=f"serial vs numpy: {field}")
+        assert getattr(numpy_route, field).dtype == getattr(serial, field).dtype, field
     for m in range(arrays[0].shape[0]):
         totals = evaluate(table, config_at(arrays, m), policy).totals
         got = (serial.bitops[m], serial.macs[m], serial.params[m], serial.storage_bits[m])
@@ -162,6 +176,67 @@ def test_parallel_default_kicks_in_for_large_batches_and_agrees() -> None:
     serial = evaluate_batch(table, *arrays, parallel=False)
     np.testing.assert_array_equal(auto.bitops, serial.bitops)
     np.testing.assert_array_equal(auto.storage_bits, serial.storage_bits)
+    # The numpy route over many chunks of configurations (20 rows: 1638 per chunk).
+    policy = Policy(bitops_formula="accumulator", elementwise="counted", bn="counted")
+    numpy_route = evaluate_batch(table, *arrays, policy=policy, engine="numpy")
+    serial = evaluate_batch(table, *arrays, policy=policy, parallel=False, engine="numba")
+    for field in FIELDS:
+        np.testing.assert_array_equal(getattr(numpy_route, field), getattr(serial, field), err_msg=field)
+
+
+@pytest.mark.parametrize("chunk_elements", [1, 45, 400])
+def test_numpy_route_in_small_chunks_agrees_exactly(monkeypatch: pytest.MonkeyPatch, chunk_elements: int) -> None:
+    """Chunks of 1 configuration, a few, and a few dozen: the chunk boundaries change no bit."""
+    monkeypatch.setattr(batch, "_NUMPY_CHUNK_ELEMENTS", chunk_elements)
+    policy = Policy(ops="flops", bitops_formula="accumulator", bn="counted", elementwise="counted", first_last_bits=8)
+    for table, arrays in CASES:
+        _assert_batch_equals_reference(table, arrays, policy)
+
+
+# ---- choosing the engine -----------------------------------------------------------------------
+
+def test_numpy_engine_with_parallel_is_rejected() -> None:
+    table, arrays = CASES[0]
+    with pytest.raises(InputError, match=r"parallel=True needs engine='numba' or 'auto', got engine='numpy'"):
+        evaluate_batch(table, *arrays, parallel=True, engine="numpy")
+
+
+def test_unknown_engine_is_rejected() -> None:
+    table, arrays = CASES[0]
+    with pytest.raises(InputError, match=r"engine must be one of auto, numpy, numba, got 'cuda'"):
+        evaluate_batch(table, *arrays, engine="cuda")  # type: ignore[arg-type]
+
+
+def test_auto_engine_imports_numba_only_for_a_large_batch() -> None:
+    """In a fresh process (no numba yet), engine="auto" evaluates batches below NUMPY_MAX_CONFIGS with
+    numpy, without importing numba; a batch of NUMPY_MAX_CONFIGS loads the kernels, and every batch
+    after that uses them, small ones included. Each result equals the other route's."""
+    script = textwrap.dedent(f"""
+        import sys
+        import numpy as np
+        from bitops import batch, evaluate_batch
+        from tests.bitops.tables import random_configs, random_table
+
+        rng = np.random.default_rng(11)
+        table = random_table(rng, n_layers=12, n_ops=8, n_groups=4, n_exits=2)
+        small = random_configs(rng, table, {NUMPY_MAX_CONFIGS - 1})
+        large = random_configs(rng, table, {NUMPY_MAX_CONFIGS})
+        got_small = evaluate_batch(table, *small)
+        assert "numba" not in sys.modules, "a batch below NUMPY_MAX_CONFIGS imported numba"
+        got_large = evaluate_batch(table, *large)
+        assert "bitops.kernels" in sys.modules, "a batch of NUMPY_MAX_CONFIGS did not load the kernels"
+        assert np.array_equal(got_small.bitops, evaluate_batch(table, *small, engine="numba").bitops)
+        assert np.array_equal(got_large.bitops, evaluate_batch(table, *large, engine="numpy").bitops)
+
+        def refuse(*args):
+            raise AssertionError("numpy route used after the kernels were loaded")
+
+        batch.numpy_batch_cost = refuse
+        evaluate_batch(table, *(a[:3] for a in small))
+    """)
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root)
+    assert run.returncode == 0, run.stderr
 
 
 @pytest.mark.parametrize(("m", "build"), [(PARALLEL_MIN_CONFIGS - 1, "batch_cost_serial"),
@@ -214,11 +289,13 @@ def test_all_vectors_give_one_configuration() -> None:
     assert result.bitops[0] == evaluate(table, config_at(arrays, 4)).totals.bitops
 
 
-@pytest.mark.parametrize("parallel", [False, True], ids=["serial", "parallel"])
-def test_empty_batch_beside_vectors_gives_empty_results(parallel: bool) -> None:
+@pytest.mark.parametrize(("engine", "parallel"), [("numba", False), ("numba", True), ("numpy", False)],
+                         ids=["serial", "parallel", "numpy"])
+def test_empty_batch_beside_vectors_gives_empty_results(engine: str, parallel: bool) -> None:
     table, (w_bits, a_bits, kept, exit_probs) = CASES[3]
     result = evaluate_batch(table, w_bits[:0], a_bits[0], kept[0], exit_probs[0],
-                            policy=Policy(first_last_bits=8), parallel=parallel)
+                            policy=Policy(first_last_bits=8, bitops_formula="accumulator", elementwise="counted"),
+                            parallel=parallel, engine=engine)
     for field, dtype in (("bitops", np.float64), ("macs", np.float64), ("params", np.int64),
                          ("storage_bits", np.int64)):
         assert getattr(result, field).shape == (0,) and getattr(result, field).dtype == dtype, field
@@ -342,7 +419,7 @@ def test_bits_are_checked_before_the_policy_overrides_them(name: str, policy: Po
     # evaluate (the reference) rejects it too.
     inputs = _inputs()
     inputs[name][1, ERR_TABLE.first_layer] = 0
-    with pytest.raises(InputError, match=rf"{name} must be in 1\.\.32"):
+    with pytest.raises(InputError, match=rf"^{name} must be an integer in 1\.\.32, got 0 for layer "):
         evaluate(ERR_TABLE, config_at(tuple(inputs.values()), 1), policy)
     with pytest.raises(InputError, match=rf"{name} must be in 1\.\.32"):
         evaluate_batch(ERR_TABLE, **inputs, policy=policy)

@@ -25,7 +25,8 @@ import torchvision
 from fvcore.nn import FlopCountAnalysis
 from torch import nn
 
-from bitops import Config, InputError, LayerTable, Policy, evaluate, kept_from_ratio, models, uniform_config, zoo
+from bitops import (Config, InputError, LayerTable, Policy, architectures, evaluate, kept_from_ratio, models,
+                    uniform_config, zoo)
 from bitops.trace import output_layers, trace_model
 from tests.bitops.hook_counter import count_macs_params
 
@@ -33,7 +34,7 @@ INPUT = zoo.DEFAULT_INPUT_SHAPE
 # fvcore's names for the MAC-bearing ops it counts by default (one multiply-add = 1).
 FVCORE_MAC_OPS = ("conv", "linear", "addmm", "matmul", "bmm", "einsum")
 ZOO_WITH_AND_WITHOUT_EXITS = [pytest.param(name, exits, id=f"{name}-{'exits' if exits else 'plain'}")
-                              for name in zoo.ZOO_NAMES for exits in (False, True)]
+                              for name in architectures.ZOO_NAMES for exits in (False, True)]
 
 
 # ---- helpers -------------------------------------------------------------------------------------
@@ -244,7 +245,7 @@ def test_mobilenetv2_depthwise_convs_share_the_group_of_their_input():
         assert lay["in_group"][row + 1] == lay["out_group"][row]
 
 
-@pytest.mark.parametrize("name", zoo.ZOO_NAMES)
+@pytest.mark.parametrize("name", architectures.ZOO_NAMES)
 def test_image_and_logits_are_never_pruned(name):
     model, table = zoo_traced(name, True)
     lay = table.layers
@@ -260,7 +261,7 @@ def test_image_and_logits_are_never_pruned(name):
 # ---- exits and segments ------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("name", "exits"),
-    [*(pytest.param(name, True, id=f"{name}-all") for name in zoo.ZOO_NAMES),
+    [*(pytest.param(name, True, id=f"{name}-all") for name in architectures.ZOO_NAMES),
      pytest.param("resnet18_cifar", ("layer2",), id="resnet18_cifar-layer2"),
      pytest.param("mobilenetv2_cifar", ("stage1", "stage3"), id="mobilenetv2_cifar-stage1,3"),
      pytest.param("vgg19_cifar", ("stage2", "stage4"), id="vgg19_cifar-stage2,4")],
@@ -310,7 +311,7 @@ def module_calls(model: nn.Module, types: tuple[type[nn.Module], ...]) -> dict[t
 OP_MODULES = {"bn": (nn.BatchNorm2d,), "act": (nn.ReLU, nn.ReLU6), "pool": (nn.AdaptiveAvgPool2d, nn.MaxPool2d)}
 
 
-@pytest.mark.parametrize("name", zoo.ZOO_NAMES)
+@pytest.mark.parametrize("name", architectures.ZOO_NAMES)
 def test_zoo_non_mac_ops_are_one_row_per_module_call(name):
     model, table = zoo_traced(name, True)
     opc = table.ops
@@ -421,11 +422,11 @@ def test_trace_leaves_the_training_mode_as_it_was():
 
 # ---- shipped tables ------------------------------------------------------------------------------------
 def test_shipped_zoo_names_are_the_zoo():
-    assert models.zoo_names() == zoo.ZOO_NAMES
+    assert models.zoo_names() == architectures.ZOO_NAMES
 
 
 SHIPPED = [pytest.param(name, classes, width, id=f"{name}-w{width:g}-c{classes}")
-           for name in zoo.ZOO_NAMES for width in (1.0, *getattr(models, "SHIPPED_WIDTHS", {}).get(name, ()))
+           for name in architectures.ZOO_NAMES for width in (1.0, *getattr(models, "SHIPPED_WIDTHS", {}).get(name, ()))
            for classes in models.SHIPPED_CLASSES]
 
 

@@ -9,7 +9,8 @@ import torchvision
 from fvcore.nn import FlopCountAnalysis
 from torch import nn
 
-from bitops.zoo import DEFAULT_INPUT_SHAPE, ZOO_NAMES, build, exit_points
+from bitops.architectures import ZOO_NAMES, exit_points
+from bitops.zoo import DEFAULT_INPUT_SHAPE, build
 from tests.bitops.hook_counter import count_macs_params
 
 CIFAR_RESNETS = {"resnet8": 1, "resnet20": 3, "resnet32": 5, "resnet56": 9}  # name -> blocks/stage
@@ -258,7 +259,7 @@ def test_unknown_name_is_rejected():
 
 
 def test_num_classes_below_one_is_rejected():
-    with pytest.raises(ValueError, match="num_classes must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="num_classes must be an integer >= 1, got 0"):
         build("resnet8", num_classes=0)
 
 

@@ -29,7 +29,7 @@ import pytest
 from bitops.models import ModelSpec, load_model_table
 from simulator.model import Grid, predict
 from simulator.profile import parse_profile
-from tests.simulator.test_fit import TRUE_ACCURACY, TRUE_SCALE, base_profile, run_cli, with_terms
+from tests.simulator.fitting import TRUE_ACCURACY, TRUE_SCALE, base_profile, run_cli, with_terms
 
 BUDGET = 1.0
 # Every order of 1 to 4 distinct letters, numbered: the fake trainer's errors are functions of it.
@@ -265,7 +265,7 @@ def test_table_and_plot(profile_file, fake_trainer, tmp_path):
 # ---- bad input -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("argv, says", [
-    (["--top", "0"], "--top must be >= 1, got 0"),
+    (["--top", "0"], "--top must be an integer >= 1, got 0"),
     (["--top", "25"], "--top must be at most the number of orders ranked (24), got 25"),
     (["--orders", "PQ,QP", "--top", "3"], "--top must be at most the number of orders ranked (2), got 3"),
     (["--budget", "0"], "--budget values must be accuracy losses in (0, 100] points, got 0"),

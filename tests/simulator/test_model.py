@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import re
-from functools import cache
 
 import numpy as np
 import pytest
@@ -20,30 +19,16 @@ from bitops import Config, Policy, evaluate, kept_from_ratio, reference_totals, 
 from bitops.config import heads_follow_stages, kept_channels_array
 from bitops.cost import Totals
 from bitops.errors import InputError
-from bitops.models import ModelSpec, load_model_table
-from bitops.table import LayerTable
 from bitops.orders import validate_order
 from simulator.model import Grid, predict
 from simulator.profile import parse_profile
-from tests.simulator.test_profile_format import BASE_ACCURACY, hand_profile
+from tests.simulator.profiles import BASE_ACCURACY, STUDENT, TEACHER, hand_profile, load, one_point_grid
 
-TEACHER, STUDENT = "resnet20", "resnet8"
 EXITS = ("layer1", "layer2")
 A_BITS = 8  # hand_profile's Q a_bits
 # hand_profile's deltas at the one-value grid below
 D_DELTA, P_DELTA, Q_DELTA, E_DELTA = -2.0, -1.5, -3.0, -1.0
 RATES_AT_08 = (0.25, 0.25)  # hand_profile's exit rates at threshold 0.8 (layer1, layer2)
-
-
-@cache
-def load(name: str) -> LayerTable:
-    return load_model_table(ModelSpec(name, input_shape=(3, 16, 16), num_classes=10))
-
-
-def one_point_grid(**values: tuple) -> Grid:
-    grid = {"D": (STUDENT,), "P": (0.5,), "Q": (2,), "E": (0.8,)}
-    grid.update(values)
-    return Grid(grid)
 
 
 def profile_with(*terms: dict, **q_extra: object):

@@ -1,6 +1,6 @@
 """The stage-profile file as the simulator reads it (``simulator.profile``).
 
-A hand-made profile (:func:`hand_profile`, the fixture the other simulator tests import) is parsed
+A hand-made profile (:func:`tests.simulator.profiles.hand_profile`, the fixture the simulator tests share) is parsed
 and read back; every rule of the format has one ``pytest.raises`` case; the curves are checked
 against interpolation worked out by hand (P linear in the ratio, Q linear in log2 of the bits, E's
 exit rates linear in the threshold) and against their ``outside`` flags.
@@ -17,47 +17,10 @@ import numpy as np
 import pytest
 
 from bitops.errors import InputError
-from simulator.profile import PROFILE_TYPE, PROFILE_VERSION, load_profile, parse_profile
+from simulator.profile import load_profile, parse_profile
+from tests.simulator.profiles import hand_profile
+from trainer.profile_format import PROFILE_TYPE, PROFILE_VERSION
 
-BASE_ACCURACY = 90.0
-
-
-def hand_profile() -> dict[str, Any]:
-    """A stage profile written by hand: ResNet20 teacher, ResNet8 student, digits at 3x16x16.
-
-    Numbers are chosen so sums and interpolations are easy to do in one's head (deltas in quarter
-    points, exit rates that are exact binary fractions at the measured thresholds). P's points are
-    listed out of order on purpose: the parser sorts them.
-    """
-    return {
-        "_type": "chaincomp.StageProfile",
-        "_version": 1,
-        "provenance": {"source": "hand", "citation": "tests/simulator/test_profile_format.py"},
-        "setup": {"teacher": "resnet20", "student": "resnet8", "dataset": "digits",
-                  "input_shape": [3, 16, 16], "num_classes": 10},
-        "base": {"model": "resnet20", "accuracy": BASE_ACCURACY, "accuracy_std": 0.3},
-        "methods": {
-            "D": {"parameter": "student", "points": [
-                {"value": "resnet8", "accuracy": 88.0, "accuracy_std": 0.4, "delta": -2.0}]},
-            "P": {"parameter": "prune_ratio", "points": [
-                {"value": 0.5, "accuracy": 88.5, "delta": -1.5},
-                {"value": 0.25, "accuracy": 89.5, "delta": -0.5},
-                {"value": 0.75, "accuracy": 86.0, "delta": -4.0}]},
-            "Q": {"parameter": "w_bits", "a_bits": 8, "points": [
-                {"value": 1, "accuracy": 84.0, "delta": -6.0},
-                {"value": 2, "accuracy": 87.0, "delta": -3.0},
-                {"value": 4, "accuracy": 89.0, "delta": -1.0},
-                {"value": 8, "accuracy": 89.75, "delta": -0.25}]},
-            "E": {"parameter": "threshold", "exits": ["layer1", "layer2"], "points": [
-                {"value": 0.5, "accuracy": 87.0, "delta": -3.0,
-                 "exit_rates": {"layer1": 0.5, "layer2": 0.25, "final": 0.25}},
-                {"value": 0.8, "accuracy": 89.0, "delta": -1.0,
-                 "exit_rates": {"layer1": 0.25, "layer2": 0.25, "final": 0.5}},
-                {"value": 0.95, "accuracy": 89.75, "delta": -0.25,
-                 "exit_rates": {"layer1": 0.125, "layer2": 0.125, "final": 0.75}}]},
-        },
-        "interactions": [],
-    }
 
 
 def _edited(edit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
@@ -182,9 +145,9 @@ RULES = {
     "no-points": (_set("methods.Q.points", []), "methods.Q must be an object with a non-empty 'points' list"),
     "point-without-delta": (_drop("methods.P.points.0.delta"), "methods.P.points[0] needs 'value' and 'delta'"),
     "duplicate-values": (_set("methods.P.points.1.value", 0.5), "a value appears twice"),
-    "P-ratio-1": (_set("methods.P.points.2.value", 1.0), "pruning ratios in [0, 1)"),
-    "Q-bits-0": (_set("methods.Q.points.0.value", 0), "weight bits in 1..32"),
-    "E-threshold-0": (_set("methods.E.points.0.value", 0), "thresholds in (0, 1]"),
+    "P-ratio-1": (_set("methods.P.points.2.value", 1.0), "methods.P.points[2].value must be in [0, 1), got 1.0"),
+    "Q-bits-0": (_set("methods.Q.points.0.value", 0), "methods.Q.points[0].value must be an integer in 1..32, got 0"),
+    "E-threshold-0": (_set("methods.E.points.0.value", 0), "methods.E.points[0].value must be in (0, 1], got 0"),
     "exit-rates-sum": (_set("methods.E.points.1.exit_rates", {"layer1": 0.25, "layer2": 0.25, "final": 0.25}),
                        "must be >= 0 and sum to 1, got sum 0.75"),
     "exit-rates-negative": (_set("methods.E.points.1.exit_rates", {"layer1": -0.25, "layer2": 0.75, "final": 0.5}),
@@ -206,7 +169,7 @@ RULES = {
     "term-wrong-parameter": (_term(before="P", after="Q", parameter="prune_ratio", points=[{"value": 2, "accuracy": 0}]),
                              "interactions[0].parameter must be 'w_bits' (the axis of Q)"),
     "term-value-out-of-rule": (_term(before="Q", after="P", points=[{"value": 1.5, "accuracy": 0}]),
-                               "pruning ratios in [0, 1)"),
+                               "interactions[0].points[0].value must be in [0, 1), got 1.5"),
     "term-duplicate-value": (_term(before="Q", after="P", points=[{"value": 0.5, "accuracy": 0},
                                                                   {"value": 0.5, "accuracy": 1}]),
                              "a value appears twice"),

@@ -30,9 +30,9 @@ from bitops.errors import InputError
 from simulator.model import Grid, predict
 from simulator.profile import Profile, parse_profile
 from simulator.structure import structure
-from tests.simulator.test_fit import SETUP, base_profile, fit, run_cli
-from tests.simulator.test_model import TEACHER, load, one_point_grid
-from tests.simulator.test_profile_format import BASE_ACCURACY, hand_profile
+from tests.simulator.fitting import SETUP, base_profile, fit, run_cli
+from tests.simulator.profiles import TEACHER, load, one_point_grid
+from tests.simulator.profiles import BASE_ACCURACY, hand_profile
 
 # A DPQ triple on P {0.25, 0.75} x Q {1, 4} bits, listed out of order on purpose (the parser sorts).
 DPQ_POINTS = [{"before_value": 0.75, "value": 4, "accuracy": -2.0, "std_error": 0.8},
@@ -183,8 +183,8 @@ BAD_TRIPLES = {
                                  "needs 'before_value', 'value' and 'accuracy'"),
     "not a full grid": (_points(lambda ps: ps.pop(0)), "must form a full grid"),
     "a cell given twice": (_points(lambda ps: ps.append(dict(ps[0]))), "appears twice"),
-    "P ratio 1.0": (_points(_replace_value("before_value", 0.75, 1.0)), "pruning ratios in [0, 1)"),
-    "Q bits 0": (_points(_replace_value("value", 1, 0)), "weight bits in 1..32"),
+    "P ratio 1.0": (_points(_replace_value("before_value", 0.75, 1.0)), "before_value must be in [0, 1), got 1.0"),
+    "Q bits 0": (_points(_replace_value("value", 1, 0)), "value must be an integer in 1..32, got 0"),
     "Q bits 2.5": (_points(_replace_value("value", 4, 2.5)), "whole weight bits"),
     "before_value not a number": (_points(_replace_value("before_value", 0.25, "0.25")), "must be a finite number"),
 }

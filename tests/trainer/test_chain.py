@@ -33,9 +33,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from bitops import zoo
-from simulator.cli import main
+from chaincomp.cli import main
 from trainer import chain
-from trainer.data import DataConfig, load_data
+from trainer.config import DataConfig
+from trainer.data import load_data
 from tests.bitops.hook_counter import count_macs_params
 from trainer.quant import QConv2d, QLinear
 

@@ -26,7 +26,8 @@ import torch
 from sklearn.datasets import load_digits
 
 from bitops.errors import InputError
-from trainer.data import DATASETS, DataConfig, DataSplits, load_data
+from trainer.config import DATASETS, DataConfig
+from trainer.data import DataSplits, load_data
 
 DIGITS_TOTAL = 1797
 SPLIT_FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}

@@ -30,11 +30,13 @@ import pytest
 import torch
 
 from bitops import zoo
-from simulator.cli import main
+from bitops.architectures import exit_points
+from chaincomp.cli import main
 from trainer import profile as profile_mod
 from trainer.chain import seed_everything
-from trainer.data import DataConfig, load_data
-from trainer.stages import PruneConfig, TrainConfig, prune, train_base
+from trainer.config import DataConfig, PruneConfig, TrainConfig
+from trainer.data import load_data
+from trainer.stages import prune, train_base
 
 CPU = torch.device("cpu")
 SMALL = ["--epochs", "3", "--image-size", "8", "--device", "cpu"]
@@ -44,7 +46,7 @@ POINT_KEYS = {"value", "accuracy", "accuracy_std", "delta"}
 
 
 def run_cli(argv: list[str]) -> tuple[int, str, str]:
-    """``simulator.cli.main`` with stdout and stderr captured (usable in module-scoped fixtures)."""
+    """``chaincomp.cli.main`` with stdout and stderr captured (usable in module-scoped fixtures)."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         rc = main(argv)
@@ -161,7 +163,7 @@ def test_profile_base_learns_digits_and_deltas_are_differences(pqe):
 @pytest.mark.slow
 def test_profile_exit_rates(pqe):
     e = pqe["profile"]["methods"]["E"]
-    assert e["exits"] == list(zoo.exit_points("resnet20"))  # every exit point without --exits
+    assert e["exits"] == list(exit_points("resnet20"))  # every exit point without --exits
     finals = []
     for point in e["points"]:
         rates = point["exit_rates"]

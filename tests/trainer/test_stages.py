@@ -25,12 +25,13 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from bitops import InputError, kept_from_ratio, zoo
+from bitops.architectures import exit_points
 from bitops.trace import trace_model
 from trainer import stages
+from trainer.config import DistillConfig, ExitConfig, PruneConfig, QuantConfig, TrainConfig
 from trainer.loop import evaluate_accuracy, resolve_device, train_epochs
 from trainer.quant import QConv2d, QLinear, layer_bits
-from trainer.stages import (DistillConfig, ExitConfig, PruneConfig, QuantConfig, TrainConfig, add_exits, distill,
-                            exit_report, kd_loss, prune, quantize, train_base)
+from trainer.stages import add_exits, distill, exit_report, kd_loss, prune, quantize, train_base
 
 CPU = torch.device("cpu")
 INPUT = (3, 8, 8)
@@ -158,7 +159,7 @@ def test_ed_distills_each_student_exit_from_the_teacher_exit_at_the_same_point(t
                           progress=False)
     finally:
         hook.remove()
-    assert tuple(student.exits) == tuple(teacher_with_exits.exits) == zoo.exit_points("resnet8")
+    assert tuple(student.exits) == tuple(teacher_with_exits.exits) == exit_points("resnet8")
     # One KD term per output, in order, each against the teacher's output of the same batch and place.
     outputs_per_batch = len(teacher_with_exits.exits) + 1
     assert len(pairs) == outputs_per_batch * len(teacher_outputs)

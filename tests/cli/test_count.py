@@ -1,4 +1,4 @@
-"""`chaincomp count` end to end: through `simulator.cli.main` (capsys) and as a subprocess.
+"""`chaincomp count` end to end: through `chaincomp.cli.main` (capsys) and as a subprocess.
 
 Expected numbers come from routes independent of bitops: closed-form MAC/parameter counts of the
 basic-block ResNets (He et al. 2016), torch itself (parameter counts of `bitops.zoo` models, a
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from bitops.models import zoo_names
-from simulator.cli import main
+from chaincomp.cli import main
 
 REPORT_KEYS = ("macs", "params", "bitops", "reference_bitops", "bitops_cr", "storage_bits",
                "reference_storage_bits", "cr", "conventions", "layers")
@@ -84,7 +84,7 @@ def tiny_net(num_classes: int = 10):
     """conv -> BN -> ReLU -> learnable per-channel scale -> pool -> linear.
 
     The scale is a parameter no MAC row or BN owns, so its table has ``extra_params`` > 0.
-    Reached as MODEL ``tests.simulator.test_cli_count:tiny_net``.
+    Reached as MODEL ``tests.cli.test_count:tiny_net``.
     """
     import torch
     from torch import nn
@@ -149,7 +149,7 @@ def count_json(capsys, *argv: str) -> dict:
 
 
 def run_module(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "simulator", *argv], capture_output=True, text=True, cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "chaincomp", *argv], capture_output=True, text=True, cwd=cwd,
                           timeout=120)
 
 
@@ -167,7 +167,7 @@ SUM_CASES = {
                                "--first-last-bits", "8", "--aux-bits", "16"],
     "vgg19-exit-no-aux": ["vgg19_cifar", "--exits", "stage2", "--exit-probs", "0.4", "--elementwise", "counted",
                           "--nonmac-bits", "8", "--aux-bits", "0", "--w-bits", "2"],
-    "traced-extra-params": ["tests.simulator.test_cli_count:tiny_net", "--bn", "counted", "--w-bits", "4",
+    "traced-extra-params": ["tests.cli.test_count:tiny_net", "--bn", "counted", "--w-bits", "4",
                             "--aux-bits", "8"],
 }
 
@@ -562,7 +562,7 @@ def test_saved_table_as_reference(capsys, tmp_path, counted_first):
 ], ids=["plain", "exits", "keep-ratio", "student", "narrow-student"])
 def test_shipped_tables_do_not_import_torch(tmp_path, argv):
     code = ("import sys, contextlib, io\n"
-            "from simulator.cli import main\n"
+            "from chaincomp.cli import main\n"
             "with contextlib.redirect_stdout(io.StringIO()):\n"
             f"    assert main({['count', *argv, '--json']!r}) == 0\n"
             "loaded = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
@@ -623,7 +623,7 @@ BAD_INPUT = {
                                ["--exit-probs", "sum to at most 1", "1.1"]),
     "exit-probs-wrong-count": (lambda d: ["resnet20", "--exits", "layer1,layer2", "--exit-probs", "0.1"],
                                ["--exit-probs", "one probability per exit", "got 1"]),
-    "exit-probs-without-exits": (lambda d: ["resnet20", "--exit-probs", "0.1"], ["--exit-probs", "needs --exits"]),
+    "exit-probs-without-exits": (lambda d: ["resnet20", "--exit-probs", "0.1"], ["--exit-probs", "needs exits (the exit points"]),
     "exit-probs-not-numbers": (lambda d: ["resnet20", "--exits", "layer1", "--exit-probs", "0.5,x"],
                                ["--exit-probs", "numbers", "'0.5,x'"]),
     "unknown-exit": (lambda d: ["resnet20", "--exits", "layer9"], ["--exits", "'layer9'", "layer1, layer2"]),
@@ -632,7 +632,7 @@ BAD_INPUT = {
     "unknown-torchvision-model": (lambda d: ["torchvision:nope"], ["MODEL", "torchvision", "'nope'"]),
     "unimportable-module": (lambda d: ["bad.module:thing"], ["MODEL", "'bad.module'"]),
     "input-the-model-cannot-take": (lambda d: ["resnet8", "--input", "1,32,32"], ["--input", "1,32,32"]),
-    "input-malformed": (lambda d: ["resnet20", "--input", "3,32"], ["--input", "C,H,W", "'3,32'"]),
+    "input-malformed": (lambda d: ["resnet20", "--input", "3,32"], ["--input", "C,H,W", "got (3, 32)"]),
     "input-not-integers": (lambda d: ["resnet20", "--input", "3,a,32"], ["--input", "integers", "'3,a,32'"]),
     "num-classes-0": (lambda d: ["resnet20", "--num-classes", "0"], ["--num-classes", ">= 1", "got 0"]),
     "width-mult-0": (lambda d: ["resnet20", "--width-mult", "0"], ["--width-mult", "> 0", "0"]),

@@ -1,5 +1,5 @@
 """`chaincomp simulate` and `chaincomp orders` end to end, on the hand-made profile of
-``test_profile_format.hand_profile`` written to a temporary file.
+``tests.simulator.profiles.hand_profile`` written to a temporary file.
 
 Reports are checked for their keys and against routes of their own: a front point's numbers
 against ``bitops.evaluate`` of the configuration its settings name, each budget-table cell against
@@ -26,9 +26,9 @@ import pytest
 from bitops import Config, evaluate, kept_from_ratio, reference_totals
 from bitops.config import heads_follow_stages
 from bitops.models import ModelSpec, load_model_table
-from simulator.cli import main
+from chaincomp.cli import main
 from simulator.search import score
-from tests.simulator.test_profile_format import BASE_ACCURACY, hand_profile
+from tests.simulator.profiles import BASE_ACCURACY, hand_profile
 
 ROOT = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -228,7 +228,7 @@ def test_orders_text(capsys, profile_file):
 def test_neither_command_imports_torch(profile_file, tmp_path):
     script = textwrap.dedent(f"""\
         import contextlib, io, sys
-        from simulator.cli import main
+        from chaincomp.cli import main
         with contextlib.redirect_stdout(io.StringIO()):
             assert main(["simulate", "--profile", {str(profile_file)!r}, "--json",
                          "--plot", {str(tmp_path / 'f.png')!r}]) == 0
@@ -265,10 +265,10 @@ BAD_INPUT = {
     "order-EE": (None, ["--orders", "EE", "--allow-repeat"], "E (early exit) can appear once"),
     "grid-empty": (None, ["--grid", "P="], "--grid P="),
     "grid-empty-range": (None, ["--grid", "P=0.1:0.5:0"], "--grid P= is empty"),
-    "grid-P-1": (None, ["--grid", "P=1.0"], "--grid P= must hold pruning ratios in [0, 1), got 1"),
-    "grid-Q-0": (None, ["--grid", "Q=0"], "--grid Q= must hold integer weight bits in 1..32, got 0"),
+    "grid-P-1": (None, ["--grid", "P=1.0"], "--grid P= must be in [0, 1), got 1.0"),
+    "grid-Q-0": (None, ["--grid", "Q=0"], "--grid Q= must be an integer in 1..32, got 0"),
     "grid-Q-fraction": (None, ["--grid", "Q=2.5"], "integer weight bits in 1..32, got 2.5"),
-    "grid-E-0": (None, ["--grid", "E=0"], "--grid E= must hold thresholds in (0, 1], got 0"),
+    "grid-E-0": (None, ["--grid", "E=0"], "--grid E= must be in (0, 1], got 0.0"),
     "grid-unknown-method": (None, ["--grid", "X=1"], "--grid entries must look like"),
     "grid-no-equals": (None, ["--grid", "P"], "--grid entries must look like"),
     "grid-two-letters": (None, ["--grid", "PQ=1"], "--grid entries must look like"),
@@ -276,7 +276,7 @@ BAD_INPUT = {
     "grid-no-student": (None, ["--grid", "D=,"], "--grid D= must list at least one student"),
     "grid-unknown-student": (None, ["--grid", "D=resnet9"], "'resnet9'"),
     "grid-keeps-nothing": (None, ["--grid", "P=0.99"], "keeps 0 channels"),
-    "budget-0": (None, ["--budget", "0"], "--budget values must be accuracy losses in (0, 100] points, got 0"),
+    "budget-0": (None, ["--budget", "0"], "--budget must be accuracy losses in (0, 100] points, got 0"),
     "budget-101": (None, ["--budget", "1,101"], "got 101"),
     "budget-negative": (None, ["--budget=-1"], "got -1"),
     "budget-nan": (None, ["--budget", "nan"], "(0, 100] points, got nan"),
@@ -321,7 +321,7 @@ def test_plot_into_a_missing_folder_fails_before_work(capsys, profile_file, tmp_
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--budget", "0"], "got 0"),
-    (["--grid", "E=1.5"], "thresholds in (0, 1], got 1.5"),
+    (["--grid", "E=1.5"], "--grid E= must be in (0, 1], got 1.5"),
 ])
 def test_orders_bad_input(capsys, profile_file, argv, message):
     code, out, err = run(capsys, "orders", "--profile", str(profile_file), *argv)

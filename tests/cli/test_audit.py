@@ -1,4 +1,4 @@
-"""`chaincomp audit` end to end, through `simulator.cli.main` and as a subprocess.
+"""`chaincomp audit` end to end, through `chaincomp.cli.main` and as a subprocess.
 
 The shipped paper example is audited twice per module (text with a plot in-process, JSON in a fresh
 interpreter that must not import torch), and the two reports are checked against each other and
@@ -21,7 +21,7 @@ import pytest
 from bitops.audit_report import EXAMPLES
 from bitops.claims import load_claims
 from bitops.models import zoo_names
-from simulator.cli import main
+from chaincomp.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -67,7 +67,7 @@ def paper_json():
     """The JSON report of the paper example from a fresh interpreter, which checks torch stays out."""
     script = textwrap.dedent("""\
         import sys
-        from simulator.cli import main
+        from chaincomp.cli import main
         code = main(["audit", "--example", "paper", "--json"])
         assert code == 0, code
         loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))

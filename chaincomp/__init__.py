@@ -1,0 +1,64 @@
+"""chaincomp: tooling for combinational CNN compression (distillation, pruning, quantization and
+early exit chained), as a command line (``chaincomp``, :mod:`chaincomp.cli`) and this Python API.
+
+Each function takes the options of the command of the same name, with the same defaults, and
+returns a result whose ``to_dict()`` is what the command prints with ``--json`` (``format()`` is
+its text)::
+
+    chaincomp.count(model, **options)           # bitops.count.CountRequest fields + bitops.Policy fields
+    chaincomp.audit(claims=None, example=None, conventions=None)
+    chaincomp.simulate(profile=None, grid=None, budgets=(0.2, 0.6, 1, 2), orders="all", allow_repeat=False)
+    chaincomp.orders(profile=None, grid=None, budgets=(0.2, 0.6, 1, 2))
+    chaincomp.fit(runs, out, profile=None, allow_incomplete=False, refine_deltas=False, triples=())
+    chaincomp.train(order, out, resume=False, allow_repeat=False, **training)   # trainer.options.TrainingOptions
+    chaincomp.profile(method, out, grid=None, seeds=(0,), **training)
+    chaincomp.confirm(out_dir, profile=None, grid=None, orders="all", top=None, budget=1, **training)
+
+``import chaincomp`` imports neither torch nor numba: each function loads what it uses when it is
+first looked up (only train, profile and confirm import torch, when they train).
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+# API name -> (module, function): the library entry point itself, so options and defaults have one source.
+_API = {
+    "audit": ("bitops.audit_report", "audit"),
+    "confirm": ("simulator.confirm_report", "confirm"),
+    "count": ("chaincomp.api", "count"),
+    "fit": ("simulator.fit_report", "fit"),
+    "orders": ("simulator.simulate", "analyse_orders"),
+    "profile": ("trainer.run", "profile"),
+    "simulate": ("simulator.simulate", "simulate"),
+    "train": ("trainer.run", "train"),
+}
+
+__all__ = ["__version__", "audit", "confirm", "count", "fit", "orders", "profile", "simulate", "train"]
+
+
+def _version() -> str:
+    """The installed distribution's version (looked up on first use: importlib.metadata costs ~50 ms)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("chaincomp")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        value = globals()["__version__"] = _version()
+        return value
+    if name not in _API:
+        raise AttributeError(f"module 'chaincomp' has no attribute {name!r}")
+    module, function = _API[name]
+    value = getattr(import_module(module), function)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,3 @@
+from chaincomp.cli import main
+
+raise SystemExit(main())

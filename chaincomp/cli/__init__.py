@@ -1,0 +1,69 @@
+"""The ``chaincomp`` command line: argparse subcommands built in :func:`make_parser`.
+
+One module per command family (:mod:`.count`: count, audit; :mod:`.train`: train, profile;
+:mod:`.simulate`: simulate, orders, fit, confirm). Each command parses its options, calls one
+library entry point and prints the result (``--json``: the result's ``to_dict()``).
+
+Every user mistake surfaces as :class:`bitops.InputError`, whose message starts with the field it
+is about; it ends here as one line on stderr, the field renamed to its option
+(:func:`chaincomp.cli.options.option_message`), with exit code 2 and no traceback. Output files
+are written only after everything they hold has been computed, and atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from bitops.errors import InputError
+from chaincomp.cli.count import add_audit, add_count
+from chaincomp.cli.options import option_message
+from chaincomp.cli.simulate import add_confirm, add_fit, add_orders, add_simulate
+from chaincomp.cli.train import add_profile, add_train
+
+__all__ = ["EXIT_USAGE", "main", "make_parser"]
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Version(argparse.Action):
+    """``--version``: the version is looked up only when asked (importlib.metadata is slow to import)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        import chaincomp
+
+        print(f"chaincomp {chaincomp.__version__}")
+        parser.exit()
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chaincomp", description="Combinational CNN compression: exact BitOps "
+                                     "and CR counts, claim audits, order simulation and a thin trainer.")
+    parser.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (add_count, add_audit, add_train, add_profile, add_simulate, add_orders, add_fit, add_confirm):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = make_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    args.argv = argv  # what was asked, for records that note their command
+    try:
+        return args.run(args)
+    except InputError as err:
+        command_parser = parser._subparsers._group_actions[0].choices[args.command]  # type: ignore[union-attr]
+        print(f"chaincomp {args.command}: error: {option_message(str(err), command_parser)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("chaincomp: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) closed the pipe: stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

@@ -1,0 +1,108 @@
+"""What every command module shares: list parsing, the field -> option naming of errors, output.
+
+Library errors start with the field they are about (``w_bits must be ...``, ``prune.ratio ...``);
+:func:`option_message` renames it to the option the user typed (``--w-bits``), from the parser's
+own actions, so the mapping lives here once and cannot drift from the options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import MISSING, fields
+from typing import Any
+
+from bitops.errors import InputError
+
+__all__ = ["add_json", "default", "emit", "float_list", "int_list", "log", "option_message", "progress",
+           "same_or_bits"]
+
+_LEADING = re.compile(r"[A-Za-z_][A-Za-z_0-9.]*")
+
+
+def default(config_type: type, name: str) -> Any:
+    """The default of one dataclass field: argparse defaults come from the library (one source)."""
+    field = next(f for f in fields(config_type) if f.name == name)
+    if field.default is not MISSING:
+        return field.default
+    assert field.default_factory is not MISSING, f"{config_type.__name__}.{name} has no default"
+    return field.default_factory()
+
+
+def int_list(field: str, text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"{field} must be comma-separated integers, got {text!r}") from None
+
+
+def float_list(field: str, text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"{field} must be comma-separated numbers, got {text!r}") from None
+
+
+def same_or_bits(field: str, text: str | None) -> int | None:
+    """``same`` (None: the layer's own bits) or an integer; the range is the library's rule."""
+    if text is None or text == "same":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"{field} must be 'same' or an integer in 1..32, got {text!r}") from None
+
+
+def add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the result as JSON (what the Python API's "
+                                                            ".to_dict() returns)")
+
+
+def _option_names(parser: argparse.ArgumentParser) -> dict[str, str]:
+    names = {}
+    for action in parser._actions:  # argparse keeps no public list of a parser's actions
+        if action.option_strings:
+            names[action.dest] = max(action.option_strings, key=len)
+        elif action.dest != "help":
+            names[action.dest] = action.metavar if isinstance(action.metavar, str) else action.dest.upper()
+    return names
+
+
+def option_message(message: str, parser: argparse.ArgumentParser) -> str:
+    """``message`` with its leading library field renamed to the option of ``parser`` that sets it
+    (a dotted ChainConfig path such as ``prune.ratio`` through its flat option name)."""
+    names = _option_names(parser)
+    match = _LEADING.match(message)
+    if match is None:
+        return message
+    token = match.group(0)
+    if "." in token:
+        from trainer.options import FLAT_OF_PATH
+
+        token = FLAT_OF_PATH.get(token, token)
+    return names[token] + message[match.end():] if token in names else message
+
+
+def log(message: str) -> None:
+    """Progress lines of long work go to stderr, so stdout stays the result."""
+    print(message, file=sys.stderr)
+
+
+def progress(unit: str, description: str) -> Callable[[int], Any]:
+    """A factory of progress bars on stderr for the library's ``progress(total)`` hook; silent when
+    stderr is not a terminal."""
+    def make(total: int) -> Any:
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=description, unit=unit, leave=False, disable=not sys.stderr.isatty())
+
+    return make
+
+
+def emit(result: Any, as_json: bool, text: Callable[[], str] | None = None) -> int:
+    """Print a result: its ``to_dict()`` as JSON, or its text; exit code 0."""
+    print(json.dumps(result.to_dict(), indent=1) if as_json else (text() if text else result.format()))
+    return 0

@@ -1,0 +1,23 @@
+"""Shared by the CLI tests: run ``chaincomp.cli.main`` in-process or as a subprocess, capture its output."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from chaincomp.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_main(capsys, *argv: str) -> tuple[int, str, str]:
+    """``main(argv)`` with pytest's capsys: (exit code, stdout, stderr)."""
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def run_module(*argv: str, cwd: Path = ROOT, **kwargs) -> subprocess.CompletedProcess:
+    """``python -m chaincomp ARGV`` as a subprocess (for exit codes, files and tracebacks)."""
+    return subprocess.run([sys.executable, "-m", "chaincomp", *argv], capture_output=True, text=True, cwd=cwd, **kwargs)
