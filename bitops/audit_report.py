@@ -10,6 +10,7 @@ from typing import Any
 from bitops.audit import ClaimAudit, TableLoader, audit_claim
 from bitops.claims import EXAMPLES, Claim, check_conventions, load_claims
 from bitops.errors import InputError
+from bitops.result import Result
 
 __all__ = ["AuditResult", "audit", "audit_all", "audit_json", "format_audit", "plot_audit"]
 
@@ -150,14 +151,10 @@ def plot_audit(results: list[tuple[ClaimAudit, list[ClaimAudit]]], path: Path) -
 
 
 @dataclass(frozen=True)
-class AuditResult:
+class AuditResult(Result):
     """The audit of a claims file: ``to_dict()`` is ``audit --json``; ``format()`` the text report."""
 
-    data: dict[str, Any]
     results: list[tuple[ClaimAudit, list[ClaimAudit]]]
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.data
 
     def format(self, all_conventions: bool = False) -> str:
         return format_audit(self.data, all_conventions)
@@ -167,9 +164,6 @@ class AuditResult:
         from bitops.jsonio import write_checked
 
         write_checked("plot", path, lambda tmp: plot_audit(self.results, tmp))
-
-    def __str__(self) -> str:
-        return self.format()
 
 
 def audit(claims: str | Path | None = None, example: str | None = None, conventions: dict[str, Any] | None = None,

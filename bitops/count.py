@@ -17,6 +17,7 @@ import numpy as np
 
 from bitops.config import Config, bits_from_rules, heads_follow_stages, kept_from_mapping, kept_from_ratio
 from bitops.errors import InputError
+from bitops.result import Result
 from bitops.files import read_bits_file, read_keep_file
 from bitops.jsonio import check_writable, write_checked
 from bitops.models import ModelSpec, load_model_table
@@ -68,7 +69,7 @@ class CountRequest:
         if self.keep_ratio is not None:
             check_keep_ratio("keep_ratio", self.keep_ratio)
         if self.student is not None and self.reference is not None:
-            raise InputError("student and reference cannot both be given (with a student, model is the reference)")
+            raise InputError("student and `reference` cannot both be given (with a student, the model is the reference)")
         if not all(isinstance(n, str) and n for n in self.exits):
             raise InputError(f"exits must be exit point names, got {list(self.exits)!r}")
         repeated = next((n for n in self.exits if self.exits.count(n) > 1), None)
@@ -76,7 +77,7 @@ class CountRequest:
             raise InputError(f"exits: exit {repeated!r} is named twice")
         if self.exit_probs is not None:
             if not self.exits:
-                raise InputError("exit_probs needs exits (the exit points the probabilities belong to)")
+                raise InputError("exit_probs needs `exits` (the exit points the probabilities belong to)")
             if len(self.exit_probs) != len(self.exits):
                 raise InputError(f"exit_probs must give one probability per exit ({len(self.exits)}: "
                                  f"{','.join(self.exits)}), got {len(self.exit_probs)}")
@@ -86,19 +87,11 @@ class CountRequest:
 
 
 @dataclass(frozen=True)
-class CountResult:
+class CountResult(Result):
     """The count report: ``to_dict()`` is ``count --json``; ``format()`` the table people read."""
-
-    data: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.data
 
     def format(self, per_layer: bool = False) -> str:
         return format_count(self.data, per_layer)
-
-    def __str__(self) -> str:
-        return self.format()
 
 
 def _prefixed(where: str, function: Callable[..., Any], *args: Any) -> Any:
@@ -117,7 +110,7 @@ def count(request: CountRequest) -> CountResult:
     bits_defaults, rules = read_bits_file(r.bits_file) if r.bits_file else ({}, [])
     for key in bits_defaults:
         if getattr(r, key) is not None:
-            raise InputError(f"bits_file {r.bits_file!r} sets [default] {key}; give it there or as {key}, not both")
+            raise InputError(f"bits_file {r.bits_file!r} sets [default] {key}; give it there or as `{key}`, not both")
     keep_default, keep_groups = read_keep_file(r.keep_file) if r.keep_file else (None, {})
     if keep_default is not None and r.keep_ratio is not None:
         raise InputError(f"keep_file {r.keep_file!r} sets a default keep ratio; give it there or as keep_ratio, "

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bitops.errors import InputError
+from bitops.result import Result
 from bitops.jsonio import write_checked
 from bitops.rules import check_integer
 from simulator.confirm import Candidate, chain_config, compare, measure, select
@@ -127,13 +128,8 @@ def plot_confirm(report: dict[str, Any], path: Path) -> None:
 
 
 @dataclass(frozen=True)
-class ConfirmResult:
+class ConfirmResult(Result):
     """Predicted vs measured for the trained orders; ``to_dict()`` is ``confirm --json``."""
-
-    data: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.data
 
     def format(self) -> str:
         return format_confirm(self.data)
@@ -141,9 +137,6 @@ class ConfirmResult:
     def plot(self, path: str | Path) -> None:
         """Draw predicted vs measured accuracy and BitOpsCR (atomic PNG)."""
         write_checked("plot", path, lambda tmp: plot_confirm(self.data, tmp))
-
-    def __str__(self) -> str:
-        return self.format()
 
 
 def _training_template(profile: Profile, order: str, epochs: int | None, lr: float | None,
@@ -177,7 +170,7 @@ def confirm(out_dir: str | Path, *, profile: str | Path | None = None, grid: Gri
     ``epochs``/``lr`` default to the profile's base training."""
     if top is not None:
         check_integer("top", top, 1)
-    budgets = parse_budgets(budget)
+    budgets = parse_budgets(budget, "budget")
     if len(budgets) != 1:
         raise InputError(f"budget takes one accuracy-loss budget in points, got {budget!r}")
     directory = Path(out_dir)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bitops.errors import InputError
+from bitops.result import Result
 from bitops.jsonio import check_writable, write_checked
 from bitops.orders import CONFIG_FIELDS, METHODS, PARAMETERS, is_triple
 from simulator.fit import (EXIT_PAIRS, DeltaFit, Equation, FitResult, LinearFit, Run, Stage, TermFit, Unidentified,
@@ -317,20 +318,13 @@ def format_fit(report: dict[str, Any], largest: int = 10) -> str:
 # ---- the entry point -----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class FitReport:
+class FitReport(Result):
     """A fit: ``to_dict()`` is ``fit --json``; ``profile`` the profile written to ``out``."""
 
-    data: dict[str, Any]
     profile: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.data
 
     def format(self) -> str:
         return format_fit(self.data)
-
-    def __str__(self) -> str:
-        return self.format()
 
 
 def fit(runs: Sequence[str | Path], out: str | Path, *, profile: str | Path | None = None,

@@ -32,18 +32,18 @@ def _numbers(field: str, text: str) -> list[float]:
         raise InputError(f"{field} must be comma-separated numbers, got {text!r}") from None
 
 
-def parse_budgets(budgets: str | float | Sequence[float]) -> list[float]:
-    """Accuracy-loss budgets in points, each in (0, 100], sorted."""
+def parse_budgets(budgets: str | float | Sequence[float], field: str = "budgets") -> list[float]:
+    """Accuracy-loss budgets in points, each in (0, 100], sorted; errors name ``field``."""
     if isinstance(budgets, str):
-        values = _numbers("budgets", budgets)
+        values = _numbers(field, budgets)
     elif isinstance(budgets, (int, float)):
         values = [float(budgets)]
     else:
         values = list(budgets)
     if not values:
-        raise InputError("budgets must hold at least one accuracy-loss budget")
+        raise InputError(f"{field} must hold at least one accuracy-loss budget")
     for value in values:
-        check_budget("budgets", value)
+        check_budget(field, value)
     return sorted(float(v) for v in values)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bitops.errors import InputError
+from bitops.result import Result
 from bitops.jsonio import write_checked
 from bitops.models import ModelSpec, load_model_table
 from bitops.orders import METHODS
@@ -69,15 +70,11 @@ class Simulation:
 
 
 @dataclass(frozen=True)
-class SimulationResult:
+class SimulationResult(Result):
     """Every order's predictions; ``to_dict()`` is ``simulate --json``."""
 
-    data: dict[str, Any]
     predictions: list[Prediction]
     base_accuracy: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.data
 
     def format(self) -> str:
         return format_simulation(self.data)
@@ -85,9 +82,6 @@ class SimulationResult:
     def plot(self, path: str | Path) -> None:
         """Draw every order's Pareto front (atomic PNG)."""
         write_checked("plot", path, lambda tmp: plot_fronts(self.predictions, self.base_accuracy, tmp))
-
-    def __str__(self) -> str:
-        return self.format()
 
 
 def simulate(profile: str | Path | None = None, grid: GridSpec = None,
@@ -103,19 +97,11 @@ def simulate(profile: str | Path | None = None, grid: GridSpec = None,
 
 
 @dataclass(frozen=True)
-class OrdersResult:
+class OrdersResult(Result):
     """The pairwise order analysis; ``to_dict()`` is ``orders --json``."""
-
-    data: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.data
 
     def format(self) -> str:
         return format_orders(self.data)
-
-    def __str__(self) -> str:
-        return self.format()
 
 
 def analyse_orders(profile: str | Path | None = None, grid: GridSpec = None,

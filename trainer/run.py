@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bitops.errors import InputError
+from bitops.result import Result
 from bitops.jsonio import check_writable
 from bitops.orders import METHODS
 from trainer.options import TrainingOptions, chain_config
@@ -26,20 +27,13 @@ def _quiet(message: str) -> None:
 
 
 @dataclass(frozen=True)
-class TrainResult:
+class TrainResult(Result):
     """A finished run; ``to_dict()`` is the run record (``train --json``), ``path`` where it is."""
 
-    record: dict[str, Any]
     path: Path
 
-    def to_dict(self) -> dict[str, Any]:
-        return self.record
-
     def format(self) -> str:
-        return format_record(self.record)
-
-    def __str__(self) -> str:
-        return self.format()
+        return format_record(self.data)
 
 
 def train(order: str, out: str | Path, *, resume: bool = False, allow_repeat: bool = False, log: Log = _quiet,
@@ -50,7 +44,7 @@ def train(order: str, out: str | Path, *, resume: bool = False, allow_repeat: bo
     if target.suffix == ".pt":
         raise InputError(f"out {str(out)!r}: the record must not end in .pt, the checkpoint beside it does")
     if target.exists() and not resume:
-        raise InputError(f"out {str(out)!r} already exists; add resume to continue it, or choose another file")
+        raise InputError(f"out {str(out)!r} already exists; add `resume` to continue it, or choose another file")
     if resume and not target.exists():
         raise InputError(f"resume: there is no run record at {str(out)!r} to continue")
     config = chain_config(order, TrainingOptions(**training), allow_repeat)
@@ -60,20 +54,13 @@ def train(order: str, out: str | Path, *, resume: bool = False, allow_repeat: bo
 
 
 @dataclass(frozen=True)
-class ProfileResult:
+class ProfileResult(Result):
     """A measured stage profile; ``to_dict()`` is the profile file (``profile --json``)."""
 
-    data: dict[str, Any]
     path: Path
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.data
 
     def format(self) -> str:
         return format_profile(self.data)
-
-    def __str__(self) -> str:
-        return self.format()
 
 
 def profile(method: str, out: str | Path, *, grid: str | Sequence[Any] | None = None, seeds: Sequence[int] = (0,),
@@ -86,8 +73,8 @@ def profile(method: str, out: str | Path, *, grid: str | Sequence[Any] | None = 
     if not method or any(m not in METHODS for m in method) or len(set(method)) != len(method):
         raise InputError(f"method must be distinct letters from D, P, Q, E, got {method!r}")
     if grid is not None and len(method) != 1:
-        raise InputError(f"grid applies to a single method; got method {method!r} (profile one at a time, "
-                         "or drop grid for the default grids)")
+        raise InputError(f"grid applies to a single `method`; got {method!r} (profile one at a time, "
+                         "or drop `grid` for the default grids)")
     options = TrainingOptions(**training)
     chain = chain_config(method, options)
     from trainer.profile import DEFAULT_GRIDS, ProfileRequest, parse_grid, run_profile  # torch from here on

@@ -21,6 +21,7 @@ __all__ = ["add_json", "default", "emit", "float_list", "int_list", "log", "opti
            "same_or_bits"]
 
 _LEADING = re.compile(r"[A-Za-z_][A-Za-z_0-9.]*")
+_QUOTED_FIELD = re.compile(r"`([a-z_]+)`")
 
 
 def default(config_type: type, name: str) -> Any:
@@ -73,8 +74,11 @@ def _option_names(parser: argparse.ArgumentParser) -> dict[str, str]:
 
 def option_message(message: str, parser: argparse.ArgumentParser) -> str:
     """``message`` with its leading library field renamed to the option of ``parser`` that sets it
-    (a dotted ChainConfig path such as ``prune.ratio`` through its flat option name)."""
+    (a dotted ChainConfig path such as ``prune.ratio`` through its flat option name), and every
+    other field it names in backquotes (``needs `exits` ``) too."""
     names = _option_names(parser)
+    # Other fields a message mentions are in backquotes (`exits`): the option's name, unquoted.
+    message = _QUOTED_FIELD.sub(lambda m: names.get(m.group(1), m.group(0)), message)
     match = _LEADING.match(message)
     if match is None:
         return message

@@ -8,6 +8,7 @@ import sys
 
 from chaincomp.cli.options import add_json, emit, log
 from chaincomp.cli.train import CONFIRM_TRAINING, add_training_options, training_options
+from simulator.confirm_report import DEFAULT_BUDGET, DEFAULT_TOP
 from simulator.grid import DEFAULT_BUDGETS
 
 __all__ = ["add_confirm", "add_fit", "add_orders", "add_simulate"]
@@ -105,9 +106,10 @@ def add_confirm(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grid", metavar="M=V,...;...", help="hyperparameters per method, as for simulate")
     p.add_argument("--orders", default="all", help="'all' (the 24 orders of D, P, Q, E) or a comma list to rank")
     p.add_argument("--top", type=int, help="orders to train: the best, the predicted worst and the rest spread "
-                                           "between (default 6, or every order when fewer)")
-    p.add_argument("--budget", default="1", help="accuracy-loss budget in points the ranking and the "
-                                                             "hyperparameters are chosen at (default %(default)s)")
+                                           f"between (default {DEFAULT_TOP}, or every order when fewer)")
+    p.add_argument("--budget", default=f"{DEFAULT_BUDGET:g}", help="accuracy-loss budget in points the ranking and "
+                                                                    "the hyperparameters are chosen at "
+                                                                    "(default %(default)s)")
     p.add_argument("--out-dir", required=True, metavar="DIR", help="folder for the run records, one ORDER.json each")
     add_json(p)
     p.add_argument("--plot", metavar="FILE.png", help="draw predicted vs measured accuracy and BitOpsCR")

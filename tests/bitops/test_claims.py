@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bitops import InputError
-from bitops.audit_report import EXAMPLES
+from bitops.claims import EXAMPLES
 from bitops.claims import Claim, Reported, load_claims
 from bitops.models import zoo_names
 

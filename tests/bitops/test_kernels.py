@@ -395,19 +395,19 @@ def test_bits_that_are_not_numbers_are_rejected(dtype: type) -> None:
 def test_zero_bits_are_rejected() -> None:
     w_bits = _inputs()["w_bits"]
     w_bits[2, 3] = 0
-    with pytest.raises(InputError, match=r"w_bits must be in 1\.\.32"):
+    with pytest.raises(InputError, match=r"w_bits must be an integer in 1\.\.32"):
         evaluate_batch(ERR_TABLE, **_inputs(w_bits=w_bits))
 
 
 def test_more_than_32_bits_are_rejected() -> None:
     a_bits = _inputs()["a_bits"]
     a_bits[1, -1] = 33
-    with pytest.raises(InputError, match=r"a_bits must be in 1\.\.32"):
+    with pytest.raises(InputError, match=r"a_bits must be an integer in 1\.\.32"):
         evaluate_batch(ERR_TABLE, **_inputs(a_bits=a_bits))
 
 
 def test_bits_that_would_wrap_in_uint8_are_rejected() -> None:
-    with pytest.raises(InputError, match=r"w_bits must be in 1\.\.32"):
+    with pytest.raises(InputError, match=r"w_bits must be an integer in 1\.\.32"):
         evaluate_batch(ERR_TABLE, **_inputs(w_bits=np.full(ERR_TABLE.num_layers, 264)))
 
 
@@ -421,7 +421,7 @@ def test_bits_are_checked_before_the_policy_overrides_them(name: str, policy: Po
     inputs[name][1, ERR_TABLE.first_layer] = 0
     with pytest.raises(InputError, match=rf"^{name} must be an integer in 1\.\.32, got 0 for layer "):
         evaluate(ERR_TABLE, config_at(tuple(inputs.values()), 1), policy)
-    with pytest.raises(InputError, match=rf"{name} must be in 1\.\.32"):
+    with pytest.raises(InputError, match=rf"{name} must be an integer in 1\.\.32"):
         evaluate_batch(ERR_TABLE, **inputs, policy=policy)
 
 
@@ -441,7 +441,7 @@ def test_fractional_kept_channels_are_rejected() -> None:
 
 
 def test_invalid_vectors_beside_an_empty_batch_are_rejected() -> None:
-    with pytest.raises(InputError, match=r"a_bits must be in 1\.\.32"):
+    with pytest.raises(InputError, match=r"a_bits must be an integer in 1\.\.32"):
         evaluate_batch(ERR_TABLE, np.full((0, ERR_TABLE.num_layers), 8), np.zeros(ERR_TABLE.num_layers),
                        np.ones(ERR_TABLE.num_groups), np.zeros(ERR_TABLE.num_exits))
 

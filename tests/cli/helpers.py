@@ -9,6 +9,17 @@ from pathlib import Path
 from chaincomp.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
+# One claim over a shipped table: an audit in a fraction of a second (the paper example takes seconds).
+SMALL_CLAIM = """\
+[[claim]]
+name = "resnet20 alone"
+reference = "resnet20"
+order = "PQE"
+w_bits = 2
+a_bits = 4
+bitops_cr = "150"
+cr = "40"
+"""
 
 
 def run_main(capsys, *argv: str) -> tuple[int, str, str]:

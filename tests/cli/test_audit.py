@@ -18,28 +18,17 @@ from pathlib import Path
 
 import pytest
 
-from bitops.audit_report import EXAMPLES
+from bitops.claims import EXAMPLES
 from bitops.claims import load_claims
 from bitops.models import zoo_names
 from chaincomp.cli import main
+from tests.cli.helpers import SMALL_CLAIM
 
 ROOT = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 STATUSES = ("consistent", "conditional", "unreachable")
 VERDICT_START = {"consistent": "consistent", "conditional": "consistent only if ",
                  "unreachable": "unreachable because "}
-
-SMALL_CLAIM = """\
-[[claim]]
-name = "resnet20 alone"
-reference = "resnet20"
-order = "PQE"
-w_bits = 2
-a_bits = 4
-bitops_cr = "150"
-cr = "40"
-"""
-
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
     code = main(["audit", *argv])

@@ -623,7 +623,7 @@ BAD_INPUT = {
                                ["--exit-probs", "sum to at most 1", "1.1"]),
     "exit-probs-wrong-count": (lambda d: ["resnet20", "--exits", "layer1,layer2", "--exit-probs", "0.1"],
                                ["--exit-probs", "one probability per exit", "got 1"]),
-    "exit-probs-without-exits": (lambda d: ["resnet20", "--exit-probs", "0.1"], ["--exit-probs", "needs exits (the exit points"]),
+    "exit-probs-without-exits": (lambda d: ["resnet20", "--exit-probs", "0.1"], ["--exit-probs", "needs --exits"]),
     "exit-probs-not-numbers": (lambda d: ["resnet20", "--exits", "layer1", "--exit-probs", "0.5,x"],
                                ["--exit-probs", "numbers", "'0.5,x'"]),
     "unknown-exit": (lambda d: ["resnet20", "--exits", "layer9"], ["--exits", "'layer9'", "layer1, layer2"]),

@@ -23,7 +23,7 @@ from bitops.policy import Policy
 from chaincomp.cli import main, make_parser
 from simulator.grid import DEFAULT_BUDGETS
 from trainer.options import TrainingOptions
-from tests.cli.helpers import run_main
+from tests.cli.helpers import SMALL_CLAIM, run_main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -119,9 +119,11 @@ def test_count_api_names_an_unknown_option():
         chaincomp.count("resnet20", wbits=2)
 
 
-def test_audit_api_equals_the_command(capsys):
-    api = chaincomp.audit(example="paper", conventions={"first_last_bits": 32})
-    assert api.to_dict() == _cli_json(capsys, "audit", "--example", "paper", "--convention", "first_last_bits=32")
+def test_audit_api_equals_the_command(capsys, tmp_path):
+    claims = tmp_path / "claims.toml"
+    claims.write_text(SMALL_CLAIM, encoding="utf-8")
+    api = chaincomp.audit(claims, conventions={"first_last_bits": 32})
+    assert api.to_dict() == _cli_json(capsys, "audit", str(claims), "--convention", "first_last_bits=32")
 
 
 def test_simulate_and_orders_api_equal_the_commands(capsys):

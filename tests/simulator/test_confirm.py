@@ -268,7 +268,7 @@ def test_table_and_plot(profile_file, fake_trainer, tmp_path):
     (["--top", "0"], "--top must be an integer >= 1, got 0"),
     (["--top", "25"], "--top must be at most the number of orders ranked (24), got 25"),
     (["--orders", "PQ,QP", "--top", "3"], "--top must be at most the number of orders ranked (2), got 3"),
-    (["--budget", "0"], "--budget values must be accuracy losses in (0, 100] points, got 0"),
+    (["--budget", "0"], "--budget must be accuracy losses in (0, 100] points, got 0"),
     (["--budget", "0.5,1"], "--budget takes one accuracy-loss budget"),
     (["--orders", "PQP"], "repeats a letter"),
     (["--epochs", "-1"], "--epochs must be an integer >= 0, got -1"),

@@ -15,7 +15,6 @@ Expected values come from routes other than the stage code:
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np

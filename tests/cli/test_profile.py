@@ -322,25 +322,16 @@ def test_out_in_missing_directory_is_refused(tmp_path, capsys, no_training):
     assert not out.parent.exists()
 
 
-LATE = {
-    "pruning ratio that empties a group": (
-        ["--method", "P", "--grid", "0.25,0.95"],
-        "BUG: a P grid value that keeps 0 channels of a group (0.95 of resnet20's 16) is only caught in "
-        "trainer.stages.prune, after the base model and the earlier grid points were trained; train checks this "
-        "up front with ChainConfig.check_before_training, profile never calls it"),
-    "unknown exit point": (
-        ["--method", "E", "--exits", "nosuch"],
-        "BUG: --exits naming no exit point of the teacher is only caught in add_exits, after the base model was "
-        "trained (check_before_training is not called by profile)"),
-    "bad second seed": (
-        ["--method", "P", "--seeds", "0,-1"],
-        "BUG: seeds are validated only when _measure_seed reaches them, so --seeds 0,-1 trains the whole seed-0 "
-        "profile, then fails on -1 and discards it"),
+# Refused before the base model trains: every grid point's model checks, and every seed.
+EARLY = {
+    "pruning ratio that empties a group": ["--method", "P", "--grid", "0.25,0.95"],
+    "unknown exit point": ["--method", "E", "--exits", "nosuch"],
+    "bad second seed": ["--method", "P", "--seeds", "0,-1"],
 }
 
 
-@pytest.mark.parametrize("argv", [pytest.param(argv, id=name) for name, (argv, _) in LATE.items()])
-def test_late_refusals(argv, tmp_path, capsys, no_training):
+@pytest.mark.parametrize("argv", [pytest.param(argv, id=name) for name, argv in EARLY.items()])
+def test_refused_before_training(argv, tmp_path, capsys, no_training):
     refuse(argv, tmp_path / "p.json", capsys, no_training)
 
 
