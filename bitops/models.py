@@ -82,7 +82,7 @@ def load_model_table(spec: ModelSpec) -> LayerTable:
     """The table of ``spec``: shipped, loaded from JSON, or traced (imports torch only then)."""
     if spec.model.endswith(".json"):
         if spec.num_classes is not None or spec.width_mult != 1.0 or spec.input_shape is not None:
-            raise InputError(f"MODEL: {spec.model} is a saved table; --num-classes, --width-mult and --input "
+            raise InputError(f"MODEL: {spec.model} is a saved table; `num_classes`, `width_mult` and `input_shape` "
                              "cannot change it (re-trace the model instead)")
         return load_table(spec.model)
     if spec.is_zoo:
@@ -94,7 +94,7 @@ def load_model_table(spec: ModelSpec) -> LayerTable:
         table = shipped_table(spec.model, spec.num_classes or 10, spec.width_mult, input_shape)
         return table if table is not None else _trace_zoo(spec, input_shape)
     if spec.width_mult != 1.0:
-        raise InputError(f"--width-mult applies to zoo models only, got {spec.width_mult} for {spec.model}")
+        raise InputError(f"width_mult applies to zoo models only, got {spec.width_mult} for {spec.model}")
     from bitops import trace
 
     module = trace.module_from_spec(spec.model, spec.num_classes)

@@ -28,7 +28,7 @@ def validate_order(order: str, allow_repeat: bool = False) -> str:
     if order.count("E") > 1:
         raise InputError(f"E (early exit) can appear once in an order, got {order!r} (paper section 6)")
     if not allow_repeat and len(set(order)) != len(order):
-        raise InputError(f"order {order!r} repeats a letter; repeats of D, P, Q need --allow-repeat")
+        raise InputError(f"order {order!r} repeats a letter; repeats of D, P, Q need `allow_repeat`")
     return order
 
 

@@ -79,7 +79,7 @@ def _plain(value: Any) -> Any:
 def select(predictions: Sequence[Prediction], base_accuracy: float, budget: float, top: int) -> list[Candidate]:
     """The ``top`` orders to train (best first), each at its best-within-budget point."""
     if not 1 <= top <= len(predictions):
-        raise InputError(f"--top must be in 1..{len(predictions)} (the number of orders), got {top}")
+        raise InputError(f"top must be in 1..{len(predictions)} (the number of orders), got {top}")
     by_order = {p.order: p for p in predictions}
     ranking = rank_orders(budget_table(predictions, base_accuracy, [budget]))
     chosen = []

@@ -153,7 +153,7 @@ class Profile:
     def curve(self, method: str) -> Curve:
         if method not in self.curves:
             raise InputError(f"the profile has no measurements for {method}; "
-                             f"it covers {', '.join(self.curves) or 'no method'} (run chaincomp profile --method {method})")
+                             f"it covers {', '.join(self.curves) or 'no method'} (measure it: chaincomp profile --method {method})")
         return self.curves[method]
 
 
@@ -183,7 +183,7 @@ def parse_profile(data: Any, source: str = "profile") -> Profile:
 def load_profile(path: str | Path | None = None) -> Profile:
     """Read a stage profile (default: the one shipped with chaincomp)."""
     target = Path(path) if path is not None else DEFAULT_PROFILE
-    return _build(read_profile(target, f"--profile {str(target)!r}"))
+    return _build(read_profile(target, f"profile {str(target)!r}"))
 
 
 def _build(data: dict[str, Any]) -> Profile:

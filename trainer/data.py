@@ -152,8 +152,8 @@ class _Transformed(Dataset):
 def _torchvision_splits(config: DataConfig) -> tuple[Dataset, Dataset, Dataset]:
     spec = _SETS[config.dataset]
     if not config.data_dir:
-        raise InputError(f"dataset {config.dataset} needs a folder: pass --data-dir DIR with {spec.expects}"
-                         + (", or --data-dir DIR --download to fetch it there" if config.dataset not in NO_DOWNLOAD
+        raise InputError(f"dataset {config.dataset} needs a folder: pass `data_dir` DIR with {spec.expects}"
+                         + (", or `data_dir` DIR with `download` to fetch it there" if config.dataset not in NO_DOWNLOAD
                             else f" ({spec.source})"))
     tv = _import_torchvision()
     root = Path(config.data_dir)
@@ -197,13 +197,13 @@ def _open(tv: ModuleType, name: str, root: Path, download: bool) -> tuple[Datase
 
 def _not_found(config: DataConfig, root: Path, exc: Exception) -> str:
     spec = _SETS[config.dataset]
-    # torchvision's own wording ("You can use download=True ...") speaks to Python callers, not CLI users.
+    # torchvision's own wording ("You can use download=True ...") names its own API, not ours.
     reason = "missing or corrupted" if isinstance(exc, RuntimeError) else (str(exc).splitlines() or [repr(exc)])[0]
     if config.download:
         return (f"dataset {config.dataset} could not be downloaded into {root} ({reason}); "
-                f"get it from {spec.source} and pass --data-dir DIR with {spec.expects}")
-    hint = ", or add --download" if config.dataset not in NO_DOWNLOAD else f" ({spec.source})"
-    return f"dataset {config.dataset} not found in {root} ({reason}): pass --data-dir DIR with {spec.expects}{hint}"
+                f"get it from {spec.source} and pass `data_dir` DIR with {spec.expects}")
+    hint = ", or add `download`" if config.dataset not in NO_DOWNLOAD else f" ({spec.source})"
+    return f"dataset {config.dataset} not found in {root} ({reason}): pass `data_dir` DIR with {spec.expects}{hint}"
 
 
 def _transform(tv: ModuleType, spec: _ImageSet, augment: bool) -> Any:

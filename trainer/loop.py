@@ -37,12 +37,12 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cpu")
     head, _, index = name.partition(":")
     if head != "cuda" or (index and not index.isdigit()):
-        raise InputError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
+        raise InputError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
     if not torch.cuda.is_available():
-        raise InputError(f"--device {name}: no CUDA device is available (torch {torch.__version__}); "
-                         "use --device cpu or auto")
+        raise InputError(f"device {name}: no CUDA device is available (torch {torch.__version__}); "
+                         "use `device` cpu or auto")
     if index and int(index) >= torch.cuda.device_count():
-        raise InputError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are available")
+        raise InputError(f"device {name}: only {torch.cuda.device_count()} CUDA device(s) are available")
     return torch.device(name)
 
 

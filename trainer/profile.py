@@ -40,17 +40,17 @@ def parse_grid(method: str, text: str) -> tuple[Any, ...]:
     """Grid values of one method from ``a,b,c`` (students for D, numbers otherwise)."""
     items = [v.strip() for v in text.split(",") if v.strip()]
     if not items:
-        raise InputError(f"--grid for {method} must list at least one value, got {text!r}")
+        raise InputError(f"grid for {method} must list at least one value, got {text!r}")
     if method == "D":
         unknown = [v for v in items if v not in ZOO_NAMES]
         if unknown:
-            raise InputError(f"--grid for D lists students; {unknown[0]!r} is not a zoo model ({', '.join(ZOO_NAMES)})")
+            raise InputError(f"grid for D lists students; {unknown[0]!r} is not a zoo model ({', '.join(ZOO_NAMES)})")
         return tuple(items)
     try:
         values = tuple(int(v) if method == "Q" else float(v) for v in items)
     except ValueError:
         kind = "integer weight bits" if method == "Q" else "numbers"
-        raise InputError(f"--grid for {method} must be comma-separated {kind}, got {text!r}") from None
+        raise InputError(f"grid for {method} must be comma-separated {kind}, got {text!r}") from None
     return values
 
 
@@ -65,24 +65,24 @@ class ProfileRequest:
 
     def __post_init__(self) -> None:
         if not self.grids:
-            raise InputError("--method must name at least one of D, P, Q, E")
+            raise InputError("method must name at least one of D, P, Q, E")
         for method, grid in self.grids.items():
             if method not in PARAMETERS:
-                raise InputError(f"--method must be D, P, Q or E, got {method!r}")
+                raise InputError(f"method must be D, P, Q or E, got {method!r}")
             for value in grid:  # build each stage config once here, so a bad value fails before training
                 _stage_config(self.chain, method, value)
         if not self.seeds:
-            raise InputError("--seeds must list at least one seed")
+            raise InputError("seeds must list at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
-            raise InputError(f"--seeds must not repeat a seed (a repeat adds no spread), got {list(self.seeds)}")
+            raise InputError(f"seeds must not repeat a seed (a repeat adds no spread), got {list(self.seeds)}")
         for seed in self.seeds:  # every seed is checked before the first one trains
             try:
                 replace(self.chain.data, seed=seed)
             except InputError as err:
-                raise InputError(f"--seeds: {err}") from None
+                raise InputError(f"seeds: {err}") from None
         for method, grid in self.grids.items():
             if len(set(grid)) != len(grid):
-                raise InputError(f"--grid for {method} must not repeat a value, got {list(grid)}")
+                raise InputError(f"grid for {method} must not repeat a value, got {list(grid)}")
 
     def check_before_training(self, num_classes: int) -> None:
         """The chain's model checks for every grid point (exit points, pruning that empties a group)."""
@@ -95,11 +95,11 @@ class ProfileRequest:
 
 
 def _stage_config(chain: ChainConfig, method: str, value: Any) -> Any:
-    """The stage's config at one grid value; a bad value is reported under --grid."""
+    """The stage's config at one grid value; a bad value is reported under ``grid``."""
     try:
         return _stage_config_unchecked(chain, method, value)
     except InputError as err:
-        raise InputError(f"--grid for {method}: {err}") from None
+        raise InputError(f"grid for {method}: {err}") from None
 
 
 def _stage_config_unchecked(chain: ChainConfig, method: str, value: Any) -> Any:

@@ -209,20 +209,20 @@ def test_not_json(tmp_path):
     path.write_text('{"_type": "chaincomp.StageProfile",', encoding="utf-8")
     with pytest.raises(InputError) as err:
         load_profile(path)
-    assert str(err.value).startswith(f"--profile {str(path)!r}: not valid JSON (line 1")
+    assert str(err.value).startswith(f"profile {str(path)!r}: not valid JSON (line 1")
 
 
-def test_missing_file_names_the_option(tmp_path):
+def test_missing_file_names_the_field(tmp_path):
     path = tmp_path / "nowhere.json"
     with pytest.raises(InputError) as err:
         load_profile(path)
-    assert str(err.value) == f"--profile {str(path)!r}: cannot read (No such file or directory)"
+    assert str(err.value) == f"profile {str(path)!r}: cannot read (No such file or directory)"
 
 
-def test_content_errors_name_the_option(tmp_path):
+def test_content_errors_name_the_field(tmp_path):
     path = tmp_path / "v2.json"
     path.write_text(json.dumps(_edited(_set("_version", 2))), encoding="utf-8")
-    with pytest.raises(InputError, match=r"^--profile '.*v2\.json': _version must be 1, got 2$"):
+    with pytest.raises(InputError, match=r"^profile '.*v2\.json': _version must be 1, got 2$"):
         load_profile(path)
 
 

@@ -298,8 +298,8 @@ def test_cinic10_with_different_classes_per_split(tmp_path: Path) -> None:
 
 def _assert_one_line_naming(error: pytest.ExceptionInfo[InputError], dataset: str) -> None:
     message = str(error.value)
-    assert "\n" not in message and dataset in message and "--data-dir" in message
-    assert ("--download" in message) == (dataset in DOWNLOADABLE)
+    assert "\n" not in message and dataset in message and "`data_dir`" in message
+    assert ("`download`" in message) == (dataset in DOWNLOADABLE)
 
 
 @pytest.mark.parametrize("dataset", TORCHVISION_SETS)
@@ -320,7 +320,7 @@ def test_empty_data_dir(tmp_path: Path, dataset: str) -> None:
 def test_partial_cifar_folder_is_missing_not_a_traceback(tmp_path: Path, md5_free: None) -> None:
     _write_cifar(tmp_path, "cifar10")
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
-    with pytest.raises(InputError, match=r"cifar10 not found in .*--data-dir .*--download"):
+    with pytest.raises(InputError, match=r"cifar10 not found in .*`data_dir` .*`download`"):
         load_data(DataConfig(dataset="cifar10", data_dir=str(tmp_path)))
 
 

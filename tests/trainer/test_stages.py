@@ -340,13 +340,13 @@ def test_heads_added_after_q_are_quantized_at_the_given_bits(data):
 def test_resolve_device():
     assert resolve_device("cpu") == CPU
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(InputError, match="^--device must be auto, cpu, cuda or cuda:N, got 'tpu'"):
+    with pytest.raises(InputError, match="^device must be auto, cpu, cuda or cuda:N, got 'tpu'"):
         resolve_device("tpu")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_a_cuda_device_is_an_input_error():
-    with pytest.raises(InputError, match="^--device cuda: no CUDA device is available"):
+    with pytest.raises(InputError, match="^device cuda: no CUDA device is available"):
         resolve_device("cuda")
 
 
