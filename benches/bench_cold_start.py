@@ -6,8 +6,8 @@ root.
 Group ``cold start: simulate vs import numpy``: each round starts two fresh processes, ``python -c
 "import numpy"`` (the least any command of ours can cost) and the README's main command (shipped
 profile, default grid, all 24 orders), in alternating order so that a change of machine load hits
-both; the timing columns are of such a pair. The command runs as ``python -m chaincomp`` through a ``-c`` wrapper that makes ``import torch`` fail, so
-a torch import anywhere on its path fails the run instead of slowing it. Each run must exit 0 and
+both; the timing columns are of such a pair. The command runs as ``python -m chaincomp`` through a
+``-c`` wrapper that makes ``import torch`` fail, so a torch import anywhere on its path fails the run instead of slowing it. Each run must exit 0 and
 print valid JSON. ``extra_info``: median and best wall seconds of each, ``ratio`` (median over
 rounds of simulate / numpy), ``ratio_best`` (best / best) and ``meets_target`` (ratio <= 3),
 recorded, not asserted: a busy machine must not fail a run.

@@ -1,7 +1,8 @@
 """bitops: the exact BitOps / storage cost model of chaincomp.
 
 ``import bitops`` loads numpy only: tracing (:mod:`bitops.trace`) and the zoo (:mod:`bitops.zoo`)
-import torch when they are imported themselves, and the numba kernels load on the first large batch (``bitops.batch.NUMPY_MAX_CONFIGS``).
+import torch when they are imported themselves, and the numba kernels load on the first large
+batch (``bitops.batch.NUMPY_MAX_CONFIGS``); smaller ones take a numpy path with equal results.
 """
 
 from __future__ import annotations

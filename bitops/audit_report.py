@@ -100,7 +100,7 @@ def format_audit(report: dict[str, Any], all_conventions: bool) -> str:
                              f"{conv['input_bits']!s:>5} {conv['bn']:>7} {conv['aux_bits']:>3} {conv['reference']:>7}  "
                              f"{keep_text:>13}  {saving_text:>13}  {verdict}")
     statuses = [c["status"] for c in report["claims"]]
-    lines += ["", f"{len(statuses)} claims: " + ", ".join(f"{statuses.count(s)} {s}" for s in
+    lines += ["", f"{len(statuses)} claim{'s' if len(statuses) != 1 else ''}: " + ", ".join(f"{statuses.count(s)} {s}" for s in
                                                         ("consistent", "conditional", "unreachable") if s in statuses)]
     return "\n".join(lines)
 
@@ -161,8 +161,9 @@ class AuditResult(Result):
 
     def plot(self, path: str | Path) -> None:
         """Draw the reachable (CR, BitOpsCR) band of each claim, the claim marked (atomic PNG)."""
-        from bitops.jsonio import write_checked
+        from bitops.jsonio import check_plot, write_checked
 
+        check_plot("plot", path)
         write_checked("plot", path, lambda tmp: plot_audit(self.results, tmp))
 
 

@@ -10,7 +10,7 @@ One ``[[claim]]`` per reported row::
     student_width_mult = 1.0
     student_note = "section 7: ResNet34 -> a shallower ResNet"   # why: a visible assumption
     student_alternatives = ["resnet20", "resnet56@0.5"]   # other students to try (name@width_mult)
-    order = "DPQE"                         # decides exit-head semantics (P before E: heads unpruned)
+    order = "DPQE"                         # required: whether exits count, and their heads (P before E: unpruned)
     dataset = "CIFAR10"
     num_classes = 10
     input = [3, 32, 32]
@@ -196,7 +196,10 @@ def _parse_claim(entry: Any, index: int, known_models: tuple[str, ...]) -> Claim
     for model in [entry["reference"], *([student] if student else []), *(name for name, _ in alternatives)]:
         if model not in known_models:
             raise InputError(f"{where}: unknown model {model!r}; claims use zoo models: {', '.join(known_models)}")
-    order = _get(entry, "order", str, where, "DPQE" if student else "PQE")
+    order = _get(entry, "order", str, where)
+    if order is None:  # a guess here decides whether early exit may explain a ratio: never guessed
+        raise InputError(f"{where}.order is not stated: give the methods the claim applied, in order (e.g. "
+                         f"\"DPQE\", or \"PQ\" without early exit); it decides whether exits may explain the ratio")
     if not order or any(c not in METHODS for c in order) or len(set(order)) != len(order):
         raise InputError(f"{where}.order must be distinct letters from {METHODS}, got {order!r}")
     if student and "D" not in order:

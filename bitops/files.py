@@ -37,6 +37,8 @@ def read_toml(path: str | Path, what: str) -> dict[str, Any]:
             return tomllib.load(fh)
     except OSError as err:
         raise InputError(f"{what} {str(path)!r}: cannot read ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise InputError(f"{what} {str(path)!r}: not UTF-8 text (byte {err.start}); is it the right file?") from None
     except tomllib.TOMLDecodeError as err:
         raise InputError(f"{what} {str(path)!r}: not valid TOML ({err})") from None
 

@@ -1,4 +1,9 @@
-"""Atomic file writing shared by every file chaincomp produces (tables, reports, plots, run records)."""
+"""Reading and atomic writing shared by every file chaincomp reads or produces (tables, profiles,
+run records, reports, plots).
+
+Every problem with a file a user gives (missing, unreadable, not UTF-8, not JSON, NaN or Infinity
+in place of a number) is one :class:`InputError` naming the file; every output is written whole or
+not at all."""
 
 from __future__ import annotations
 
@@ -11,7 +16,14 @@ from typing import Any
 
 from bitops.errors import InputError
 
-__all__ = ["check_writable", "write_atomic", "write_checked", "write_json_atomic"]
+__all__ = ["MAX_NAME_BYTES", "PLOT_SUFFIXES", "check_plot", "check_writable", "read_json", "write_atomic", "write_checked", "write_json_atomic"]
+
+# The longest file name most file systems take (ext4, xfs, btrfs, tmpfs: NAME_MAX = 255 bytes).
+MAX_NAME_BYTES = 255
+# Plots are drawn by matplotlib in the format their suffix names.
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
+# The temporary file beside an output adds a prefix and a random part to its stem (see write_atomic).
+_TEMP_EXTRA_BYTES = 16
 
 
 def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], None]) -> None:
@@ -20,7 +32,8 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
     A failure at any point leaves ``path`` as it was: never a partial or corrupted file.
     """
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix, dir=target.parent)
+    stem = target.stem.encode()[:MAX_NAME_BYTES - _TEMP_EXTRA_BYTES - len(target.suffix.encode())]
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem.decode(errors='ignore')}.", suffix=target.suffix, dir=target.parent)
     os.close(fd)
     try:
         write(Path(tmp))
@@ -45,10 +58,23 @@ def check_writable(name: str, path: str | os.PathLike[str]) -> Path:
     ``name`` is the field (or option) the path came from; it starts the error message.
     """
     target = Path(path)
+    if len(target.name.encode()) > MAX_NAME_BYTES:
+        raise InputError(f"{name}: the file name of {str(path)[:40] + '...'!r} is {len(target.name.encode())} bytes "
+                         f"long; at most {MAX_NAME_BYTES} fit a file system")
     if not target.parent.is_dir():
         raise InputError(f"{name}: cannot write {str(path)!r}: directory {str(target.parent)!r} does not exist")
     if target.is_dir():
         raise InputError(f"{name}: {str(path)!r} is a directory, not a file")
+    if not os.access(target.parent, os.W_OK):
+        raise InputError(f"{name}: cannot write {str(path)!r}: directory {str(target.parent)!r} is not writable")
+    return target
+
+
+def check_plot(name: str, path: str | os.PathLike[str]) -> Path:
+    """:func:`check_writable` for a plot, whose suffix must name a format matplotlib draws here."""
+    target = check_writable(name, path)
+    if target.suffix.lower() not in PLOT_SUFFIXES:
+        raise InputError(f"{name}: {str(path)!r} must end in {', '.join(PLOT_SUFFIXES)} (the format is the suffix's)")
     return target
 
 
@@ -59,3 +85,23 @@ def write_checked(name: str, path: str | os.PathLike[str], write: Callable[[Path
         write_atomic(target, write)
     except OSError as err:
         raise InputError(f"{name}: cannot write {str(path)!r}: {err.strerror}") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def read_json(path: str | os.PathLike[str], where: str) -> Any:
+    """The JSON document at ``path``; any problem is an InputError starting with ``where``."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except OSError as err:
+        raise InputError(f"{where}: cannot read ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise InputError(f"{where}: not UTF-8 text (byte {err.start}); is it the right file?") from None
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as err:
+        raise InputError(f"{where}: not valid JSON (line {err.lineno}: {err.msg})") from None
+    except (ValueError, RecursionError) as err:
+        raise InputError(f"{where}: not valid JSON ({err})") from None

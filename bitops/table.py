@@ -20,18 +20,16 @@ else with an :class:`~bitops.errors.InputError`.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bitops.errors import InputError
-from bitops.jsonio import write_json_atomic
+from bitops.jsonio import read_json, write_json_atomic
 
 __all__ = ["FORMAT_TYPE", "FORMAT_VERSION", "LayerTable", "load_table", "save_table"]
 
@@ -361,12 +359,5 @@ def save_table(table: LayerTable, path: str | os.PathLike[str]) -> None:
 
 def load_table(path: str | os.PathLike[str]) -> LayerTable:
     """Read a table written by :func:`save_table`; any problem is an :class:`InputError`."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as err:
-        raise InputError(f"table file {str(path)!r}: cannot read ({err.strerror})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise InputError(f"table file {str(path)!r}: not valid JSON (line {err.lineno}: {err.msg})") from None
+    data = read_json(path, f"table file {str(path)!r}")
     return LayerTable.from_json_dict(data, source=f"table file {str(path)!r}")

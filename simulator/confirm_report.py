@@ -12,7 +12,7 @@ from typing import Any
 
 from bitops.errors import InputError
 from bitops.result import Result
-from bitops.jsonio import write_checked
+from bitops.jsonio import check_plot, write_checked
 from bitops.rules import check_integer
 from simulator.confirm import Candidate, chain_config, compare, measure, select
 from simulator.grid import parse_budgets, parse_orders
@@ -136,6 +136,7 @@ class ConfirmResult(Result):
 
     def plot(self, path: str | Path) -> None:
         """Draw predicted vs measured accuracy and BitOpsCR (atomic PNG)."""
+        check_plot("plot", path)
         write_checked("plot", path, lambda tmp: plot_confirm(self.data, tmp))
 
 
@@ -186,7 +187,10 @@ def confirm(out_dir: str | Path, *, profile: str | Path | None = None, grid: Gri
     template = _training_template(sim.profile, ranked[0], epochs, lr, training)  # checked before simulating
     candidates = select([sim.predict(o) for o in ranked], sim.profile.base_accuracy, budgets[0], count)
     configs = [chain_config(template, c, sim.profile) for c in candidates]
-    directory.mkdir(exist_ok=True)
+    try:
+        directory.mkdir(exist_ok=True)
+    except OSError as err:
+        raise InputError(f"out_dir: cannot create {str(out_dir)!r} ({err.strerror})") from None
     results = measure(candidates, configs, directory, int(sim.profile.setup.get("num_classes", 10)), log=log)
     return ConfirmResult(confirm_json(sim.profile, sim.profile_path, budgets[0], len(ranked), candidates, results,
                                       directory))

@@ -16,7 +16,7 @@ from typing import Any
 
 from bitops.errors import InputError
 from bitops.result import Result
-from bitops.jsonio import write_checked
+from bitops.jsonio import check_plot, write_checked
 from bitops.models import ModelSpec, load_model_table
 from bitops.orders import METHODS
 from bitops.table import LayerTable
@@ -81,6 +81,7 @@ class SimulationResult(Result):
 
     def plot(self, path: str | Path) -> None:
         """Draw every order's Pareto front (atomic PNG)."""
+        check_plot("plot", path)
         write_checked("plot", path, lambda tmp: plot_fronts(self.predictions, self.base_accuracy, tmp))
 
 

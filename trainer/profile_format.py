@@ -31,13 +31,12 @@ minus the base accuracy of the same seed, averaged. Hyperparameter values follow
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from bitops.errors import InputError
-from bitops.jsonio import write_json_atomic
+from bitops.jsonio import read_json, write_json_atomic
 from bitops.orders import METHODS, PARAMETERS, is_triple
 from bitops.rules import check_bits, check_prune_ratio, check_threshold
 
@@ -61,13 +60,7 @@ def check_profile(data: Any, where: str = "stage profile") -> dict[str, Any]:
 def read_profile(path: str | Path, where: str | None = None) -> dict[str, Any]:
     """Read and check the stage profile at ``path``; errors start with ``where`` (default: the file)."""
     where = where or f"stage profile {str(path)!r}"
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as err:
-        raise InputError(f"{where}: cannot read ({err.strerror})") from None
-    except json.JSONDecodeError as err:
-        raise InputError(f"{where}: not valid JSON (line {err.lineno}: {err.msg})") from None
-    return check_profile(data, where)
+    return check_profile(read_json(path, where), where)
 
 
 def write_profile(data: dict[str, Any], path: str | Path) -> None:

@@ -20,13 +20,12 @@ status, a base entry first, each stage's letter and accuracy); readers check wha
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from bitops.errors import InputError
-from bitops.jsonio import write_json_atomic
+from bitops.jsonio import read_json, write_json_atomic
 
 __all__ = ["RECORD_STATUSES", "RECORD_TYPE", "RECORD_VERSION", "check_record", "new_record", "read_record",
            "write_record"]
@@ -68,13 +67,7 @@ def check_record(record: Any, where: str = "run record") -> dict[str, Any]:
 def read_record(path: str | Path) -> dict[str, Any]:
     """Read and check the run record at ``path``; every problem is an InputError naming the file."""
     where = f"run record {str(path)!r}"
-    try:
-        record = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as err:
-        raise InputError(f"{where}: cannot read ({err.strerror})") from None
-    except ValueError as err:
-        raise InputError(f"{where}: not valid JSON ({err})") from None
-    return check_record(record, where)
+    return check_record(read_json(path, where), where)
 
 
 def write_record(record: dict[str, Any], path: str | Path) -> None:

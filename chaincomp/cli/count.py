@@ -20,10 +20,11 @@ def _add_conventions(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--bitops-formula", choices=BITOPS_FORMULAS, default=default(Policy, "bitops_formula"),
                        help="product: MACs x bw x ba; accumulator: + bw + ba + log2(fan_in) (Baskin et al.) "
                             "(default %(default)s)")
-    group.add_argument("--first-last-bits", default="same", metavar="same|8|32",
-                       help="bits (weights and activations) of the first conv and the last classifier layer "
+    group.add_argument("--first-last-bits", default="same", metavar="same|N",
+                       help="bits (weights and activations, N in 1..32; papers use 8 or 32) of the first conv and "
+                            "the last classifier layer "
                             "(default %(default)s)")
-    group.add_argument("--input-bits", default="same", metavar="same|8|32",
+    group.add_argument("--input-bits", default="same", metavar="same|N",
                        help="bits of the network input fed to the first conv (default: its activation bits)")
     group.add_argument("--bn", choices=BN_MODES, default=default(Policy, "bn"),
                        help="BatchNorm cost (default %(default)s: 0)")
@@ -131,13 +132,13 @@ def _pins(items: list[str]) -> dict[str, object]:
 
 def run_audit(args: argparse.Namespace) -> int:
     from bitops.audit_report import audit
-    from bitops.jsonio import check_writable
+    from bitops.jsonio import check_plot
 
     if bool(args.claims) == bool(args.example):
         raise InputError("give either a CLAIMS.toml file or --example paper (exactly one)")
     pins = _pins(args.conventions)
     if args.plot:
-        check_writable("plot", args.plot)
+        check_plot("plot", args.plot)
     result = audit(args.claims, args.example, pins, progress=progress("claim", "auditing claims"))
     if args.plot:
         result.plot(args.plot)

@@ -63,13 +63,9 @@ def add_json(parser: argparse.ArgumentParser) -> None:
 
 
 def _option_names(parser: argparse.ArgumentParser) -> dict[str, str]:
-    names = {}
-    for action in parser._actions:  # argparse keeps no public list of a parser's actions
-        if action.option_strings:
-            names[action.dest] = max(action.option_strings, key=len)
-        elif action.dest != "help":
-            names[action.dest] = action.metavar if isinstance(action.metavar, str) else action.dest.upper()
-    return names
+    # Options only: a positional's field reads better as the library words it ("claims file 'x'").
+    return {action.dest: max(action.option_strings, key=len)
+            for action in parser._actions if action.option_strings}  # argparse has no public list of them
 
 
 def option_message(message: str, parser: argparse.ArgumentParser) -> str:
@@ -107,6 +103,14 @@ def progress(unit: str, description: str) -> Callable[[int], Any]:
 
 
 def emit(result: Any, as_json: bool, text: Callable[[], str] | None = None) -> int:
-    """Print a result: its ``to_dict()`` as JSON, or its text; exit code 0."""
-    print(json.dumps(result.to_dict(), indent=1) if as_json else (text() if text else result.format()))
+    """Print a result: its ``to_dict()`` as JSON, or its text; exit code 0. A stdout that cannot
+    take it (a full disk, /dev/full) is a one-line error, not a traceback at exit."""
+    output = json.dumps(result.to_dict(), indent=1) if as_json else (text() if text else result.format())
+    try:
+        print(output)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as err:
+        raise InputError(f"stdout: cannot write the result ({err.strerror})") from None
     return 0

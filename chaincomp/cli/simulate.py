@@ -37,11 +37,11 @@ def add_simulate(sub: argparse._SubParsersAction) -> None:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    from bitops.jsonio import check_writable
+    from bitops.jsonio import check_plot
     from simulator.simulate import simulate
 
     if args.plot:
-        check_writable("plot", args.plot)
+        check_plot("plot", args.plot)
     result = simulate(args.profile, args.grid, args.budgets, args.orders, args.allow_repeat)
     if args.plot:
         result.plot(args.plot)
@@ -119,11 +119,11 @@ def add_confirm(sub: argparse._SubParsersAction) -> None:
 
 
 def run_confirm(args: argparse.Namespace) -> int:
-    from bitops.jsonio import check_writable
+    from bitops.jsonio import check_plot
     from simulator.confirm_report import confirm
 
     if args.plot:
-        check_writable("plot", args.plot)
+        check_plot("plot", args.plot)
     try:
         result = confirm(args.out_dir, profile=args.profile, grid=args.grid, orders=args.orders, top=args.top,
                          budget=args.budget, log=log, **training_options(args, CONFIRM_TRAINING))

@@ -111,8 +111,11 @@ def run_train(args: argparse.Namespace) -> int:
         result = train(args.order, args.out, resume=args.resume, allow_repeat=args.allow_repeat, log=log,
                        **training_options(args))
     except KeyboardInterrupt:
-        print(f"chaincomp train: interrupted; {args.out} holds the finished stages (continue with --resume)",
-              file=sys.stderr)
+        from pathlib import Path
+
+        held = (f"{args.out} holds the finished stages (continue with --resume)" if Path(args.out).exists()
+                else "nothing was written (the base model had not finished)")
+        print(f"chaincomp train: interrupted; {held}", file=sys.stderr)
         return 130
     return emit(result, args.json)
 

@@ -241,13 +241,13 @@ def test_stated_conventions_are_the_only_ones_evaluated():
 # ---- combinations ------------------------------------------------------------------------------
 
 def test_claim_combos_enumerate_what_the_claim_leaves_open():
-    open_claim = make_claim(reference="resnet34_cifar", student="resnet18_cifar", bitops_cr="859")
+    open_claim = make_claim(reference="resnet34_cifar", student="resnet18_cifar", order="DPQE", bitops_cr="859")
     combos = claim_combos(open_claim)
     assert len(combos) == (len(OPEN_BITS) ** 2 * len(OPEN_FIRST_LAST) * len(OPEN_INPUT) * len(OPEN_BN)
                            * len(OPEN_AUX) * 2)
     assert len(set(combos)) == len(combos)
-    stated = make_claim(reference="resnet20", bitops_cr="50", w_bits=1, a_bits=8, first_last_bits="same",
-                        input_bits=32, bn="counted", aux_bits=0)
+    stated = make_claim(reference="resnet20", order="PQE", bitops_cr="50", w_bits=1, a_bits=8,
+                        first_last_bits="same", input_bits=32, bn="counted", aux_bits=0)
     assert claim_combos(stated) == [Convention(1, 8, None, 32, "counted", 0, "teacher")]
     pinned = claim_combos(open_claim, pins={"first_last_bits": 32, "reference": "teacher"})
     assert len(pinned) == len(combos) // (len(OPEN_FIRST_LAST) * 2)
@@ -258,7 +258,7 @@ def test_claim_combos_enumerate_what_the_claim_leaves_open():
 
 def test_cr_beyond_one_channel_per_group_is_unreachable():
     truth = Truth("resnet34_cifar", "resnet18_cifar", "DPQE", 1, 1, keep=1 / 64)  # 1 channel in a 64-wide group
-    claim = make_claim(reference="resnet34_cifar", student="resnet18_cifar", w_bits=1, a_bits=1, cr="1000000000")
+    claim = make_claim(reference="resnet34_cifar", student="resnet18_cifar", order="DPQE", w_bits=1, a_bits=1, cr="1000000000")
     audit = audit_claim(claim, load)
     assert audit.status == "unreachable"
     assert not any(c.consistent for c in audit.combos)
@@ -272,7 +272,7 @@ def test_cr_beyond_one_channel_per_group_is_unreachable():
 
 def test_cr_below_the_unpruned_model_is_unreachable():
     truth = Truth("resnet34_cifar", "resnet18_cifar", "DPQE", 1, 8, keep=1.0)
-    claim = make_claim(reference="resnet34_cifar", student="resnet18_cifar", w_bits=1, a_bits=8, cr="2",
+    claim = make_claim(reference="resnet34_cifar", student="resnet18_cifar", order="DPQE", w_bits=1, a_bits=8, cr="2",
                        bitops_cr="100")
     audit = audit_claim(claim, load)
     assert audit.status == "unreachable"

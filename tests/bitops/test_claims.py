@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from bitops import InputError
-from bitops.claims import EXAMPLES
-from bitops.claims import Claim, Reported, load_claims
+from bitops.claims import EXAMPLES, Claim, Reported, load_claims
 from bitops.models import zoo_names
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,11 +101,11 @@ def test_valid_claim_loads_with_defaults(tmp_path):
     assert claim.has_exits and not claim.heads_pruned
 
 
-def test_order_defaults_follow_the_student(tmp_path):
-    (with_student,) = _load(tmp_path, _claim(order=None))
-    (without,) = _load(tmp_path, _claim(order=None, student=None))
-    assert with_student.order == "DPQE"
-    assert without.order == "PQE"
+def test_an_omitted_order_is_refused_for_either_kind_of_claim(tmp_path):
+    # Issue 11: the order used to default to DPQE (student) / PQE, with early exit; it is never guessed now.
+    for claim in (_claim(order=None), _claim(order=None, student=None)):
+        with pytest.raises(InputError, match=r"\.order is not stated"):
+            _load(tmp_path, claim)
 
 
 def test_heads_pruned_when_e_comes_before_p(tmp_path):
@@ -397,3 +396,13 @@ def test_tables_2_to_4_claims_leave_the_bits_open(paper_claims):
         assert (claim.bitops_cr.text, claim.cr.text) == (row["bitops_cr"], row["cr"])
         assert claim.accuracy == float(row["accuracy"])
         assert claim.w_bits is None and claim.a_bits is None
+
+
+def test_an_omitted_order_is_refused_not_guessed(tmp_path):
+    # Issue 11: without `order` a claim used to be audited as PQE/DPQE, with early exit, which can turn
+    # an unreachable ratio into a consistent one; the order is now a required statement.
+    path = tmp_path / "c.toml"
+    path.write_text('[[claim]]\nname = "no order"\nreference = "resnet20"\nw_bits = 2\na_bits = 4\n'
+                    'bitops_cr = "150"\n', encoding="utf-8")
+    with pytest.raises(InputError, match=r"claim #1 \('no order'\)\.order is not stated: give the methods"):
+        load_claims(path, zoo_names())

@@ -31,4 +31,7 @@ def run_main(capsys, *argv: str) -> tuple[int, str, str]:
 
 def run_module(*argv: str, cwd: Path = ROOT, **kwargs) -> subprocess.CompletedProcess:
     """``python -m chaincomp ARGV`` as a subprocess (for exit codes, files and tracebacks)."""
-    return subprocess.run([sys.executable, "-m", "chaincomp", *argv], capture_output=True, text=True, cwd=cwd, **kwargs)
+    options = {"capture_output": True, "text": True, "cwd": cwd, **kwargs}
+    if not options["capture_output"]:
+        del options["capture_output"]
+    return subprocess.run([sys.executable, "-m", "chaincomp", *argv], **options)

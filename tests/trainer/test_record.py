@@ -68,7 +68,8 @@ RULES = {
     "base-first": (_edit("stages.0.stage", "P"), "'stages' must be a list starting with the base model's entry"),
     "stage-letter": (_edit("stages.1.stage", KeyError), "stages[1] must be an object with its 'stage'"),
     "accuracy": (_edit("stages.1.accuracy", "90"), "stages[1].accuracy must be a finite number, got '90'"),
-    "accuracy-nan": (_edit("stages.0.accuracy", float("nan")), "stages[0].accuracy must be a finite number, got nan"),
+    # json.dumps writes NaN, which is no JSON number: the reader refuses the file before any field.
+    "accuracy-nan": (_edit("stages.0.accuracy", float("nan")), "not valid JSON (NaN is not a number JSON allows)"),
 }
 
 
@@ -97,3 +98,11 @@ def test_unreadable_and_not_json(tmp_path: Path):
     broken.write_text("{not json", encoding="utf-8")
     with pytest.raises(InputError, match=r"^run record '.*broken\.json': not valid JSON \("):
         read_record(broken)
+
+
+def test_a_nan_accuracy_in_memory_names_the_field():
+    # A record built in Python (not read from JSON) can hold NaN; check_record names the field.
+    record = a_record()
+    _edit("stages.0.accuracy", float("nan"))(record)
+    with pytest.raises(InputError, match=r"^run record: stages\[0\]\.accuracy must be a finite number, got nan$"):
+        check_record(record)
