@@ -7,16 +7,18 @@ not at all."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from bitops.errors import InputError
 
-__all__ = ["MAX_NAME_BYTES", "PLOT_SUFFIXES", "check_plot", "check_writable", "read_json", "write_atomic", "write_checked", "write_json_atomic"]
+__all__ = ["MAX_NAME_BYTES", "PLOT_SUFFIXES", "check_plot", "check_writable", "hold_lock", "read_json", "write_atomic", "write_checked", "write_json_atomic"]
 
 # The longest file name most file systems take (ext4, xfs, btrfs, tmpfs: NAME_MAX = 255 bytes).
 MAX_NAME_BYTES = 255
@@ -105,3 +107,43 @@ def read_json(path: str | os.PathLike[str], where: str) -> Any:
         raise InputError(f"{where}: not valid JSON (line {err.lineno}: {err.msg})") from None
     except (ValueError, RecursionError) as err:
         raise InputError(f"{where}: not valid JSON ({err})") from None
+
+
+def _lock_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.lock")
+
+
+@contextlib.contextmanager
+def hold_lock(name: str, path: str | os.PathLike[str]) -> Iterator[None]:
+    """One writer per output: hold an exclusive lock on ``.NAME.lock`` beside ``path`` while the body
+    runs; a second writer is refused at once, naming the process that holds it.
+
+    The lock is the kernel's (``flock``), so a writer that dies releases it; a lock file it leaves
+    behind is taken over. The file is removed on release, and a lock taken on a file another writer
+    had just removed is taken again on the new one, so two writers never both hold it.
+    """
+    lock = _lock_path(Path(path))
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise InputError(f"{name} {str(path)!r} is being written by process {holder} (lock {str(lock)!r}); "
+                             "wait for it to finish, or choose another file") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the previous holder removed this file after we opened it: lock the new one
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)
+        os.close(fd)

@@ -9,6 +9,7 @@ analysis and confirm reuse them). Results carry ``to_dict()`` (the command's ``-
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,10 @@ from simulator.search import insertion_check, precedence, topological_orders
 __all__ = ["OrdersResult", "Simulation", "SimulationResult", "analyse_orders", "simulate"]
 
 GridSpec = str | Mapping[str, Sequence[Any]] | None
+# Predicting one combination holds ~310 bytes (settings, accuracy, cost arrays; measured); the limit
+# keeps one order under ~1.5 GiB on a 24 GB machine shared with other work.
+BYTES_PER_COMBINATION = 310
+MAX_COMBINATIONS = 5_000_000
 
 
 @dataclass
@@ -65,6 +70,11 @@ class Simulation:
 
     def predict(self, order: str) -> Prediction:
         if order not in self._predictions:
+            combinations = math.prod(len(self.grid.axis(m)) for m in order)
+            if combinations > MAX_COMBINATIONS:
+                raise InputError(f"grid: order {order} has {combinations:,} combinations of its values (about "
+                                 f"{combinations * BYTES_PER_COMBINATION / 2**30:.1f} GiB to predict); at most "
+                                 f"{MAX_COMBINATIONS:,}: give fewer values per method")
             self._predictions[order] = predict(self.profile, order, self.grid, self.table, self.profile.setup["teacher"])
         return self._predictions[order]
 

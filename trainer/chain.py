@@ -20,6 +20,7 @@ and measured exit rates; the reference is always the original teacher at full pr
 
 from __future__ import annotations
 
+import os
 import platform
 import random
 import time
@@ -118,15 +119,26 @@ def _apply(letter: str, state: _State, config: ChainConfig, data: DataSplits, de
     return config.exits
 
 
+def _next_checkpoint_path(out: Path) -> Path:
+    """Where a new checkpoint is written before the record that commits it."""
+    return out.with_suffix(".next.pt")
+
+
 def _checkpoint_path(out: Path) -> Path:
     return out.with_suffix(".pt")
 
 
 def _save(record: dict[str, Any], state: _State, out: Path) -> None:
-    """Checkpoint first, record second: a record never points at a checkpoint that is not there."""
+    """One commit point: the new checkpoint is written beside the committed one (RUN.next.pt), then
+    the record (atomically: the commit), then the new checkpoint takes the committed name (RUN.pt).
+
+    Whatever interrupts this, the record on disk and one of the two checkpoints hold the same stages
+    (:func:`_committed_checkpoint` finds it), so ``resume`` always continues.
+    """
     payload = {"model": state.model, "quant_bits": state.quant_bits, "stages_done": len(record["stages"])}
-    write_atomic(_checkpoint_path(out), lambda tmp: torch.save(payload, tmp))
+    write_atomic(_next_checkpoint_path(out), lambda tmp: torch.save(payload, tmp))
     write_record(record, out)
+    os.replace(_next_checkpoint_path(out), _checkpoint_path(out))
 
 
 def run_chain(config: ChainConfig, out: Path, *, resume: bool = False,
@@ -162,9 +174,12 @@ def run_chain(config: ChainConfig, out: Path, *, resume: bool = False,
             log(f"stage {index}/{len(config.order)}: {letter}")
             started = time.perf_counter()
             stage_config = _apply(letter, state, config, data, device)
-            record["stages"].append(_stage_entry(letter, index, stage_config, state, data, device, teacher_table,
-                                                 config.exits, started))
-            _save(record, state, out)
+            entry = _stage_entry(letter, index, stage_config, state, data, device, teacher_table, config.exits,
+                                 started)
+            # ``record`` stays what is committed until the save returns: an interruption inside it
+            # marks the committed stages, never a stage whose checkpoint may not be there.
+            _save({**record, "stages": [*record["stages"], entry]}, state, out)
+            record["stages"].append(entry)
     except KeyboardInterrupt:
         record["status"] = "interrupted"
         write_record(record, out)
@@ -185,13 +200,57 @@ def _resume(config: ChainConfig, out: Path) -> tuple[dict[str, Any], _State]:
     except InputError as err:
         raise InputError(f"resume: {err}") from None
     if record["config"] != config.to_json():
-        raise InputError(f"resume: {str(out)!r} was run with other settings (order {record['config']['order']!r}); "
+        differ = _differences(record["config"], config.to_json())
+        raise InputError(f"resume: {str(out)!r} was run with other settings ({'; '.join(differ[:3])}); "
                          "resume with the same config, or write a new out")
-    checkpoint = _checkpoint_path(out)
-    if not checkpoint.exists():
-        raise InputError(f"resume: the checkpoint {str(checkpoint)!r} beside the record is missing")
-    payload = torch.load(checkpoint, weights_only=False, map_location="cpu")  # our own file
-    if payload["stages_done"] != len(record["stages"]):
-        raise InputError(f"resume: checkpoint holds {payload['stages_done']} stages, the record "
-                         f"{len(record['stages'])}; they were not written together")
+    payload = _committed_checkpoint(out, len(record["stages"]))
     return record, _State(model=payload["model"], quant_bits=tuple(payload["quant_bits"]) if payload["quant_bits"] else None)
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any] | None:
+    """A checkpoint's payload; None when it is not there; an InputError when it cannot be read."""
+    if not path.exists():
+        return None
+    try:
+        payload = torch.load(path, weights_only=False, map_location="cpu")  # our own file
+    except Exception as err:  # torch.load raises whatever its unpickler meets in a damaged file
+        raise InputError(f"resume: the checkpoint {str(path)!r} cannot be read ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else 'damaged file'})") from None
+    if not isinstance(payload, dict) or not {"model", "quant_bits", "stages_done"} <= set(payload):
+        raise InputError(f"resume: {str(path)!r} is not a chaincomp checkpoint")
+    return payload
+
+
+def _committed_checkpoint(out: Path, stages: int) -> dict[str, Any]:
+    """The checkpoint holding the record's ``stages``: the committed one (RUN.pt), or the new one a
+    save had written before it was interrupted (RUN.next.pt); after it, only RUN.pt is left."""
+    found = []
+    for path in (_checkpoint_path(out), _next_checkpoint_path(out)):
+        try:
+            payload = _load_checkpoint(path)
+        except InputError:
+            if path == _next_checkpoint_path(out):
+                continue  # a save interrupted while it wrote this one: the committed one is next
+            raise
+        if payload is not None and payload["stages_done"] == stages:
+            # Finish what the interrupted save left: the checkpoint the record commits takes the
+            # committed name, a newer one the record never committed goes.
+            if path == _next_checkpoint_path(out):
+                os.replace(path, _checkpoint_path(out))
+            else:
+                _next_checkpoint_path(out).unlink(missing_ok=True)
+            return payload
+        if payload is not None:
+            found.append(f"{path.name} holds {payload['stages_done']}")
+    if not found:
+        raise InputError(f"resume: the checkpoint {str(_checkpoint_path(out))!r} beside the record is missing")
+    raise InputError(f"resume: the record holds {stages} stages but {', '.join(found)}; they were not written "
+                     "together")
+
+
+def _differences(recorded: Any, given: Any, path: str = "") -> list[str]:
+    """``field: recorded -> given`` for every leaf of two config dicts that differs."""
+    if isinstance(recorded, dict) and isinstance(given, dict):
+        return [d for key in sorted(set(recorded) | set(given))
+                for d in _differences(recorded.get(key), given.get(key), f"{path}.{key}" if path else key)]
+    return [] if recorded == given else [f"{path}: {recorded!r} -> {given!r}"]

@@ -12,7 +12,7 @@ from typing import Any
 
 from bitops.errors import InputError
 from bitops.result import Result
-from bitops.jsonio import check_writable
+from bitops.jsonio import check_writable, hold_lock
 from bitops.orders import METHODS
 from trainer.options import TrainingOptions, chain_config
 from trainer.report import format_profile, format_record
@@ -43,14 +43,15 @@ def train(order: str, out: str | Path, *, resume: bool = False, allow_repeat: bo
     target = check_writable("out", out)
     if target.suffix == ".pt":
         raise InputError(f"out {str(out)!r}: the record must not end in .pt, the checkpoint beside it does")
-    if target.exists() and not resume:
-        raise InputError(f"out {str(out)!r} already exists; add `resume` to continue it, or choose another file")
-    if resume and not target.exists():
-        raise InputError(f"resume: there is no run record at {str(out)!r} to continue")
-    config = chain_config(order, TrainingOptions(**training), allow_repeat)
-    from trainer.chain import run_chain  # torch from here on
+    config = chain_config(order, TrainingOptions(**training), allow_repeat)  # every option, before torch loads
+    with hold_lock("out", target):  # one writer per record: a second run of the same out is refused
+        if target.exists() and not resume:
+            raise InputError(f"out {str(out)!r} already exists; add `resume` to continue it, or choose another file")
+        if resume and not target.exists():
+            raise InputError(f"resume: there is no run record at {str(out)!r} to continue")
+        from trainer.chain import run_chain  # torch from here on
 
-    return TrainResult(run_chain(config, target, resume=resume, log=log), target)
+        return TrainResult(run_chain(config, target, resume=resume, log=log), target)
 
 
 @dataclass(frozen=True)
@@ -83,4 +84,7 @@ def profile(method: str, out: str | Path, *, grid: str | Sequence[Any] | None = 
     grids = {m: (parse_grid(m, grid) if isinstance(grid, str) else tuple(grid)) if grid is not None else defaults[m]
              for m in method}
     request = ProfileRequest(chain=chain, grids=grids, seeds=tuple(seeds), command=command)
-    return ProfileResult(run_profile(request, target, log=log), target)
+    with hold_lock("out", target):
+        if target.exists():
+            raise InputError(f"out {str(out)!r} already exists; choose another file or remove it")
+        return ProfileResult(run_profile(request, target, log=log), target)

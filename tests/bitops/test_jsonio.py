@@ -47,3 +47,16 @@ def test_an_os_error_while_writing_names_the_field(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"^out: cannot write .*No space left on device"):
         write_checked("out", tmp_path / "r.json", fail)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_lock_left_by_a_dead_writer_is_taken_over_and_removed(tmp_path: Path) -> None:
+    from bitops.jsonio import hold_lock
+
+    out = tmp_path / "run.json"
+    (tmp_path / ".run.json.lock").write_text("99999999", encoding="utf-8")  # no process holds it
+    with hold_lock("out", out):
+        assert (tmp_path / ".run.json.lock").read_text(encoding="utf-8") == str(os.getpid())
+        with pytest.raises(InputError, match=rf"^out '.*run\.json' is being written by process {os.getpid()}"):
+            with hold_lock("out", out):
+                pass  # a second writer, even in the same process, is refused
+    assert list(tmp_path.iterdir()) == []

@@ -44,6 +44,8 @@ CASES = {
     "grid-Q-nan": (["simulate", "--grid", "Q=nan"], ["--grid Q=", "nan"]),
     "grid-Q-inf": (["orders", "--grid", "Q=inf"], ["--grid Q=", "inf"]),
     "grid-P-nan": (["simulate", "--grid", "P=nan"], ["--grid P=", "nan"]),
+    "grid-too-large": (["simulate", "--grid", "P=0:0.9:2000;E=0.5:0.99:2000;Q=1,2,4,8,16"],
+                       ["--grid", "20,000,000 combinations", "GiB", "fewer values"]),
     "binary-profile": (["simulate", "--profile", "{tmp}/binary.json"], ["--profile", "not UTF-8"]),
     "binary-table": (["count", "{tmp}/binary.json"], ["table file", "not UTF-8"]),
     "binary-bits-file": (["count", "resnet8", "--bits-file", "{tmp}/binary.json"], ["--bits-file", "not UTF-8"]),

@@ -23,6 +23,7 @@ import contextlib
 import io
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -444,6 +445,7 @@ def test_resume_with_other_options_is_refused(interrupted: Interrupted, tmp_path
     assert rc == 2 and stdout == ""
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert "--resume" in err and "other settings" in err
+    assert "prune.ratio: 0.5 -> 0.25" in err  # the setting that differs, named
     assert out.read_text(encoding="utf-8") == interrupted.record_text
 
 
@@ -488,6 +490,94 @@ def test_a_failing_stage_does_not_leave_a_running_record(tmp_path: Path, monkeyp
     record = read_record(out)
     assert [s["stage"] for s in record["stages"]] == ["base", "D"]
     assert record["status"] not in ("running", "complete")
+
+
+# ---- 4b. one commit point per save, one writer per record (issue 11) ---------------------------
+
+D_ARGS = ["train", "--order", "D", *FAST]
+
+
+def _interrupt_once(target: Any, name: str, when: Callable[..., bool], exc: BaseException):
+    """Patch ``target.name`` to raise ``exc`` the first time ``when(*args)`` holds."""
+    original = getattr(target, name)
+    fired = []
+
+    def patched(*args: Any, **kwargs: Any) -> Any:
+        if not fired and when(*args):
+            fired.append(True)
+            raise exc
+        return original(*args, **kwargs)
+
+    return original, patched
+
+
+def _new_checkpoint_of(path: Any, stages: int) -> bool:
+    """Whether ``path`` is the new checkpoint (RUN.next.pt) of a save of ``stages`` stages."""
+    return str(path).endswith(".next.pt") and load_checkpoint(Path(path))["stages_done"] == stages
+
+
+# Where a save of the D stage can stop: inside the new checkpoint, after it, after the record (the
+# commit) but before the checkpoint takes its name; Ctrl-C (KeyboardInterrupt, which the runner
+# records) or a kill (SystemExit, which nothing catches: the files stay as the kill left them).
+SAVE_STOPS = {
+    "ctrl-c-inside-checkpoint": (chain.torch, "save", lambda payload, *_: payload["stages_done"] == 2,
+                                 KeyboardInterrupt(), 1),
+    "ctrl-c-after-checkpoint": (chain, "write_record", lambda record, *_: len(record["stages"]) == 2,
+                                KeyboardInterrupt(), 1),
+    "ctrl-c-after-record": (chain.os, "replace", lambda src, *_: _new_checkpoint_of(src, 2), KeyboardInterrupt(), 1),
+    "kill-after-checkpoint": (chain, "write_record", lambda record, *_: len(record["stages"]) == 2,
+                              SystemExit(137), 1),
+    "kill-after-record": (chain.os, "replace", lambda src, *_: _new_checkpoint_of(src, 2), SystemExit(137), 2),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(SAVE_STOPS))
+def test_resume_recovers_from_every_interruption_of_a_save(case: str, tmp_path: Path) -> None:
+    target, name, when, exc, committed = SAVE_STOPS[case]
+    out = tmp_path / "run.json"
+    original, patched = _interrupt_once(target, name, when, exc)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(target, name, patched)
+        rc, _, err = run_cli([*D_ARGS, "--out", str(out)])
+    assert rc in (130, 137), err
+    on_disk = read_record(out)
+    assert len(on_disk["stages"]) == committed  # the record holds exactly the committed stages
+    held = [load_checkpoint(p)["stages_done"] for p in (out.with_suffix(".pt"), out.with_suffix(".next.pt"))
+            if p.exists()]
+    assert committed in held  # ... and a checkpoint with the same stages is there
+    rc, stdout, err = run_cli([*D_ARGS, "--out", str(out), "--resume"])
+    assert rc == 0, err
+    record = read_record(out)
+    assert record["status"] == "complete" and [s["stage"] for s in record["stages"]] == ["base", "D"]
+    assert record["stages"][0] == on_disk["stages"][0]  # the base model was not trained again
+    assert load_checkpoint(out.with_suffix(".pt"))["stages_done"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.json", "run.pt"]
+
+
+@pytest.mark.slow
+def test_a_damaged_checkpoint_is_one_line(interrupted: Interrupted, tmp_path: Path) -> None:
+    out = interrupted.copy(tmp_path / "run")
+    out.with_suffix(".pt").write_bytes(b"not a checkpoint")
+    rc, _, err = run_cli([*DP_ARGS, "--out", str(out), "--resume"])
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "cannot be read" in err and "run.pt" in err
+
+
+def test_a_second_writer_of_the_same_record_is_refused_at_once(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from bitops.jsonio import hold_lock
+
+    out = tmp_path / "run.json"
+    with hold_lock("out", out):  # this process is the first writer
+        done = subprocess.run([sys.executable, "-m", "chaincomp", *D_ARGS, "--out", str(out)], capture_output=True,
+                              text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert f"is being written by process {os.getpid()}" in done.stderr and "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written, the lock released
 
 
 # ---- 5. bad input --------------------------------------------------------------------------------
