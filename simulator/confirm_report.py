@@ -12,7 +12,7 @@ from typing import Any
 
 from bitops.errors import InputError
 from bitops.result import Result
-from bitops.jsonio import check_plot, write_checked
+from bitops.jsonio import check_plot, hold_lock, write_checked
 from bitops.rules import check_integer
 from simulator.confirm import Candidate, chain_config, compare, measure, select
 from simulator.grid import parse_budgets, parse_orders
@@ -191,6 +191,7 @@ def confirm(out_dir: str | Path, *, profile: str | Path | None = None, grid: Gri
         directory.mkdir(exist_ok=True)
     except OSError as err:
         raise InputError(f"out_dir: cannot create {str(out_dir)!r} ({err.strerror})") from None
-    results = measure(candidates, configs, directory, int(sim.profile.setup.get("num_classes", 10)), log=log)
+    with hold_lock("out_dir", directory):  # one confirm per folder: two would train into the same records
+        results = measure(candidates, configs, directory, int(sim.profile.setup.get("num_classes", 10)), log=log)
     return ConfirmResult(confirm_json(sim.profile, sim.profile_path, budgets[0], len(ranked), candidates, results,
                                       directory))

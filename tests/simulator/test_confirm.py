@@ -318,3 +318,15 @@ def test_real_confirm_of_two_orders(tmp_path):
         # No E: the cost is exact on both sides (bitops on the real model, bitops on the table).
         assert row["measured"]["bitops_cr"] == pytest.approx(row["predicted"]["bitops_cr"], rel=1e-9)
         assert row["measured"]["cr"] == pytest.approx(row["predicted"]["cr"], rel=1e-9)
+
+
+def test_a_second_confirm_into_the_same_folder_is_refused(profile_file, fake_trainer, tmp_path):
+    import os
+
+    from bitops.jsonio import hold_lock
+
+    with hold_lock("out_dir", tmp_path / "runs"):  # a first confirm is training into this folder
+        rc, _, stderr = confirm(profile_file, tmp_path / "runs")
+    assert rc == 2 and stderr.count("\n") == 1
+    assert f"is being written by process {os.getpid()}" in stderr and "--out-dir" in stderr
+    assert fake_trainer == []
