@@ -23,6 +23,7 @@ from bitops.rules import (check_bits, check_integer, check_positive, check_proba
 
 __all__ = [
     "DATASETS",
+    "DATASET_CLASSES",
     "NO_DOWNLOAD",
     "ChainConfig",
     "DataConfig",
@@ -33,7 +34,10 @@ __all__ = [
     "TrainConfig",
 ]
 
-DATASETS: tuple[str, ...] = ("digits", "cifar10", "cifar100", "svhn", "cinic10")
+# The datasets the trainer reads, and their classes (the classifier's outputs): known without torch,
+# so every model check runs before a run imports it.
+DATASET_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "svhn": 10, "cinic10": 10}
+DATASETS: tuple[str, ...] = tuple(DATASET_CLASSES)
 # Datasets torchvision cannot download, and where to get them instead (trainer.data says so too).
 NO_DOWNLOAD = {"cinic10": "torchvision has no CINIC-10 downloader; get it from https://github.com/BayesWatch/cinic-10"}
 # Digits are 8x8: smaller would throw pixels away; 128 keeps the in-memory set under ~0.4 GB.

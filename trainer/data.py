@@ -29,13 +29,13 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from bitops.errors import InputError
-from trainer.config import NO_DOWNLOAD, DataConfig
+from trainer.config import DATASET_CLASSES, NO_DOWNLOAD, DataConfig
 
 __all__ = ["DataSplits", "load_data"]
 
 # Digits pixels are counts of set pixels in 4x4 blocks of a 32x32 bitmap: 0..16 (sklearn docs).
 DIGITS_MAX_VALUE = 16.0
-DIGITS_CLASSES = 10
+DIGITS_CLASSES = DATASET_CLASSES["digits"]
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_VAL_FRACTION = 0.2
 # Share of the train set held out for validation where a dataset has no validation split.
@@ -75,20 +75,24 @@ class _ImageSet:
 _SETS: dict[str, _ImageSet] = {
     # CIFAR-10 train set: the widely quoted mean, and the pixel std (kuangliu/pytorch-cifar issue
     # #19: the often-copied (0.2023, 0.1994, 0.2010) is a mean of per-image stds instead).
-    "cifar10": _ImageSet(10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), flip=True,
-                         expects="the extracted cifar-10-batches-py/",
-                         source="https://www.cs.toronto.edu/~kriz/cifar.html"),
+    "cifar10": _ImageSet(
+        DATASET_CLASSES["cifar10"], (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), flip=True,
+        expects="the extracted cifar-10-batches-py/",
+        source="https://www.cs.toronto.edu/~kriz/cifar.html"),
     # CIFAR-100 train set (weiaicunzai/pytorch-cifar100, conf/global_settings.py).
-    "cifar100": _ImageSet(100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), flip=True,
-                          expects="the extracted cifar-100-python/",
-                          source="https://www.cs.toronto.edu/~kriz/cifar.html"),
+    "cifar100": _ImageSet(
+        DATASET_CLASSES["cifar100"], (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), flip=True,
+        expects="the extracted cifar-100-python/",
+        source="https://www.cs.toronto.edu/~kriz/cifar.html"),
     # SVHN train set (the values commonly used with torchvision's SVHN); no flips: they change digits.
-    "svhn": _ImageSet(10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), flip=False,
-                      expects="train_32x32.mat and test_32x32.mat",
-                      source="http://ufldl.stanford.edu/housenumbers/"),
+    "svhn": _ImageSet(
+        DATASET_CLASSES["svhn"], (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), flip=False,
+        expects="train_32x32.mat and test_32x32.mat",
+        source="http://ufldl.stanford.edu/housenumbers/"),
     # CINIC-10 train set, from its README (BayesWatch/cinic-10). torchvision has no downloader for it.
-    "cinic10": _ImageSet(10, (0.47889522, 0.47227842, 0.43047404), (0.24205776, 0.23828046, 0.25874835),
-                         flip=True, expects="train/, valid/ and test/ class folders", source=NO_DOWNLOAD["cinic10"]),
+    "cinic10": _ImageSet(
+        DATASET_CLASSES["cinic10"], (0.47889522, 0.47227842, 0.43047404), (0.24205776, 0.23828046, 0.25874835),
+        flip=True, expects="train/, valid/ and test/ class folders", source=NO_DOWNLOAD["cinic10"]),
 }
 
 

@@ -14,6 +14,7 @@ from bitops.errors import InputError
 from bitops.result import Result
 from bitops.jsonio import check_writable, hold_lock
 from bitops.orders import METHODS
+from trainer.config import DATASET_CLASSES
 from trainer.options import TrainingOptions, chain_config
 from trainer.report import format_profile, format_record
 
@@ -44,6 +45,7 @@ def train(order: str, out: str | Path, *, resume: bool = False, allow_repeat: bo
     if target.suffix == ".pt":
         raise InputError(f"out {str(out)!r}: the record must not end in .pt, the checkpoint beside it does")
     config = chain_config(order, TrainingOptions(**training), allow_repeat)  # every option, before torch loads
+    config.check_before_training(DATASET_CLASSES[config.data.dataset])  # and every model check
     with hold_lock("out", target):  # one writer per record: a second run of the same out is refused
         if target.exists() and not resume:
             raise InputError(f"out {str(out)!r} already exists; add `resume` to continue it, or choose another file")

@@ -62,3 +62,27 @@ def test_bad_input_is_one_line_and_writes_nothing(case: str, tmp_path: Path) -> 
     argv, words = CASES[case]
     _one_line_exit_2(run_module(*(a.format(tmp=tmp_path) for a in argv)), *words)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["train", "--order", "P", "--prune-ratio", "0.99"], ["--prune-ratio", "keeps 0"]),
+    (["train", "--order", "E", "--exits", "layer9"], ["--exits", "'layer9'"]),
+    (["train", "--order", "D", "--epochs", "-1"], ["--epochs", ">= 0"]),
+], ids=["prune-ratio-keeps-nothing", "unknown-exit", "negative-epochs"])
+def test_train_refuses_bad_options_before_torch_loads(argv: list[str], words: list[str], tmp_path: Path) -> None:
+    """Options and model checks need no torch: a mistake costs a fraction of a second, not a torch import."""
+    import subprocess
+    import sys
+
+    from tests.cli.helpers import ROOT
+
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "chaincomp", *argv, "--out",
+                           str(tmp_path / "run.json")], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if not line.startswith("import time:")]
+    assert len(lines) == 1 and lines[0].startswith("chaincomp train: error: ") and "Traceback" not in done.stderr
+    for word in words:
+        assert word in lines[0]
+    assert "| torch\n" not in done.stderr and not any(line.rstrip().endswith("| torch")
+                                                       for line in done.stderr.splitlines())
+    assert list(tmp_path.iterdir()) == []
