@@ -74,7 +74,8 @@ def read_run(path: str | Path) -> Run:
                base_accuracy=_number(stages[0].get("accuracy"), f"{where}: stages[0].accuracy"),
                stages=tuple(parsed),
                setup={"teacher": config.get("teacher"), "dataset": data.get("name"),
-                      "input_shape": data.get("input_shape"), "num_classes": data.get("num_classes")})
+                      "input_shape": data.get("input_shape"), "num_classes": data.get("num_classes")},
+               base_training=config.get("base") if isinstance(config.get("base"), dict) else None)
 
 
 def check_run(run: Run, profile: Profile, allow_incomplete: bool) -> None:
@@ -234,10 +235,25 @@ def _equation_json(e: Equation, residual: float, names: Sequence[str]) -> dict[s
             "residual": residual, "outside_measured_range": e.outside}
 
 
-def fit_json(result: FitResult, out: str, base_path: str | None) -> dict[str, Any]:
+def base_training_warnings(runs: Sequence[Run], profile: Profile) -> list[str]:
+    """Runs whose base model trained otherwise than the profile's: their deltas and terms mix the two
+    trainings' accuracy levels (allowed: another budget is a real use; said, never silent)."""
+    wanted = profile.setup.get("base_training")
+    if not isinstance(wanted, dict):
+        return []
+    warnings = []
+    for run in runs:
+        got = run.base_training or {}
+        differ = [f"{k} {got.get(k)!r} (profile {v!r})" for k, v in wanted.items() if k in got and got[k] != v]
+        if differ:
+            warnings.append(f"{Path(run.path).name}: base training {', '.join(differ)}")
+    return warnings
+
+
+def fit_json(result: FitResult, out: str, base_path: str | None, warnings: Sequence[str] = ()) -> dict[str, Any]:
     return {
         "_type": "chaincomp.Fit", "_version": 1, "out": out, "base_profile": base_path or "(shipped default)",
-        "base_accuracy": result.base_accuracy,
+        "base_accuracy": result.base_accuracy, "warnings": list(warnings),
         "runs": [{"path": r.path, "order": r.order, "status": r.status, "stages": len(r.stages)} for r in result.runs],
         "terms": [{"first": t.first, "before": t.before, "after": t.after, "kind": t.kind, "before_value": t.before_value,
                    "value": t.value, "estimate": t.estimate, "std_error": t.std_error, "equations": t.equations}
@@ -260,10 +276,11 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def format_fit(report: dict[str, Any], largest: int = 10) -> str:
     acc, ex = report["accuracy"], report["exit_scale"]
-    lines = [f"fit of {len(report['runs'])} run records against {report['base_profile']} -> {report['out']}", "",
-             f"accuracy terms (points j gains when it runs after i, at j's value): {acc['equations']} equations, "
-             f"rank {acc['rank']}, residual rms {_fmt(acc['rms'], '.3f')}",
-             f"  {'term':<6} {'at':>8} {'estimate':>9} {'std err':>8} {'equations':>9}"]
+    lines = [f"fit of {len(report['runs'])} run records against {report['base_profile']} -> {report['out']}"]
+    lines += [f"warning: {w}" for w in report["warnings"]] + [""]
+    lines += [f"accuracy terms (points j gains when it runs after i, at j's value): {acc['equations']} equations, "
+              f"rank {acc['rank']}, residual rms {_fmt(acc['rms'], '.3f')}",
+              f"  {'term':<6} {'at':>8} {'estimate':>9} {'std err':>8} {'equations':>9}"]
     for t in (t for t in report["terms"] if t["kind"] == "accuracy" and t["first"] is None):
         at = f"{t['value']:g}" if isinstance(t["value"], (int, float)) else str(t["value"])
         lines.append(f"  {t['before'] + t['after']:<6} {at:>8} {t['estimate']:>+9.3f} {_fmt(t['std_error'], '8.3f'):>8} "
@@ -348,4 +365,4 @@ def fit(runs: Sequence[str | Path], out: str | Path, *, profile: str | Path | No
     data = fitted_profile(base, result, paths, base_path, command)
     text = json.dumps(data, indent=1) + "\n"
     write_checked("out", target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    return FitReport(fit_json(result, str(out), base_path), data)
+    return FitReport(fit_json(result, str(out), base_path, base_training_warnings(result.runs, base)), data)

@@ -410,6 +410,28 @@ def test_text_report_and_provenance(tmp_path):
     assert fitted["methods"] == base_profile()["methods"]  # the single-stage curves are the base's
 
 
+def test_runs_whose_base_trained_otherwise_are_fitted_with_a_warning(tmp_path):
+    # Issue 11: fit used to take such runs without a word. Another budget is a real use, so it is
+    # not refused; the report names each run and the setting that differs, in JSON and in text.
+    rng = np.random.default_rng(5)
+    paths = write_runs(tmp_path, ["PQ", "QP", "PQ", "QP"], rng, sigma=0.1, log_sigma=0.0)
+    for path, base in zip(paths, ({"epochs": 3, "lr": 0.05}, {"epochs": 15, "lr": 0.05}, None, None)):
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+        if base is not None:
+            record["config"]["base"] = base
+        Path(path).write_text(json.dumps(record), encoding="utf-8")
+    profile = base_profile()
+    profile["setup"]["base_training"] = {"epochs": 15, "lr": 0.05}
+    profile_path = tmp_path / "base.json"
+    profile_path.write_text(json.dumps(profile), encoding="utf-8")
+    argv = ["fit", *paths, "-o", str(tmp_path / "fitted.json"), "--profile", str(profile_path)]
+    rc, stdout, stderr = run_cli([*argv, "--json"])
+    assert rc == 0, stderr
+    assert json.loads(stdout)["warnings"] == ["00-PQ.json: base training epochs 3 (profile 15)"]
+    rc, stdout, stderr = run_cli(argv)
+    assert rc == 0 and "warning: 00-PQ.json: base training epochs 3 (profile 15)" in stdout.splitlines()[1]
+
+
 def test_default_base_profile_is_the_shipped_one(tmp_path, monkeypatch):
     from simulator import profile as profile_mod
 
