@@ -29,6 +29,7 @@ from bitops.errors import InputError
 from simulator.model import Prediction
 from simulator.profile import Profile
 from simulator.search import budget_table, pareto_front, rank_orders
+from trainer.config import ChainConfig
 from trainer.record import read_record
 
 __all__ = ["Candidate", "best_point", "chain_config", "compare", "measure",
@@ -93,7 +94,7 @@ def select(predictions: Sequence[Prediction], base_accuracy: float, budget: floa
     return chosen
 
 
-def chain_config(template: Any, candidate: Candidate, profile: Profile) -> Any:
+def chain_config(template: ChainConfig, candidate: Candidate, profile: Profile) -> ChainConfig:
     """The trainer's ChainConfig of a candidate: ``template`` (a ChainConfig carrying the profile's
     setup and the training options) with the order and the candidate's hyperparameters.
 
@@ -119,7 +120,7 @@ def chain_config(template: Any, candidate: Candidate, profile: Profile) -> Any:
     return replace(template, **changes)
 
 
-def _existing(path: Path, config: Any) -> dict[str, Any] | None:
+def _existing(path: Path, config: ChainConfig) -> dict[str, Any] | None:
     """The run record at ``path`` when it exists; refused when it was made with other settings."""
     if not path.exists():
         return None
@@ -133,7 +134,7 @@ def _existing(path: Path, config: Any) -> dict[str, Any] | None:
     return record
 
 
-def measure(candidates: Sequence[Candidate], configs: Sequence[Any], out_dir: Path, num_classes: int,
+def measure(candidates: Sequence[Candidate], configs: Sequence[ChainConfig], out_dir: Path, num_classes: int,
             log: Callable[[str], None] = lambda message: None) -> list[tuple[dict[str, Any], bool]]:
     """(run record, reused) per candidate: reuse ``DIR/ORDER.json`` when complete, resume it when
     unfinished, train otherwise. Every config is checked against the models before any training."""

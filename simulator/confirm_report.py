@@ -18,6 +18,7 @@ from simulator.confirm import Candidate, chain_config, compare, measure, select
 from simulator.grid import parse_budgets, parse_orders
 from simulator.profile import Profile
 from simulator.simulate import GridSpec, Simulation
+from trainer.config import ChainConfig
 from trainer.options import TrainingOptions
 from trainer.options import chain_config as training_chain_config
 
@@ -141,7 +142,7 @@ class ConfirmResult(Result):
 
 
 def _training_template(profile: Profile, order: str, epochs: int | None, lr: float | None,
-                       training: dict[str, Any]) -> Any:
+                       training: dict[str, Any]) -> ChainConfig:
     """The ChainConfig of the profile's setup (models, data, input size, base training unless
     ``epochs``/``lr`` are given) and the training options; the order and stage values are set per
     candidate by :func:`simulator.confirm.chain_config`."""
