@@ -157,7 +157,8 @@ class ClaimAudit:
         if self.status == "consistent":
             stated = [f"{k}={'same' if v is None else v}" for k, v in self.baseline.items() if DEFAULTS[k] != v]
             under = f" under the stated {' and '.join(stated)}" if stated else ""
-            return f"consistent{under}{self._bits_text()}{implied}"
+            within = " to within one pruning step" if head.note else ""
+            return f"consistent{within}{under}{self._bits_text()}{implied}"
         if self.status == "conditional":
             return f"consistent only if {_condition_text(self.combos, self.baseline)}{implied}"
         return f"unreachable because {head.reason}"
@@ -348,7 +349,7 @@ def _evaluate_combo(claim: Claim, grid: _Grid, ref: Totals, convention: Conventi
                 return ComboResult(convention, False, reason, cr_reachable)
             nearest = int(np.argmin(np.abs(cr - claim.cr.value)))
             mask[nearest] = True
-            note = f"no keep ratio gives CR in [{claim.cr.low:g}, {claim.cr.high:g}]; nearest step CR {cr[nearest]:.2f}"
+            note = _between_steps("CR", claim.cr, f"CR {cr[nearest]:.2f}", float(cr[nearest]))
 
     seg = _segment_costs(grid, bits, convention.bn, backbone_only=False)
     seg_bb = _segment_costs(grid, bits, convention.bn, backbone_only=True)
@@ -377,8 +378,8 @@ def _evaluate_combo(claim: Claim, grid: _Grid, ref: Totals, convention: Conventi
         feasible = np.array([nearest])
         step = f"BitOpsCR {ref.bitops / b_max[nearest]:.2f}" + (
             "" if b_max[nearest] == b_min[nearest] else f"..{ref.bitops / b_min[nearest]:.2f}")
-        note = "; ".join(filter(None, [note, f"no keep ratio gives BitOpsCR in [{claim.bitops_cr.low:g}, "
-                                             f"{claim.bitops_cr.high:g}]; nearest pruning step {step}"]))
+        closest = ref.bitops / min(max(ref.bitops / claim.bitops_cr.value, b_min[nearest]), b_max[nearest])
+        note = "; ".join(filter(None, [note, _between_steps("BitOpsCR", claim.bitops_cr, step, float(closest))]))
         result.note = note
     result.keep = (float(grid.keep[feasible[0]]), float(grid.keep[feasible[-1]]))
     target = ref.bitops / claim.bitops_cr.value
@@ -393,6 +394,14 @@ def _evaluate_combo(claim: Claim, grid: _Grid, ref: Totals, convention: Conventi
         savings = [1 - target / seg_bb[i].sum() for i in (feasible[0], feasible[-1])]
         result.exit_saving = (min(savings), max(savings))
     return result
+
+
+def _between_steps(what: str, reported: Reported, step: str, nearest: float) -> str:
+    """The note of a claim whose printed ratio falls between two pruning steps: which range the
+    printed digits allow, and which step (and how far off) the audit takes instead."""
+    off = 100 * (nearest / reported.value - 1)
+    return (f"{what} {reported.text} (as printed: {reported.low:g} to {reported.high:g}) falls between two pruning "
+            f"steps; taken at the nearest, {step} ({off:+.2f}%)")
 
 
 def _cr_reason(reported: Reported, cr: np.ndarray, grid: _Grid, ref_storage: float) -> str:

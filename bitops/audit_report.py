@@ -12,7 +12,7 @@ from bitops.claims import EXAMPLES, Claim, check_conventions, load_claims
 from bitops.errors import InputError
 from bitops.result import Result
 
-__all__ = ["AuditResult", "audit", "audit_all", "audit_json", "format_audit", "plot_audit"]
+__all__ = ["AuditResult", "audit", "audit_all", "audit_json", "draw_claim", "format_audit", "plot_audit"]
 
 REPORT_TYPE = "chaincomp.AuditReport"
 REPORT_VERSION = 1
@@ -105,6 +105,38 @@ def format_audit(report: dict[str, Any], all_conventions: bool) -> str:
     return "\n".join(lines)
 
 
+def draw_claim(ax: Any, audit: ClaimAudit) -> None:
+    """One claim's panel: its reachable (CR, BitOpsCR) curve, the band early exit opens (only where the
+    claim has exits), the claim marked, and a legend of exactly what is drawn."""
+    from matplotlib.ticker import NullFormatter
+
+    curves = audit.curves()
+    claim = audit.claim
+    if audit.exits:  # the band early exit opens; without exits there is only the curve
+        ax.fill_between(curves["cr"], curves["bitops_cr_no_exit"], curves["bitops_cr_all_exit"], color="tab:blue",
+                        alpha=0.2, label="reachable with early exit")
+    ax.plot(curves["cr"], curves["bitops_cr_no_exit"], color="tab:blue", lw=1.2,
+            label="no sample exits early" if audit.exits else "reachable (no early exit)")
+    if claim.cr is not None and claim.bitops_cr is not None:
+        ax.plot([claim.cr.value], [claim.bitops_cr.value], marker="*", ms=12, color="tab:red", ls="none",
+                label="claim")
+    elif claim.bitops_cr is not None:
+        ax.axhline(claim.bitops_cr.value, color="tab:red", ls="--", label="claimed BitOpsCR")
+    elif claim.cr is not None:
+        ax.axvline(claim.cr.value, color="tab:red", ls="--", label="claimed CR")
+    head = audit.headline().convention
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_minor_formatter(NullFormatter())  # minor labels collide on short log ranges
+    ax.set_title(f"{claim.name}\n{_student_label(audit)} {head.w_bits}w{head.a_bits}a: {audit.status}", fontsize=8)
+    ax.set_xlabel("CR (storage)", fontsize=8)
+    ax.set_ylabel("BitOpsCR", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=6, loc="upper left")
+
+
 def plot_audit(results: list[tuple[ClaimAudit, list[ClaimAudit]]], path: Path) -> None:
     """One panel per claim: the reachable (CR, BitOpsCR) band over keep ratio and exit rate, claim marked."""
     import math
@@ -113,38 +145,15 @@ def plot_audit(results: list[tuple[ClaimAudit, list[ClaimAudit]]], path: Path) -
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter
 
     n = len(results)
     cols = min(4, n)
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
     for ax, (audit, _) in zip(axes.flat, results):
-        curves = audit.curves()
-        claim = audit.claim
-        ax.fill_between(curves["cr"], curves["bitops_cr_no_exit"], curves["bitops_cr_all_exit"], color="tab:blue",
-                        alpha=0.2, label="reachable with early exit")
-        ax.plot(curves["cr"], curves["bitops_cr_no_exit"], color="tab:blue", lw=1.2, label="no sample exits early")
-        if claim.cr is not None and claim.bitops_cr is not None:
-            ax.plot([claim.cr.value], [claim.bitops_cr.value], marker="*", ms=12, color="tab:red", ls="none",
-                    label="claim")
-        elif claim.bitops_cr is not None:
-            ax.axhline(claim.bitops_cr.value, color="tab:red", ls="--", label="claimed BitOpsCR")
-        elif claim.cr is not None:
-            ax.axvline(claim.cr.value, color="tab:red", ls="--", label="claimed CR")
-        head = audit.headline().convention
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        for axis in (ax.xaxis, ax.yaxis):
-            axis.set_minor_formatter(NullFormatter())  # minor labels collide on short log ranges
-        ax.set_title(f"{claim.name}\n{_student_label(audit)} {head.w_bits}w{head.a_bits}a: {audit.status}", fontsize=8)
-        ax.set_xlabel("CR (storage)", fontsize=8)
-        ax.set_ylabel("BitOpsCR", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.grid(True, which="both", alpha=0.3)
+        draw_claim(ax, audit)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=6, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

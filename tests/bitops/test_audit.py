@@ -423,3 +423,55 @@ def test_reason_at_stated_exit_probs_does_not_assume_everyone_leaves_first():
     reason = audit.headline().reason
     assert f"(BitOpsCR {bitops_cr:.2f}," in reason  # the cost at the stated probabilities
     assert "every sample left at the first exit" not in reason
+
+
+def _pruning_steps(truth: Truth) -> list[float]:
+    """The distinct CRs uniform pruning reaches, from a fine scan of keep ratios (resnet20's groups
+    have 16, 32 and 64 channels, so a step of 1/1000 sees every one)."""
+    from dataclasses import replace
+
+    return sorted({round(replace(truth, keep=k / 1000).ratios()[1], 9) for k in range(300, 1001)})
+
+
+def test_cr_between_two_pruning_steps_says_which_step_it_takes():
+    truth = Truth("resnet20", None, "PQ", 2, 4, keep=0.5)
+    steps = _pruning_steps(truth)
+    low, high = steps[len(steps) // 2], steps[len(steps) // 2 + 1]
+    reported = low + 0.4 * (high - low)  # nearer the lower step, on neither
+    claim = make_claim(reference="resnet20", order="PQ", w_bits=2, a_bits=4, cr=_ratio(reported))
+    audit = audit_claim(claim, load, pins=truth.pins())
+    verdict = audit.verdict()
+    assert audit.status == "consistent"
+    assert verdict.startswith("consistent to within one pruning step")
+    assert f"taken at the nearest, CR {low:.2f} ({100 * (low / reported - 1):+.2f}%)" in verdict
+    assert "no keep ratio" not in verdict  # the old wording read as a contradiction of "consistent"
+
+
+def test_cr_on_a_pruning_step_is_plainly_consistent():
+    truth = Truth("resnet20", None, "PQ", 2, 4, keep=0.5)
+    claim = make_claim(reference="resnet20", order="PQ", w_bits=2, a_bits=4, cr=_ratio(truth.ratios()[1]))
+    verdict = audit_claim(claim, load, pins=truth.pins()).verdict()
+    assert verdict.startswith("consistent (") and "pruning step" not in verdict
+
+
+@pytest.mark.parametrize("order, band", [("PQ", False), ("PQE", True)])
+def test_plot_legend_lists_only_what_the_panel_draws(order, band):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PolyCollection
+
+    from bitops.audit_report import draw_claim
+
+    truth = Truth("resnet20", None, order, 2, 4, keep=0.5, hazard=0.2 if band else None)
+    audit = audit_claim(truth.claim(), load, pins=truth.pins())
+    fig, ax = plt.subplots()
+    try:
+        draw_claim(ax, audit)
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        drawn_bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    finally:
+        plt.close(fig)
+    assert ("reachable with early exit" in labels) == band == bool(drawn_bands)
+    assert labels[-1] == "claim"
