@@ -20,8 +20,10 @@ and measured exit rates; the reference is always the original teacher at full pr
 
 from __future__ import annotations
 
+import errno
 import os
 import platform
+import shutil
 import random
 import time
 from collections.abc import Callable
@@ -136,9 +138,44 @@ def _save(record: dict[str, Any], state: _State, out: Path) -> None:
     (:func:`_committed_checkpoint` finds it), so ``resume`` always continues.
     """
     payload = {"model": state.model, "quant_bits": state.quant_bits, "stages_done": len(record["stages"])}
-    write_atomic(_next_checkpoint_path(out), lambda tmp: torch.save(payload, tmp))
+    write_atomic(_next_checkpoint_path(out), lambda tmp: _torch_save(payload, tmp))
     write_record(record, out)
     os.replace(_next_checkpoint_path(out), _checkpoint_path(out))
+
+
+def _torch_save(payload: dict[str, Any], path: Path) -> None:
+    """``torch.save`` through a Python file, so a failed write is the OSError it is (given a path,
+    torch reports a full disk as ``RuntimeError: unexpected pos``)."""
+    with open(path, "wb") as file:
+        torch.save(payload, file)
+
+
+def _write_failure(err: OSError) -> str:
+    """What went wrong in a write, in a user's words."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"disk full ({err.strerror})"
+    return err.strerror or str(err)
+
+
+def _check_free_space(model: nn.Module, out: Path) -> None:
+    """Refuse before training when the disk cannot hold the run's checkpoints: during a save the
+    committed and the new one sit side by side, and later stages may add exit heads, so twice the
+    teacher's tensors twice over, plus a MiB for the records."""
+    tensor_bytes = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    needed = 4 * tensor_bytes + 2**20
+    free = shutil.disk_usage(out.parent).free
+    if free < needed:
+        raise InputError(f"out: {free / 2**20:.1f} MiB free where {str(out)!r} goes, but the run's checkpoints "
+                         f"need about {needed / 2**20:.1f} MiB; free some space or write elsewhere")
+
+
+def _commit(record: dict[str, Any], state: _State, out: Path) -> None:
+    """:func:`_save`, a failed write an InputError that says what failed (a full disk by name)."""
+    try:
+        _save(record, state, out)
+    except OSError as err:
+        raise InputError(f"out: saving stage {len(record['stages']) - 1} to {str(out)!r} failed: "
+                         f"{_write_failure(err)}") from None
 
 
 def run_chain(config: ChainConfig, out: Path, *, resume: bool = False,
@@ -148,8 +185,9 @@ def run_chain(config: ChainConfig, out: Path, *, resume: bool = False,
     device = resolve_device(config.device)
     data = load_data(config.data)
     config.check_before_training(data.num_classes)
-    teacher_table = trace_model(zoo.build(config.teacher, num_classes=data.num_classes), data.input_shape,
-                                name=config.teacher)
+    teacher = zoo.build(config.teacher, num_classes=data.num_classes)
+    _check_free_space(teacher, out)
+    teacher_table = trace_model(teacher, data.input_shape, name=config.teacher)
     if resume:
         record, state = _resume(config, out)
         log(f"resuming {out} after {len(record['stages']) - 1} of {len(config.order)} stages")
@@ -167,7 +205,11 @@ def run_chain(config: ChainConfig, out: Path, *, resume: bool = False,
         record["reference"].update(bitops=base["cost"]["reference_bitops"],
                                    storage_bits=base["cost"]["reference_storage_bits"])
         record["stages"].append(base)
-        _save(record, state, out)
+        try:
+            _commit(record, state, out)
+        except InputError as err:
+            _next_checkpoint_path(out).unlink(missing_ok=True)
+            raise InputError(f"{err}; nothing was kept (run again once it is fixed)") from None
     try:
         for index in range(len(record["stages"]), len(config.order) + 1):
             letter = config.order[index - 1]
@@ -178,7 +220,7 @@ def run_chain(config: ChainConfig, out: Path, *, resume: bool = False,
                                  started)
             # ``record`` stays what is committed until the save returns: an interruption inside it
             # marks the committed stages, never a stage whose checkpoint may not be there.
-            _save({**record, "stages": [*record["stages"], entry]}, state, out)
+            _commit({**record, "stages": [*record["stages"], entry]}, state, out)
             record["stages"].append(entry)
     except KeyboardInterrupt:
         record["status"] = "interrupted"
@@ -187,8 +229,13 @@ def run_chain(config: ChainConfig, out: Path, *, resume: bool = False,
     except InputError as err:
         record["status"] = "failed"
         record["error"] = str(err)
-        write_record(record, out)
-        raise
+        try:
+            write_record(record, out)
+        except OSError:  # the disk that failed the save may fail this too: the committed record stands
+            pass
+        kept = ", ".join(entry["stage"] for entry in record["stages"])
+        raise InputError(f"{err}; the record keeps what finished ({kept}): continue with --resume once it is "
+                         "fixed") from None
     record["status"] = "complete"
     write_record(record, out)
     return record

@@ -580,6 +580,78 @@ def test_a_second_writer_of_the_same_record_is_refused_at_once(tmp_path: Path) -
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written, the lock released
 
 
+def _disk_full_at(stages: int) -> tuple[Any, Any]:
+    """``chain._torch_save`` patched to fail like a full disk on the save of ``stages`` stages."""
+    import errno
+    import os
+
+    def full(payload: dict[str, Any], *_: Any) -> bool:
+        return payload["stages_done"] == stages
+
+    return _interrupt_once(chain, "_torch_save", full, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+
+
+def test_torch_save_reports_a_full_disk_as_one(tmp_path: Path) -> None:
+    import errno
+
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    with pytest.raises(OSError) as raised:  # torch.save given the path raises RuntimeError("unexpected pos")
+        chain._torch_save({"tensor": torch.zeros(100_000)}, Path("/dev/full"))
+    assert raised.value.errno == errno.ENOSPC
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_a_stage_marks_the_run_failed_and_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "run.json"
+    _, patched = _disk_full_at(2)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(chain, "_torch_save", patched)
+        rc, _, err = run_cli([*D_ARGS, "--out", str(out)])
+    assert rc == 2 and "Traceback" not in err, err
+    (line,) = [line for line in err.splitlines() if "error:" in line]  # below the progress lines
+    assert "disk full" in line and "--resume" in line and "--out" in line
+    record = read_record(out)
+    assert record["status"] == "failed" and "disk full" in record["error"]
+    assert [s["stage"] for s in record["stages"]] == ["base"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.json", "run.pt"]  # no partial checkpoint
+    rc, _, err = run_cli([*D_ARGS, "--out", str(out), "--resume"])
+    assert rc == 0, err
+    resumed = read_record(out)
+    assert resumed["status"] == "complete" and resumed["stages"][0] == record["stages"][0]
+
+
+@pytest.mark.slow
+def test_a_full_disk_at_the_first_save_leaves_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "run.json"
+    _, patched = _disk_full_at(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(chain, "_torch_save", patched)
+        rc, _, err = run_cli([*D_ARGS, "--out", str(out)])
+    assert rc == 2 and "Traceback" not in err, err
+    (line,) = [line for line in err.splitlines() if "error:" in line]
+    assert "disk full" in line and "nothing was kept" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_too_little_free_space_is_refused_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil as shutil_module
+
+    def tripwire(*_args: Any, **_kwargs: Any) -> None:
+        raise _TrainedBeforeValidation
+
+    def nearly_full(path: Any) -> Any:
+        return shutil_module._ntuple_diskusage(10**9, 10**9 - 50_000, 50_000)
+
+    monkeypatch.setattr(chain, "train_base", tripwire)
+    monkeypatch.setattr(chain.shutil, "disk_usage", nearly_full)
+    out = tmp_path / "run.json"
+    rc, _, err = run_cli([*D_ARGS, "--out", str(out)])
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "--out" in err and "MiB free" in err and "0.0 MiB free" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 # ---- 5. bad input --------------------------------------------------------------------------------
 
 class _TrainedBeforeValidation(Exception):
