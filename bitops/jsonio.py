@@ -110,7 +110,9 @@ def read_json(path: str | os.PathLike[str], where: str) -> Any:
 
 
 def _lock_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.lock")
+    """``.NAME.lock`` beside a file; ``.chaincomp.lock`` inside a folder (``.``, ``/`` have no name)."""
+    path = path.absolute()
+    return path / ".chaincomp.lock" if path.is_dir() else path.with_name(f".{path.name}.lock")
 
 
 @contextlib.contextmanager

@@ -72,10 +72,12 @@ class ModelSpec:
 def _trace_zoo(spec: ModelSpec, input_shape: tuple[int, ...]) -> LayerTable:
     from bitops import trace, zoo
 
-    model = zoo.build(spec.model, num_classes=spec.num_classes or 10, width_mult=spec.width_mult, exits=True)
-    return trace.trace_model(model, input_shape, name=spec.model,
-                             provenance={"zoo": spec.model, "num_classes": spec.num_classes or 10,
-                                         "width_mult": spec.width_mult})
+    def build():
+        return zoo.build(spec.model, num_classes=spec.num_classes or 10, width_mult=spec.width_mult, exits=True)
+
+    return trace.build_and_trace(build, input_shape, name=spec.model, what="`input_shape` or `width_mult`",
+                                 provenance={"zoo": spec.model, "num_classes": spec.num_classes or 10,
+                                             "width_mult": spec.width_mult})
 
 
 def load_model_table(spec: ModelSpec) -> LayerTable:
@@ -97,9 +99,9 @@ def load_model_table(spec: ModelSpec) -> LayerTable:
         raise InputError(f"width_mult applies to zoo models only, got {spec.width_mult} for {spec.model}")
     from bitops import trace
 
-    module = trace.module_from_spec(spec.model, spec.num_classes)
     default_shape = TORCHVISION_INPUT_SHAPE if spec.model.startswith("torchvision:") else ZOO_INPUT_SHAPE
-    return trace.trace_model(module, spec.input_shape or default_shape, name=spec.model)
+    return trace.build_and_trace(lambda: trace.module_from_spec(spec.model, spec.num_classes),
+                                 spec.input_shape or default_shape, name=spec.model, what="`input_shape`")
 
 
 def regenerate_shipped(names: Sequence[str], out_dir: Path = SHIPPED_DIR) -> list[Path]:

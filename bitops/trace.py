@@ -32,7 +32,8 @@ from torch import nn
 from bitops.errors import InputError
 from bitops.table import LayerTable
 
-__all__ = ["EXITS_ATTRIBUTE", "channel_groups", "module_from_spec", "output_layers", "trace_model"]
+__all__ = ["EXITS_ATTRIBUTE", "MEMORY_FRACTION", "build_and_trace", "channel_groups", "estimate_bytes", "module_from_spec",
+           "output_layers", "trace_model"]
 
 EXITS_ATTRIBUTE = "exits"
 
@@ -383,7 +384,10 @@ def module_from_spec(spec: str, num_classes: int | None) -> nn.Module:
             raise InputError(f"MODEL: torchvision has no classification model {attr!r}; "
                              f"e.g. {', '.join(sorted(builders)[:6])}, ...")
         kwargs = {} if num_classes is None else {"num_classes": num_classes}
-        return torchvision.models.get_model(attr, weights=None, **kwargs)
+        try:
+            return torchvision.models.get_model(attr, weights=None, **kwargs)
+        except (ValueError, TypeError, RuntimeError) as err:
+            raise InputError(f"MODEL: building {spec} failed ({_first_line(err)})") from None
     try:
         module = importlib.import_module(prefix)
     except ImportError as err:
@@ -391,7 +395,94 @@ def module_from_spec(spec: str, num_classes: int | None) -> nn.Module:
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise InputError(f"MODEL: {prefix!r} has no callable {attr!r}")
-    model = factory() if num_classes is None else factory(num_classes=num_classes)
+    try:
+        model = factory() if num_classes is None else factory(num_classes=num_classes)
+    except Exception as err:  # the user's own code: whatever it raises is one line naming it
+        raise InputError(f"MODEL: building {spec} failed ({_first_line(err)})") from None
     if not isinstance(model, nn.Module):
         raise InputError(f"MODEL: {spec} returned {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
+# A trace may use at most this fraction of the memory the machine has available.
+MEMORY_FRACTION = 0.5
+
+
+def estimate_bytes(build: Callable[[], nn.Module], input_shape: Sequence[int]) -> tuple[int, int] | None:
+    """(parameter and buffer bytes, bytes of every module output) of the model ``build`` makes, for
+    one input of ``input_shape``, without allocating either: the model is built and run on torch's
+    ``meta`` device, which keeps shapes only. None when the model cannot be built there (a builder
+    that reads weights from a file, say); the output count is 0 when it cannot run there."""
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = build()
+    except Exception:
+        return None
+    if not isinstance(model, nn.Module):
+        return None
+    weights = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    outputs = [0]
+
+    def count(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        for tensor in output if isinstance(output, (tuple, list)) else (output,):
+            if isinstance(tensor, torch.Tensor):
+                outputs[0] += tensor.numel() * tensor.element_size()
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if not any(True for _ in m.children())]
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape, device="meta"))
+    except Exception:
+        outputs[0] = 0
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return weights, outputs[0]
+
+
+def _available_bytes() -> int:
+    """Memory this machine can give now (MemAvailable), or all of it where that is not known."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def build_and_trace(build: Callable[[], nn.Module], input_shape: Sequence[int], *, name: str,
+                    provenance: dict[str, Any] | None = None, what: str = "") -> LayerTable:
+    """Build a model and trace it, refusing first (one line, nothing allocated) when its weights and
+    activations would take more than :data:`MEMORY_FRACTION` of the memory available.
+
+    ``what`` names the options that set its size (e.g. "--input or --width-mult"), for the message.
+    """
+    estimate = estimate_bytes(build, input_shape)
+    if estimate is not None:
+        weights, outputs = estimate
+        limit = MEMORY_FRACTION * _available_bytes()
+        if weights + outputs > limit:
+            gib = 2**30
+            lower = f"; lower {what}" if what else ""
+            raise InputError(f"MODEL: tracing {name} at input {','.join(map(str, input_shape))} needs about "
+                             f"{(weights + outputs) / gib:.1f} GiB ({weights / gib:.1f} GiB of weights, "
+                             f"{outputs / gib:.1f} GiB of activations), more than half of the {2 * limit / gib:.1f} GiB "
+                             f"available{lower}")
+    try:
+        model = build()
+    except InputError:
+        raise
+    except Exception as err:  # e.g. a size torch cannot allocate where the estimate could not be made
+        raise InputError(f"MODEL: building {name} failed ({_first_line(err)})") from None
+    return trace_model(model, input_shape, name=name, provenance=provenance)

@@ -175,6 +175,8 @@ def confirm(out_dir: str | Path, *, profile: str | Path | None = None, grid: Gri
     budgets = parse_budgets(budget, "budget")
     if len(budgets) != 1:
         raise InputError(f"budget takes one accuracy-loss budget in points, got {budget!r}")
+    if not str(out_dir).strip():
+        raise InputError(f"out_dir must name a folder, got {str(out_dir)!r}")
     directory = Path(out_dir)
     if not directory.parent.is_dir():
         raise InputError(f"out_dir: cannot create {str(out_dir)!r}: directory {str(directory.parent)!r} does not exist")

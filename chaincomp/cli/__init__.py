@@ -39,14 +39,27 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, its errors one line like every other (argparse prints the usage first)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chaincomp", description="Combinational CNN compression: exact BitOps "
+    parser = _Parser(prog="chaincomp", description="Combinational CNN compression: exact BitOps "
                                      "and CR counts, claim audits, order simulation and a thin trainer.")
     parser.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (add_count, add_audit, add_train, add_profile, add_simulate, add_orders, add_fit, add_confirm):
         add(sub)
     return parser
+
+
+def _one_line(message: str) -> str:
+    """``message`` with control characters (a value typed with a newline, say) escaped, so an error
+    stays one line whatever the user gave."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message.strip())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(args)
     except InputError as err:
         command_parser = parser._subparsers._group_actions[0].choices[args.command]  # type: ignore[union-attr]
-        print(f"chaincomp {args.command}: error: {option_message(str(err), command_parser)}", file=sys.stderr)
+        message = _one_line(option_message(str(err), command_parser))
+        print(f"chaincomp {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("chaincomp: interrupted", file=sys.stderr)

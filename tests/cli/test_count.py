@@ -724,3 +724,52 @@ def test_width_mult_must_be_finite(capsys, tmp_path):
 def test_repeated_exit_name_is_an_error(capsys):
     code, out, err = run_count(capsys, "resnet20", "--exits", "layer1,layer1", "--exit-probs", "0.2,0.3")
     assert_one_error_line(code, out, err, ["--exits", "'layer1'"])
+
+
+# ---- limits up front (issue 11) -----------------------------------------------------------------
+
+def test_meta_estimate_equals_the_real_model():
+    """The estimate (built and run on torch's meta device) against the same model built for real:
+    its tensors' bytes, and every leaf module's output bytes caught by hooks on a real forward."""
+    import torch
+    from torch import nn
+
+    from bitops import zoo
+    from bitops.trace import estimate_bytes
+
+    def build():
+        return zoo.build("resnet8", num_classes=10, width_mult=0.5, exits=True)
+
+    real = build().eval()
+    weights = sum(t.numel() * t.element_size() for t in (*real.parameters(), *real.buffers()))
+    outputs = []
+    for module in real.modules():
+        if not list(module.children()):
+            module.register_forward_hook(lambda _m, _i, out: outputs.append(out.numel() * out.element_size()))
+    with torch.no_grad():
+        real(torch.zeros(1, 3, 24, 24))
+    assert estimate_bytes(build, (3, 24, 24)) == (weights, sum(outputs))
+    assert isinstance(real, nn.Module) and weights > 0 and sum(outputs) > 0
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["resnet8", "--width-mult", "2485"], ["GiB of weights", "--width-mult"]),
+    (["resnet8", "--input", "3,100000,100000"], ["GiB of activations", "--input"]),
+    (["torchvision:resnet18", "--input", "3,60000,60000"], ["GiB of activations", "--input"]),
+])
+def test_a_model_too_large_for_memory_is_refused_before_it_is_built(argv, words):
+    # A subprocess whose address space is capped at 4 GiB: building or tracing the model for real
+    # would fail there with a traceback or MemoryError, so a clean refusal shows nothing was allocated.
+    cap = "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30)); "
+    done = subprocess.run([sys.executable, "-c", cap + "from chaincomp.cli import main; sys.exit(main(sys.argv[1:]))",
+                           "count", *argv], capture_output=True, text=True, timeout=300)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert all(word in lines[0] for word in words), lines[0]
+
+
+def test_a_failing_user_callable_is_one_line(capsys):
+    code = main(["count", "os.path:join"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "building os.path:join failed (TypeError" in err
