@@ -26,19 +26,16 @@ from typing import Any
 
 from bitops.config import BitsRule
 from bitops.errors import InputError
+from bitops.jsonio import read_text
 from bitops.rules import check_bits, check_keep_ratio
 
 __all__ = ["read_bits_file", "read_keep_file", "read_toml"]
 
 
 def read_toml(path: str | Path, what: str) -> dict[str, Any]:
+    text = read_text(path, f"{what} {str(path)!r}")
     try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except OSError as err:
-        raise InputError(f"{what} {str(path)!r}: cannot read ({err.strerror})") from None
-    except UnicodeDecodeError as err:
-        raise InputError(f"{what} {str(path)!r}: not UTF-8 text (byte {err.start}); is it the right file?") from None
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise InputError(f"{what} {str(path)!r}: not valid TOML ({err})") from None
 

@@ -18,10 +18,12 @@ from typing import Any
 
 from bitops.errors import InputError
 
-__all__ = ["MAX_NAME_BYTES", "PLOT_SUFFIXES", "check_plot", "check_writable", "hold_lock", "read_json", "write_atomic", "write_checked", "write_json_atomic"]
+__all__ = ["MAX_INPUT_BYTES", "MAX_NAME_BYTES", "PLOT_SUFFIXES", "check_plot", "check_writable", "hold_lock", "read_json", "read_text", "write_atomic", "write_checked", "write_json_atomic"]
 
 # The longest file name most file systems take (ext4, xfs, btrfs, tmpfs: NAME_MAX = 255 bytes).
 MAX_NAME_BYTES = 255
+# No file chaincomp reads is near this large (the largest shipped table is ~1 MiB).
+MAX_INPUT_BYTES = 256 << 20
 # Plots are drawn by matplotlib in the format their suffix names.
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 # The temporary file beside an output adds a prefix and a random part to its stem (see write_atomic).
@@ -93,14 +95,24 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
-def read_json(path: str | os.PathLike[str], where: str) -> Any:
-    """The JSON document at ``path``; any problem is an InputError starting with ``where``."""
+def read_text(path: str | os.PathLike[str], where: str) -> str:
+    """The UTF-8 text of ``path``, read no further than :data:`MAX_INPUT_BYTES` (``/dev/zero`` or a
+    stray multi-GB file would otherwise fill memory); any problem is an InputError starting with ``where``."""
     try:
-        text = Path(path).read_bytes().decode("utf-8")
+        with open(path, "rb") as file:
+            data = file.read(MAX_INPUT_BYTES + 1)
+        if len(data) > MAX_INPUT_BYTES:
+            raise InputError(f"{where}: larger than {MAX_INPUT_BYTES >> 20} MiB; is it the right file?")
+        return data.decode("utf-8")
     except OSError as err:
         raise InputError(f"{where}: cannot read ({err.strerror})") from None
     except UnicodeDecodeError as err:
         raise InputError(f"{where}: not UTF-8 text (byte {err.start}); is it the right file?") from None
+
+
+def read_json(path: str | os.PathLike[str], where: str) -> Any:
+    """The JSON document at ``path``; any problem is an InputError starting with ``where``."""
+    text = read_text(path, where)
     try:
         return json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as err:

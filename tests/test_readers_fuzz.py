@@ -97,3 +97,13 @@ def test_json_constants_are_refused(name: str, constant: str, tmp_path: Path) ->
     path.write_text(text[:number.start()] + constant + text[number.end():], encoding="utf-8")
     with pytest.raises(InputError, match=f"{constant.lstrip('-')} is not a number JSON allows"):
         reader(path)
+
+
+@pytest.mark.parametrize("name", list(READERS))
+def test_an_endless_file_is_refused_not_read_into_memory(name: str) -> None:
+    """``/dev/zero`` never ends: a reader that reads it whole fills memory before failing."""
+    if not Path("/dev/zero").exists():
+        pytest.skip("no /dev/zero here")
+    reader, _ = READERS[name]
+    with pytest.raises(InputError, match="larger than 256 MiB"):
+        reader(Path("/dev/zero"))

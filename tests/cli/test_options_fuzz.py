@@ -86,6 +86,24 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(profile, "run_profile", _tripwire)
 
 
+@pytest.fixture(autouse=True)
+def bounded_memory() -> Any:
+    """A runaway allocation becomes a MemoryError (a failed test) here, not the machine's OOM killer
+    ending the whole run: the address space may grow by 4 GiB at most while a test runs."""
+    resource = pytest.importorskip("resource")
+    with open("/proc/self/statm", encoding="ascii") as statm:
+        used = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = used + (4 << 30)
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
 def _files(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 
@@ -113,7 +131,7 @@ def command_lines(draw: st.DrawFn, command: str) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command", list(BASE))
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_any_option_value_is_a_result_or_one_line(command: str, data: st.DataObject) -> None:
     fuzzed = data.draw(command_lines(command))
