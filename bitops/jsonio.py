@@ -122,9 +122,10 @@ def read_json(path: str | os.PathLike[str], where: str) -> Any:
 
 
 def _lock_path(path: Path) -> Path:
-    """``.NAME.lock`` beside a file; ``.chaincomp.lock`` inside a folder (``.``, ``/`` have no name)."""
-    path = path.absolute()
-    return path / ".chaincomp.lock" if path.is_dir() else path.with_name(f".{path.name}.lock")
+    """``.NAME.lock`` beside the file or folder (named by its absolute path: ``.`` and ``''`` have no
+    name of their own); ``/`` has none at all, and holds its lock inside."""
+    path = Path(os.path.abspath(path))
+    return path.with_name(f".{path.name}.lock") if path.name else path / ".chaincomp.lock"
 
 
 @contextlib.contextmanager
@@ -138,7 +139,11 @@ def hold_lock(name: str, path: str | os.PathLike[str]) -> Iterator[None]:
     """
     lock = _lock_path(Path(path))
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise InputError(f"{name}: cannot create the lock {str(lock)!r} beside {str(path)!r} "
+                             f"({err.strerror})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -50,8 +50,12 @@ _OP_CATEGORIES = {
     "aten::adaptive_avg_pool2d": "pool", "aten::avg_pool2d": "pool", "aten::max_pool2d": "pool",
     "aten::adaptive_max_pool2d": "pool", "aten::mean": "pool",
     "aten::layer_norm": "other", "aten::group_norm": "other", "aten::instance_norm": "other",
-    "aten::dropout": "other", "aten::upsample_nearest2d": "other", "aten::upsample_bilinear2d": "other",
+    "aten::upsample_nearest2d": "other", "aten::upsample_bilinear2d": "other",
 }
+# Ops that are the identity in eval mode, where a count is taken: free, neither listed nor "not counted".
+_FREE_OPS = ("aten::dropout", "aten::dropout_", "aten::feature_dropout", "aten::feature_dropout_",
+             "aten::alpha_dropout", "aten::alpha_dropout_", "aten::feature_alpha_dropout",
+             "aten::feature_alpha_dropout_")
 _MAC_OPS = ("aten::_convolution", "aten::linear", "aten::addmm", "aten::matmul", "aten::mm", "aten::bmm", "aten::einsum")
 
 
@@ -352,6 +356,7 @@ def _trace_eval_model(model: nn.Module, input_shape: tuple[int, ...], name: str,
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
         analysis.set_op_handle(**{k: recorder.mac(k) for k in _MAC_OPS})
         analysis.set_op_handle(**{k: recorder.other(k) for k in _OP_CATEGORIES})
+        analysis.set_op_handle(**{k: None for k in _FREE_OPS})
         analysis.total()
         unsupported = dict(analysis.unsupported_ops())
 

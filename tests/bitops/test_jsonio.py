@@ -60,3 +60,32 @@ def test_a_lock_left_by_a_dead_writer_is_taken_over_and_removed(tmp_path: Path) 
             with hold_lock("out", out):
                 pass  # a second writer, even in the same process, is refused
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_named_dot_or_empty_is_locked_beside_it(tmp_path, monkeypatch):
+    from bitops.jsonio import hold_lock
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path / "runs")
+    for name in (".", "", "../runs"):  # all the same folder: one lock, beside it
+        with hold_lock("out_dir", name):
+            assert (tmp_path / ".runs.lock").exists()
+            with pytest.raises(InputError, match="is being written by process"):
+                with hold_lock("out_dir", tmp_path / "runs"):
+                    pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+
+
+def test_a_lock_that_cannot_be_created_is_one_line(tmp_path):
+    from bitops.jsonio import hold_lock
+
+    if os.geteuid() == 0:  # root writes into read-only folders: use a path under a file instead
+        target = tmp_path / "file" / "runs"
+        (tmp_path / "file").write_text("x", encoding="utf-8")
+    else:
+        (tmp_path / "ro").mkdir(mode=0o555)
+        target = tmp_path / "ro" / "runs"
+    with pytest.raises(InputError, match="^out_dir: cannot create the lock"):
+        with hold_lock("out_dir", target):
+            pass

@@ -444,3 +444,16 @@ def test_shipped_table_equals_a_fresh_trace(name, classes, width_mult):
         assert set(actual[part]) == set(expected[part]), part
         for column in expected[part]:
             assert actual[part][column] == expected[part][column], f"{part}.{column}"
+
+
+@pytest.mark.parametrize("dropout", [nn.Dropout(0.2), nn.Dropout(0.2, inplace=True), nn.Dropout2d(0.2),
+                                     nn.AlphaDropout(0.2)])
+def test_dropout_is_free_in_eval(dropout):
+    """Dropout is the identity in eval mode: neither a listed op nor one "not counted"."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), dropout, nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    table = trace_model(model, (3, 8, 8))
+    assert not any("dropout" in op for op in table.unsupported_ops), table.unsupported_ops
+    assert not any("dropout" in str(kind) for kind in table.ops["kind"])
+    lay = table.layers
+    macs = (lay["macs_unit"] * lay["out_ch"] * lay["in_ch"] // lay["groups"]).sum()
+    assert macs == 4 * 3 * 9 * 36 + 4 * 36 * 2  # conv + linear, by hand
