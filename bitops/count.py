@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -92,6 +93,22 @@ class CountResult(Result):
 
     def format(self, per_layer: bool = False) -> str:
         return format_count(self.data, per_layer)
+
+    def to_csv(self, path: str | Path) -> None:
+        """Write the per-layer rows (one per layer, the columns of ``to_dict()["layers"]``) as CSV,
+        atomically; ``exit`` is empty for backbone layers."""
+        import csv
+
+        rows = self.data["layers"]
+        columns = list(rows[0]) if rows else ["name"]
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", encoding="utf-8", newline="") as file:
+                writer = csv.DictWriter(file, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+
+        write_checked("csv", path, write)
 
 
 def _prefixed(where: str, function: Callable[..., Any], *args: Any) -> Any:

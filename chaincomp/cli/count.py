@@ -8,6 +8,7 @@ import argparse
 from bitops.claims import CONVENTION_KEYS, EXAMPLES
 from bitops.count import CountRequest
 from bitops.errors import InputError
+from bitops.jsonio import check_writable
 from bitops.policy import BITOPS_FORMULAS, BN_MODES, ELEMENTWISE_MODES, Policy
 from chaincomp.cli.options import add_json, default, emit, float_list, int_list, progress, same_or_bits
 
@@ -72,6 +73,8 @@ def add_count(sub: argparse._SubParsersAction) -> None:
                         "stage, so its own channels follow the stage's kept width instead of --keep-ratio")
     p.add_argument("--per-layer", action="store_true", help="print the per-layer table")
     add_json(p)
+    p.add_argument("--csv", metavar="FILE.csv", help="also write the per-layer table as CSV (one row per layer, "
+                   "the columns of --json's layers)")
     p.add_argument("--save-table", metavar="FILE.json", help="also write the traced LayerTable (all exit heads)")
     _add_conventions(p)
     p.set_defaults(run=run_count)
@@ -90,7 +93,11 @@ def run_count(args: argparse.Namespace) -> int:
         reference=args.reference, exits=exits,
         exit_probs=float_list("exit_probs", args.exit_probs) if args.exit_probs else None,
         heads_after_pruning=args.heads_after_pruning, policy=_policy(args), save_table=args.save_table)
+    if args.csv is not None:
+        check_writable("csv", args.csv)  # before the work
     result = count(request)
+    if args.csv is not None:
+        result.to_csv(args.csv)
     return emit(result, args.json, lambda: result.format(args.per_layer))
 
 

@@ -773,3 +773,26 @@ def test_a_failing_user_callable_is_one_line(capsys):
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "building os.path:join failed (TypeError" in err
+
+
+def test_csv_holds_the_per_layer_table(capsys, tmp_path):
+    import csv
+
+    out = tmp_path / "layers.csv"
+    argv = ["count", "resnet8", "--w-bits", "4", "--a-bits", "4", "--exits", "layer1", "--exit-probs", "0.3"]
+    assert main([*argv, "--json", "--csv", str(out)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    with open(out, encoding="utf-8", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [r["name"] for r in rows] == [r["name"] for r in data["layers"]]
+    for row, layer in zip(rows, data["layers"]):
+        assert row == {k: "" if v is None else str(v) for k, v in layer.items()}
+    # The layer rows carry the MACs (BN and other ops have params and BitOps rows of their own).
+    assert math.fsum(float(r["macs"]) for r in rows) == pytest.approx(data["macs"], rel=1e-12)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["layers.csv"]
+
+
+def test_csv_into_a_missing_folder_is_refused_before_counting(capsys, tmp_path):
+    code = main(["count", "resnet8", "--csv", str(tmp_path / "missing" / "layers.csv")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--csv" in err and "does not exist" in err
