@@ -99,9 +99,27 @@ def load_model_table(spec: ModelSpec) -> LayerTable:
         raise InputError(f"width_mult applies to zoo models only, got {spec.width_mult} for {spec.model}")
     from bitops import trace
 
-    default_shape = TORCHVISION_INPUT_SHAPE if spec.model.startswith("torchvision:") else ZOO_INPUT_SHAPE
-    return trace.build_and_trace(lambda: trace.module_from_spec(spec.model, spec.num_classes),
-                                 spec.input_shape or default_shape, name=spec.model, what="`input_shape`")
+    if spec.model.startswith("torchvision:"):
+        return trace.build_and_trace(lambda: trace.module_from_spec(spec.model, spec.num_classes),
+                                     spec.input_shape or TORCHVISION_INPUT_SHAPE, name=spec.model,
+                                     what="`input_shape`")
+    factory = trace.user_callable(spec.model)
+    shape = spec.input_shape or _documented_input(spec.model, factory)
+    return trace.build_and_trace(lambda: trace.build_user(spec.model, factory, spec.num_classes), shape,
+                                 name=spec.model, what="`input_shape`")
+
+
+def _documented_input(model: str, factory: object) -> tuple[int, ...]:
+    """The input shape a user's builder documents as its ``input_shape`` attribute (C, H, W); there
+    is no default to fall back on, since a wrong size counts a wrong model without a word."""
+    shape = getattr(factory, "input_shape", None)
+    if shape is None:
+        raise InputError(f"input_shape: {model} is not a zoo or torchvision model, so give its input (C,H,W), "
+                         "or give the callable an attribute input_shape = (C, H, W)")
+    if not (isinstance(shape, (tuple, list)) and len(shape) == 3
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):
+        raise InputError(f"input_shape: {model}.input_shape must be three positive integers (C, H, W), got {shape!r}")
+    return tuple(shape)
 
 
 def regenerate_shipped(names: Sequence[str], out_dir: Path = SHIPPED_DIR) -> list[Path]:

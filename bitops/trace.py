@@ -32,8 +32,8 @@ from torch import nn
 from bitops.errors import InputError
 from bitops.table import LayerTable
 
-__all__ = ["EXITS_ATTRIBUTE", "MEMORY_FRACTION", "build_and_trace", "channel_groups", "estimate_bytes", "module_from_spec",
-           "output_layers", "trace_model"]
+__all__ = ["EXITS_ATTRIBUTE", "MEMORY_FRACTION", "build_and_trace", "build_user", "channel_groups", "estimate_bytes", "module_from_spec",
+           "output_layers", "trace_model", "user_callable"]
 
 EXITS_ATTRIBUTE = "exits"
 
@@ -375,10 +375,9 @@ def _trace_eval_model(model: nn.Module, input_shape: tuple[int, ...], name: str,
 
 
 def module_from_spec(spec: str, num_classes: int | None) -> nn.Module:
-    """Build ``torchvision:NAME`` (random weights, nothing downloaded) or ``module.path:callable``."""
-    import importlib
-
-    prefix, _, attr = spec.partition(":")
+    """Build ``torchvision:NAME`` (random weights, nothing downloaded), ``module.path:callable`` or
+    ``path/to/file.py:callable``."""
+    prefix, _, attr = spec.rpartition(":")
     if prefix == "torchvision":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -393,13 +392,49 @@ def module_from_spec(spec: str, num_classes: int | None) -> nn.Module:
             return torchvision.models.get_model(attr, weights=None, **kwargs)
         except (ValueError, TypeError, RuntimeError) as err:
             raise InputError(f"MODEL: building {spec} failed ({_first_line(err)})") from None
-    try:
-        module = importlib.import_module(prefix)
-    except ImportError as err:
-        raise InputError(f"MODEL: cannot import module {prefix!r} of {spec!r} ({err})") from None
+    return build_user(spec, user_callable(spec), num_classes)
+
+
+def user_callable(spec: str) -> Callable[..., Any]:
+    """The callable of ``module.path:callable`` (imported with the current folder on the path, as
+    ``python -m`` does) or ``path/to/file.py:callable``; every failure is one InputError line."""
+    import importlib
+    import importlib.util
+    import os
+    import sys
+    from pathlib import Path
+
+    prefix, _, attr = spec.rpartition(":")
+    if prefix.endswith(".py"):
+        path = Path(prefix)
+        if not path.is_file():
+            raise InputError(f"MODEL: {spec!r}: there is no file {prefix!r}")
+        loader_spec = importlib.util.spec_from_file_location(f"chaincomp_user.{path.stem}", path)
+        if loader_spec is None or loader_spec.loader is None:
+            raise InputError(f"MODEL: {spec!r}: {prefix!r} cannot be loaded as Python")
+        module = importlib.util.module_from_spec(loader_spec)
+        try:
+            loader_spec.loader.exec_module(module)
+        except Exception as err:  # the user's own code
+            raise InputError(f"MODEL: importing {prefix} failed ({_first_line(err)})") from None
+    else:
+        sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(prefix)
+        except ImportError as err:
+            raise InputError(f"MODEL: cannot import module {prefix!r} of {spec!r} ({err})") from None
+        except Exception as err:  # the module ran and raised
+            raise InputError(f"MODEL: importing {prefix} failed ({_first_line(err)})") from None
+        finally:
+            sys.path.remove(os.getcwd())
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise InputError(f"MODEL: {prefix!r} has no callable {attr!r}")
+    return factory
+
+
+def build_user(spec: str, factory: Callable[..., Any], num_classes: int | None) -> nn.Module:
+    """Call a user's builder; whatever it raises or returns that is not a module is one line."""
     try:
         model = factory() if num_classes is None else factory(num_classes=num_classes)
     except Exception as err:  # the user's own code: whatever it raises is one line naming it

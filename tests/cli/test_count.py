@@ -769,7 +769,7 @@ def test_a_model_too_large_for_memory_is_refused_before_it_is_built(argv, words)
 
 
 def test_a_failing_user_callable_is_one_line(capsys):
-    code = main(["count", "os.path:join"])
+    code = main(["count", "os.path:join", "--input", "3,8,8"])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "building os.path:join failed (TypeError" in err
@@ -796,3 +796,58 @@ def test_csv_into_a_missing_folder_is_refused_before_counting(capsys, tmp_path):
     code = main(["count", "resnet8", "--csv", str(tmp_path / "missing" / "layers.csv")])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "--csv" in err and "does not exist" in err
+
+
+# ---- your own model (issue 10, item 5) ------------------------------------------------------------
+
+USER_MODEL = """
+from torch import nn
+
+def build(num_classes=10):
+    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(6, num_classes))
+"""
+# conv 6x3x3x3 at 8x8 output, then linear 6 -> 10: by hand
+USER_MACS = 6 * 3 * 9 * 64 + 6 * 10
+
+
+def _user_model(tmp_path, monkeypatch, module: str, extra: str = "") -> None:
+    (tmp_path / f"{module}.py").write_text(USER_MODEL + extra, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)  # resolved from the current folder, no PYTHONPATH
+
+
+@pytest.mark.parametrize("spelling", ["{m}:build", "./{m}.py:build", "{tmp}/{m}.py:build"])
+def test_a_user_model_from_the_current_folder_or_a_file(capsys, tmp_path, monkeypatch, spelling):
+    module = f"usernet_{abs(hash(spelling)) % 10**6}"
+    _user_model(tmp_path, monkeypatch, module)
+    data = count_json(capsys, spelling.format(m=module, tmp=tmp_path), "--input", "3,8,8")
+    assert data["macs"] == USER_MACS and data["input_shape"] == [3, 8, 8]
+
+
+def test_a_user_model_needs_its_input(capsys, tmp_path, monkeypatch):
+    _user_model(tmp_path, monkeypatch, "usernet_noinput")
+    code = main(["count", "usernet_noinput:build"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and err.count("--input") == 1, err
+
+
+def test_a_user_model_may_document_its_input(capsys, tmp_path, monkeypatch):
+    _user_model(tmp_path, monkeypatch, "usernet_documented", "\nbuild.input_shape = (3, 8, 8)\n")
+    assert count_json(capsys, "usernet_documented:build")["macs"] == USER_MACS
+
+
+@pytest.mark.parametrize("spelling, extra, words", [
+    ("./usernet_raises.py:build", "\nraise RuntimeError('no GPU here')\n", ["importing ./usernet_raises.py failed",
+                                                                          "RuntimeError: no GPU here"]),
+    ("./missing.py:build", "", ["no file './missing.py'"]),
+    ("./usernet_attr.py:nothing", "", ["has no callable 'nothing'"]),
+])
+def test_a_user_file_that_fails_is_one_line(capsys, tmp_path, monkeypatch, spelling, extra, words):
+    if "missing" in spelling:
+        monkeypatch.chdir(tmp_path)
+    else:
+        _user_model(tmp_path, monkeypatch, spelling[2:].split(".py")[0], extra)
+    code = main(["count", spelling, "--input", "3,8,8"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert all(word in err for word in words), err
