@@ -167,7 +167,7 @@ SUM_CASES = {
                                "--first-last-bits", "8", "--aux-bits", "16"],
     "vgg19-exit-no-aux": ["vgg19_cifar", "--exits", "stage2", "--exit-probs", "0.4", "--elementwise", "counted",
                           "--nonmac-bits", "8", "--aux-bits", "0", "--w-bits", "2"],
-    "traced-extra-params": ["tests.cli.test_count:tiny_net", "--bn", "counted", "--w-bits", "4",
+    "traced-extra-params": ["tests.cli.test_count:tiny_net", "--input", "3,32,32", "--bn", "counted", "--w-bits", "4",
                             "--aux-bits", "8"],
 }
 
