@@ -580,15 +580,23 @@ def test_a_second_writer_of_the_same_record_is_refused_at_once(tmp_path: Path) -
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written, the lock released
 
 
-def _disk_full_at(stages: int) -> tuple[Any, Any]:
-    """``chain._torch_save`` patched to fail like a full disk on the save of ``stages`` stages."""
+def _train_with_a_full_disk_at(stages: int, out: Path) -> str:
+    """``train --order D`` with ``chain._torch_save`` failing like a full disk on the save of
+    ``stages`` stages; checks the exit and the one error line, and returns that line."""
     import errno
     import os
 
     def full(payload: dict[str, Any], *_: Any) -> bool:
         return payload["stages_done"] == stages
 
-    return _interrupt_once(chain, "_torch_save", full, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+    _, patched = _interrupt_once(chain, "_torch_save", full, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(chain, "_torch_save", patched)
+        rc, _, err = run_cli([*D_ARGS, "--out", str(out)])
+    assert rc == 2 and "Traceback" not in err, err
+    (line,) = [line for line in err.splitlines() if "error:" in line]  # below the progress lines
+    assert "disk full" in line
+    return line
 
 
 def test_torch_save_reports_a_full_disk_as_one(tmp_path: Path) -> None:
@@ -604,13 +612,8 @@ def test_torch_save_reports_a_full_disk_as_one(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_a_full_disk_during_a_stage_marks_the_run_failed_and_resumes(tmp_path: Path) -> None:
     out = tmp_path / "run.json"
-    _, patched = _disk_full_at(2)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(chain, "_torch_save", patched)
-        rc, _, err = run_cli([*D_ARGS, "--out", str(out)])
-    assert rc == 2 and "Traceback" not in err, err
-    (line,) = [line for line in err.splitlines() if "error:" in line]  # below the progress lines
-    assert "disk full" in line and "--resume" in line and "--out" in line
+    line = _train_with_a_full_disk_at(2, out)
+    assert "--resume" in line and "--out" in line
     record = read_record(out)
     assert record["status"] == "failed" and "disk full" in record["error"]
     assert [s["stage"] for s in record["stages"]] == ["base"]
@@ -623,14 +626,7 @@ def test_a_full_disk_during_a_stage_marks_the_run_failed_and_resumes(tmp_path: P
 
 @pytest.mark.slow
 def test_a_full_disk_at_the_first_save_leaves_nothing(tmp_path: Path) -> None:
-    out = tmp_path / "run.json"
-    _, patched = _disk_full_at(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(chain, "_torch_save", patched)
-        rc, _, err = run_cli([*D_ARGS, "--out", str(out)])
-    assert rc == 2 and "Traceback" not in err, err
-    (line,) = [line for line in err.splitlines() if "error:" in line]
-    assert "disk full" in line and "nothing was kept" in line
+    assert "nothing was kept" in _train_with_a_full_disk_at(1, tmp_path / "run.json")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
