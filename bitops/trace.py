@@ -32,8 +32,8 @@ from torch import nn
 from bitops.errors import InputError
 from bitops.table import LayerTable
 
-__all__ = ["EXITS_ATTRIBUTE", "MEMORY_FRACTION", "build_and_trace", "build_user", "channel_groups", "estimate_bytes", "module_from_spec",
-           "output_layers", "trace_model", "user_callable"]
+__all__ = ["EXITS_ATTRIBUTE", "MEMORY_FRACTION", "build_and_trace", "build_user", "channel_groups", "estimate_bytes",
+           "module_from_spec", "output_layers", "trace_model", "user_callable"]
 
 EXITS_ATTRIBUTE = "exits"
 
@@ -388,10 +388,7 @@ def module_from_spec(spec: str, num_classes: int | None) -> nn.Module:
             raise InputError(f"MODEL: torchvision has no classification model {attr!r}; "
                              f"e.g. {', '.join(sorted(builders)[:6])}, ...")
         kwargs = {} if num_classes is None else {"num_classes": num_classes}
-        try:
-            return torchvision.models.get_model(attr, weights=None, **kwargs)
-        except (ValueError, TypeError, RuntimeError) as err:
-            raise InputError(f"MODEL: building {spec} failed ({_first_line(err)})") from None
+        return torchvision.models.get_model(attr, weights=None, **kwargs)  # its errors: build_and_trace
     return build_user(spec, user_callable(spec), num_classes)
 
 
@@ -434,11 +431,9 @@ def user_callable(spec: str) -> Callable[..., Any]:
 
 
 def build_user(spec: str, factory: Callable[..., Any], num_classes: int | None) -> nn.Module:
-    """Call a user's builder; whatever it raises or returns that is not a module is one line."""
-    try:
-        model = factory() if num_classes is None else factory(num_classes=num_classes)
-    except Exception as err:  # the user's own code: whatever it raises is one line naming it
-        raise InputError(f"MODEL: building {spec} failed ({_first_line(err)})") from None
+    """Call a user's builder (what it raises, :func:`build_and_trace` turns into one line); a result
+    that is not a module is one line here."""
+    model = factory() if num_classes is None else factory(num_classes=num_classes)
     if not isinstance(model, nn.Module):
         raise InputError(f"MODEL: {spec} returned {type(model).__name__}, not a torch.nn.Module")
     return model
