@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from bitops.architectures import ZOO_NAMES, exit_points
@@ -186,6 +186,40 @@ class ChainConfig:
     def to_json(self) -> dict[str, Any]:
         """Plain JSON types (tuples become lists), so a record read back compares equal."""
         return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_json(cls, value: Any) -> ChainConfig:
+        """The config :meth:`to_json` wrote (a run record's or a campaign's); a field left out takes
+        its default. An unknown field or a bad value is an InputError naming the dotted field."""
+        parts = {"data": DataConfig, "base": TrainConfig, "distill": DistillConfig, "prune": PruneConfig,
+                 "quant": QuantConfig, "exits": ExitConfig}
+        if not isinstance(value, dict):
+            raise InputError(f"config must be an object, got {type(value).__name__}")
+        known = {f.name for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, item in value.items():
+            if key not in known:
+                raise InputError(f"config: unknown field {key!r} (fields: {', '.join(sorted(known))})")
+            if key in parts:
+                if not isinstance(item, dict):
+                    raise InputError(f"{key} must be an object, got {item!r}")
+                part_fields = {f.name for f in fields(parts[key])}
+                unknown = sorted(set(item) - part_fields)
+                if unknown:
+                    raise InputError(f"{key}: unknown field {unknown[0]!r} (fields: {', '.join(sorted(part_fields))})")
+                try:
+                    item = parts[key](**item)
+                except InputError as err:
+                    raise InputError(f"{key}.{err}") from None
+                except TypeError as err:  # a value of the wrong JSON type that a check compares
+                    raise InputError(f"{key}: {err}") from None
+            kwargs[key] = item
+        if "order" not in kwargs:
+            raise InputError("config: 'order' is required")
+        try:
+            return cls(**kwargs)
+        except TypeError as err:
+            raise InputError(f"config: {err}") from None
 
     def check_before_training(self, num_classes: int) -> None:
         """Rules that depend on the models, checked before any training so a mistake costs nothing.

@@ -13,11 +13,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from bitops.architectures import ZOO_NAMES
 from bitops.errors import InputError
 from bitops.orders import validate_order
 from trainer.config import ChainConfig, DataConfig, DistillConfig, ExitConfig, PruneConfig, QuantConfig, TrainConfig
 
-__all__ = ["FLAT_OF_PATH", "TrainingOptions", "chain_config", "flat_message"]
+__all__ = ["DEFAULT_GRIDS", "FLAT_OF_PATH", "TrainingOptions", "chain_config", "flat_message", "parse_grid"]
 
 
 @dataclass(frozen=True)
@@ -111,3 +112,30 @@ def chain_config(order: str, options: TrainingOptions = TrainingOptions(), allow
         )
     except InputError as err:
         raise InputError(flat_message(str(err))) from None
+
+
+# What each method varies when it is profiled or planned over a grid (D: students; E: thresholds).
+DEFAULT_GRIDS: dict[str, tuple[Any, ...]] = {
+    "D": ("resnet8",),
+    "P": (0.25, 0.5, 0.75),
+    "Q": (1, 2, 4, 8),
+    "E": (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99),
+}
+
+
+def parse_grid(method: str, text: str) -> tuple[Any, ...]:
+    """Grid values of one method from ``a,b,c`` (students for D, numbers otherwise)."""
+    items = [v.strip() for v in text.split(",") if v.strip()]
+    if not items:
+        raise InputError(f"grid for {method} must list at least one value, got {text!r}")
+    if method == "D":
+        unknown = [v for v in items if v not in ZOO_NAMES]
+        if unknown:
+            raise InputError(f"grid for D lists students; {unknown[0]!r} is not a zoo model ({', '.join(ZOO_NAMES)})")
+        return tuple(items)
+    try:
+        values = tuple(int(v) if method == "Q" else float(v) for v in items)
+    except ValueError:
+        kind = "integer weight bits" if method == "Q" else "numbers"
+        raise InputError(f"grid for {method} must be comma-separated {kind}, got {text!r}") from None
+    return values

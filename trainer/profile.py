@@ -16,43 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from bitops import zoo
-from bitops.architectures import ZOO_NAMES
 from bitops.errors import InputError
 from bitops.orders import PARAMETERS
 from trainer.chain import environment, seed_everything
 from trainer.config import ChainConfig
 from trainer.data import load_data
+from trainer.options import DEFAULT_GRIDS, parse_grid
 from trainer.loop import evaluate_accuracy, resolve_device
 from trainer.profile_format import PROFILE_TYPE, PROFILE_VERSION, write_profile
 from trainer.stages import add_exits, distill, exit_report, prune, quantize, train_base
 
 __all__ = ["DEFAULT_GRIDS", "ProfileRequest", "parse_grid", "run_profile"]
-
-DEFAULT_GRIDS: dict[str, tuple[Any, ...]] = {
-    "D": ("resnet8",),
-    "P": (0.25, 0.5, 0.75),
-    "Q": (1, 2, 4, 8),
-    "E": (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99),
-}
-
-
-def parse_grid(method: str, text: str) -> tuple[Any, ...]:
-    """Grid values of one method from ``a,b,c`` (students for D, numbers otherwise)."""
-    items = [v.strip() for v in text.split(",") if v.strip()]
-    if not items:
-        raise InputError(f"grid for {method} must list at least one value, got {text!r}")
-    if method == "D":
-        unknown = [v for v in items if v not in ZOO_NAMES]
-        if unknown:
-            raise InputError(f"grid for D lists students; {unknown[0]!r} is not a zoo model ({', '.join(ZOO_NAMES)})")
-        return tuple(items)
-    try:
-        values = tuple(int(v) if method == "Q" else float(v) for v in items)
-    except ValueError:
-        kind = "integer weight bits" if method == "Q" else "numbers"
-        raise InputError(f"grid for {method} must be comma-separated {kind}, got {text!r}") from None
-    return values
-
 
 @dataclass(frozen=True)
 class ProfileRequest:

@@ -27,8 +27,8 @@ from typing import Any
 from bitops.errors import InputError
 from bitops.jsonio import read_json, write_json_atomic
 
-__all__ = ["RECORD_STATUSES", "RECORD_TYPE", "RECORD_VERSION", "check_record", "new_record", "read_record",
-           "write_record"]
+__all__ = ["RECORD_STATUSES", "RECORD_TYPE", "RECORD_VERSION", "check_record", "config_differences", "new_record",
+           "read_record", "write_record"]
 
 RECORD_TYPE = "chaincomp.RunRecord"
 RECORD_VERSION = 1
@@ -74,3 +74,11 @@ def write_record(record: dict[str, Any], path: str | Path) -> None:
     """Check ``record`` (what we write must read back), then write it atomically."""
     check_record(record, f"run record {str(path)!r}")
     write_json_atomic(record, path)
+
+
+def config_differences(recorded: Any, given: Any, path: str = "") -> list[str]:
+    """``field: recorded -> given`` for every leaf of two config dicts that differs."""
+    if isinstance(recorded, dict) and isinstance(given, dict):
+        return [d for key in sorted(set(recorded) | set(given))
+                for d in config_differences(recorded.get(key), given.get(key), f"{path}.{key}" if path else key)]
+    return [] if recorded == given else [f"{path}: {recorded!r} -> {given!r}"]
