@@ -13,6 +13,8 @@ its text)::
     chaincomp.train(order, out, resume=False, allow_repeat=False, **training)   # trainer.options.TrainingOptions
     chaincomp.profile(method, out, grid=None, seeds=(0,), **training)
     chaincomp.confirm(out_dir, profile=None, grid=None, orders="all", top=None, budget=1, **training)
+    chaincomp.campaign.plan(out, single="", pairs="", triples=(), orders=(), seeds=(0,), grids=None, **training)
+    chaincomp.campaign.run(campaign, jobs=1, ray=False, address=None, cpus_per_run=1, gpus_per_run=0, retries=1)
 
 ``import chaincomp`` imports neither torch nor numba: each function loads what it uses when it is
 first looked up (only train, profile and confirm import torch, when they train).
@@ -26,6 +28,7 @@ from typing import Any
 # API name -> (module, function): the library entry point itself, so options and defaults have one source.
 _API = {
     "audit": ("bitops.audit_report", "audit"),
+    "campaign": ("trainer.campaign", None),  # a namespace: campaign.plan(out, ...), campaign.run(file, ...)
     "confirm": ("simulator.confirm_report", "confirm"),
     "count": ("chaincomp.api", "count"),
     "fit": ("simulator.fit_report", "fit"),
@@ -35,7 +38,7 @@ _API = {
     "train": ("trainer.run", "train"),
 }
 
-__all__ = ["__version__", "audit", "confirm", "count", "fit", "orders", "profile", "simulate", "train"]
+__all__ = ["__version__", "audit", "campaign", "confirm", "count", "fit", "orders", "profile", "simulate", "train"]
 
 
 def _version() -> str:
@@ -55,7 +58,7 @@ def __getattr__(name: str) -> Any:
     if name not in _API:
         raise AttributeError(f"module 'chaincomp' has no attribute {name!r}")
     module, function = _API[name]
-    value = getattr(import_module(module), function)
+    value = import_module(module) if function is None else getattr(import_module(module), function)
     globals()[name] = value
     return value
 

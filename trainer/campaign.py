@@ -2,7 +2,7 @@
 sharing what they share, on an executor (:mod:`trainer.executors`). Torch-free: the trainings run
 in the executor's workers.
 
-**Plan** (:func:`plan`): runs from sections a user combines: each method alone over its grid; both
+**Plan** (:func:`plan`, :func:`plan_runs`): runs from sections a user combines: each method alone over its grid; both
 orders of every pair of methods, the later one over its grid (what ``fit`` estimates the pairwise
 terms from); three-method orders over the grids of their P and Q; given orders at the options'
 values. Every section repeats over the seeds.
@@ -14,7 +14,7 @@ trained once from its parent's checkpoint; the driver hands the checkpoint, RNG 
 the nodes that extend it, so a run continued from a shared prefix draws what it would have drawn
 alone (:func:`trainer.chain.train_prefix`).
 
-**Run** (:func:`run_campaign`): a run whose complete record exists with the same configuration is
+**Run** (:func:`run`, :func:`run_campaign`): a run whose complete record exists with the same configuration is
 skipped; a record of other settings is refused before anything trains; a node that fails is tried
 again up to ``retries`` times, then every run below it is reported failed (with a record holding its
 finished stages and the reason, when the base finished). Records are written by the driver,
@@ -44,7 +44,8 @@ from trainer.config import ChainConfig
 from trainer.options import DEFAULT_GRIDS, TrainingOptions, chain_config
 from trainer.record import RECORD_TYPE, RECORD_VERSION, config_differences, read_record, write_record
 
-__all__ = ["CampaignResult", "Node", "PlanRequest", "plan", "prefix_tree", "run_campaign", "stage_trainings"]
+__all__ = ["CampaignResult", "Node", "PlanRequest", "PlanResult", "plan", "plan_runs", "prefix_tree", "run", "run_campaign",
+           "stage_trainings"]
 
 Log = Callable[[str], None]
 PART = {"D": "distill", "P": "prune", "Q": "quant", "E": "exits"}  # each stage's config in a ChainConfig
@@ -85,6 +86,11 @@ class PlanRequest:
                 if method not in METHODS or not values or len(set(values)) != len(values):
                     raise InputError(f"{name}: a grid is a method (D, P, Q or E) with distinct values, got "
                                      f"{method}={list(values)}")
+                for value in values if method != "E" else [values]:
+                    try:
+                        chain_config(method, _with(self.options, method, value))
+                    except InputError as err:
+                        raise InputError(f"{name}: {method}={value} is refused ({err})") from None
 
     def grid(self, method: str, triple: bool = False) -> tuple[Any, ...]:
         if triple and method in self.triple_grids:
@@ -136,7 +142,7 @@ def _variants(order: str, request: PlanRequest, varied: str, triple: bool = Fals
     return variants
 
 
-def plan(request: PlanRequest, command: str = "") -> Campaign:
+def plan_runs(request: PlanRequest, command: str = "") -> Campaign:
     """The campaign of ``request``: runs in section order, a run planned twice kept once."""
     specs: list[tuple[str, TrainingOptions]] = []
     for method in request.single:
@@ -481,3 +487,96 @@ class _Driver:
         if status == "complete" and self.executor.local and isinstance(self.payload.get(path[-1]), bytes):
             payload = self.payload[path[-1]]
             write_atomic(target.with_suffix(".pt"), lambda tmp: tmp.write_bytes(payload))
+
+
+# ------------------------------------------------------------------------------------ entry points
+
+@dataclass(frozen=True)
+class PlanResult(Result):
+    """A planned campaign; ``to_dict()`` is the campaign file plus what sharing saves (``campaign
+    plan --json``)."""
+
+    path: Path
+
+    def format(self) -> str:
+        t = self.data["trainings"]
+        orders: dict[str, int] = {}
+        for run in self.data["runs"]:
+            orders[run["config"]["order"]] = orders.get(run["config"]["order"], 0) + 1
+        spread = ", ".join(f"{order} x{n}" for order, n in orders.items())
+        return (f"{self.path}: {t['runs']} runs ({spread})\n"
+                f"shared prefixes: {t['base']} base + {t['stages']} stage trainings instead of "
+                f"{t['base_unshared']} + {t['stages_unshared']}\n"
+                f"run it with: chaincomp campaign run {self.path} [--jobs N | --ray [ADDRESS]]")
+
+
+def _grids(name: str, grids: dict[str, Any] | None) -> dict[str, tuple[Any, ...]]:
+    """Grids given as ``{method: "a,b" or values}``, parsed and checked by the profile's rules."""
+    from trainer.options import parse_grid
+
+    parsed = {}
+    for method, values in (grids or {}).items():
+        if method not in METHODS:
+            raise InputError(f"{name}: grids are keyed by D, P, Q or E, got {method!r}")
+        parsed[method] = parse_grid(method, values) if isinstance(values, str) else tuple(values)
+    return parsed
+
+
+def plan(out: str | Path, *, single: str = "", pairs: str = "", triples: Sequence[str] = (),
+         orders: Sequence[str] | str = (), seeds: Sequence[int] = (0,), grids: dict[str, Any] | None = None,
+         triple_grids: dict[str, Any] | None = None, command: str = "", **training: Any) -> PlanResult:
+    """Write the campaign of the runs asked for to ``out`` (see :class:`PlanRequest`); ``orders``
+    ``"all"`` is every order of the four methods. ``training``: :class:`TrainingOptions` fields."""
+    from bitops.jsonio import check_writable
+    from bitops.orders import validate_order
+
+    target = check_writable("out", out)
+    if target.exists():
+        raise InputError(f"out {str(out)!r} already exists; choose another file or remove it")
+    if isinstance(orders, str):
+        orders = ["".join(p) for p in itertools.permutations(METHODS)] if orders == "all" else \
+            [o.strip() for o in orders.split(",") if o.strip()]
+    for order in orders:
+        try:
+            validate_order(order)
+        except InputError as err:
+            raise InputError(f"orders: {err}") from None
+    request = PlanRequest(TrainingOptions(**training), tuple(seeds), single, pairs, tuple(triples), tuple(orders),
+                          _grids("grids", grids), _grids("triple_grids", triple_grids))
+    campaign = plan_runs(request, command)
+    from trainer.config import DATASET_CLASSES
+
+    for run in campaign.runs:  # every model check before the file exists: a plan never fails a run later
+        try:
+            run.config.check_before_training(DATASET_CLASSES[run.config.data.dataset])
+        except InputError as err:
+            raise InputError(f"{err} (in the planned run {run.name})") from None
+    from trainer.campaign_format import write_campaign
+
+    with hold_lock("out", target):
+        if target.exists():
+            raise InputError(f"out {str(out)!r} already exists; choose another file or remove it")
+        write_campaign(campaign, target)
+    return PlanResult({**campaign.to_json(), "trainings": stage_trainings(campaign.runs)}, target)
+
+
+def run(campaign: str | Path, *, jobs: int = 1, ray: bool = False, address: str | None = None,
+        cpus_per_run: float = 1, gpus_per_run: float = 0, threads_per_run: int | None = None, retries: int = 1,
+        log: Log = lambda message: None) -> CampaignResult:
+    """Run the campaign file ``campaign``: on ``jobs`` local processes, or with ``ray`` as Ray tasks
+    (``address``: a running cluster, ``"auto"`` the one this machine belongs to, None a local Ray
+    instance) of ``cpus_per_run`` / ``gpus_per_run``; a failed training is tried ``retries`` more times."""
+    from bitops.rules import check_integer
+    from trainer.campaign_format import read_campaign
+    from trainer.executors import make_executor
+
+    check_integer("retries", retries, 0)
+    path = Path(campaign)
+    parsed = read_campaign(path)
+    if address is not None and not ray:
+        raise InputError(f"address {address!r} is for Ray; add `ray` (--ray ADDRESS on the command line)")
+    if ray and jobs != 1:
+        raise InputError(f"jobs {jobs} is for the local pool; with `ray` the cluster's resources set how many "
+                         "runs train at once (`cpus_per_run`, `gpus_per_run`)")
+    executor = make_executor(jobs, ray, address, cpus_per_run, gpus_per_run, threads_per_run)
+    return run_campaign(parsed, path, executor, retries=retries, log=log)

@@ -1,7 +1,8 @@
 """The ``chaincomp`` command line: argparse subcommands built in :func:`make_parser`.
 
 One module per command family (:mod:`.count`: count, audit; :mod:`.train`: train, profile;
-:mod:`.simulate`: simulate, orders, fit, confirm). Each command parses its options, calls one
+:mod:`.simulate`: simulate, orders, fit, confirm; :mod:`.campaign`: campaign plan, campaign run).
+Each command parses its options, calls one
 library entry point and prints the result (``--json``: the result's ``to_dict()``).
 
 Every user mistake surfaces as :class:`bitops.InputError`, whose message starts with the field it
@@ -18,6 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from bitops.errors import InputError
+from chaincomp.cli.campaign import add_campaign
 from chaincomp.cli.count import add_audit, add_count
 from chaincomp.cli.options import option_message
 from chaincomp.cli.simulate import add_confirm, add_fit, add_orders, add_simulate
@@ -51,7 +53,8 @@ def make_parser() -> argparse.ArgumentParser:
                                      "and CR counts, claim audits, order simulation and a thin trainer.")
     parser.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (add_count, add_audit, add_train, add_profile, add_simulate, add_orders, add_fit, add_confirm):
+    for add in (add_count, add_audit, add_train, add_profile, add_simulate, add_orders, add_fit, add_confirm,
+                add_campaign):
         add(sub)
     return parser
 
@@ -70,9 +73,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except InputError as err:
-        command_parser = parser._subparsers._group_actions[0].choices[args.command]  # type: ignore[union-attr]
+        # a command with subcommands (campaign plan/run) names its own parser
+        command_parser = getattr(args, "command_parser", None) or \
+            parser._subparsers._group_actions[0].choices[args.command]  # type: ignore[union-attr]
         message = _one_line(option_message(str(err), command_parser))
-        print(f"chaincomp {args.command}: error: {message}", file=sys.stderr)
+        print(f"chaincomp {getattr(args, 'command_name', args.command)}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("chaincomp: interrupted", file=sys.stderr)
