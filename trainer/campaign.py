@@ -302,9 +302,11 @@ def _record(run: CampaignRun, head: dict[str, Any], entries: list[dict[str, Any]
 
 
 def run_campaign(campaign: Campaign, campaign_path: Path, executor: Any, *, retries: int = 1,
-                 keep_prefixes: bool = True, log: Log = lambda message: None) -> CampaignResult:
+                 keep_prefixes: bool = True, checkpoints: bool = True, log: Log = lambda message: None
+                 ) -> CampaignResult:
     """Run every run of ``campaign`` (records relative to ``campaign_path``'s folder) on ``executor``
-    (:mod:`trainer.executors`); see the module's docstring for what is skipped, shared and retried."""
+    (:mod:`trainer.executors`); see the module's docstring for what is skipped, shared and retried.
+    ``checkpoints``: write each finished run's model beside its record (RUN.pt), local executors only."""
     started = time.perf_counter()
     folder = campaign_path.parent
     with hold_lock("campaign", campaign_path):  # one driver per campaign
@@ -314,6 +316,7 @@ def run_campaign(campaign: Campaign, campaign_path: Path, executor: Any, *, retr
         counts = stage_trainings(campaign.runs)
         prefix_dir = folder / f"{campaign_path.stem}.prefixes" if keep_prefixes and executor.local else None
         driver = _Driver(campaign, campaign_path, executor, nodes, paths, pending, retries, prefix_dir, log)
+        driver.checkpoints = checkpoints
         driver.go()
         if prefix_dir is not None and prefix_dir.exists() and all(s == "complete" for s in driver.status.values()):
             shutil.rmtree(prefix_dir, ignore_errors=True)  # kept for a campaign that continues; this one is done
@@ -365,6 +368,7 @@ class _Driver:
         self.started_from: dict[str, str] = {}
         self.trained = self.from_cache = 0
         self.in_flight: dict[Any, str] = {}  # the executor's handle -> node key
+        self.checkpoints = True
         self.progress = _Progress(log, len(pending), len(nodes))
         self.log = log
 
@@ -484,7 +488,7 @@ class _Driver:
         target.parent.mkdir(parents=True, exist_ok=True)
         write_record(record, target)
         self.records[run.name] = record
-        if status == "complete" and self.executor.local and isinstance(self.payload.get(path[-1]), bytes):
+        if status == "complete" and self.checkpoints and isinstance(self.payload.get(path[-1]), bytes):
             payload = self.payload[path[-1]]
             write_atomic(target.with_suffix(".pt"), lambda tmp: tmp.write_bytes(payload))
 
@@ -560,23 +564,17 @@ def plan(out: str | Path, *, single: str = "", pairs: str = "", triples: Sequenc
     return PlanResult({**campaign.to_json(), "trainings": stage_trainings(campaign.runs)}, target)
 
 
-def run(campaign: str | Path, *, jobs: int = 1, ray: bool = False, address: str | None = None,
-        cpus_per_run: float = 1, gpus_per_run: float = 0, threads_per_run: int | None = None, retries: int = 1,
-        log: Log = lambda message: None) -> CampaignResult:
-    """Run the campaign file ``campaign``: on ``jobs`` local processes, or with ``ray`` as Ray tasks
-    (``address``: a running cluster, ``"auto"`` the one this machine belongs to, None a local Ray
-    instance) of ``cpus_per_run`` / ``gpus_per_run``; a failed training is tried ``retries`` more times."""
-    from bitops.rules import check_integer
+def run(campaign: str | Path, *, log: Log = lambda message: None, **execution: Any) -> CampaignResult:
+    """Run the campaign file ``campaign``. ``execution``: :class:`trainer.executors.Execution`'s fields
+    (``jobs`` local processes, or ``ray`` with ``address`` -- a running cluster, ``"auto"`` the one this
+    machine belongs to, None a local Ray instance -- and ``cpus_per_run`` / ``gpus_per_run``;
+    ``threads_per_run``; ``retries``)."""
     from trainer.campaign_format import read_campaign
-    from trainer.executors import make_executor
+    from trainer.executors import Execution
 
-    check_integer("retries", retries, 0)
+    options = Execution.take(execution)
+    if execution:
+        raise InputError(f"{sorted(execution)[0]} is not an option of campaign run")
     path = Path(campaign)
     parsed = read_campaign(path)
-    if address is not None and not ray:
-        raise InputError(f"address {address!r} is for Ray; add `ray` (--ray ADDRESS on the command line)")
-    if ray and jobs != 1:
-        raise InputError(f"jobs {jobs} is for the local pool; with `ray` the cluster's resources set how many "
-                         "runs train at once (`cpus_per_run`, `gpus_per_run`)")
-    executor = make_executor(jobs, ray, address, cpus_per_run, gpus_per_run, threads_per_run)
-    return run_campaign(parsed, path, executor, retries=retries, log=log)
+    return run_campaign(parsed, path, options.executor(), retries=options.retries, log=log)

@@ -17,11 +17,12 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 from bitops.errors import InputError
 
-__all__ = ["LocalExecutor", "RayExecutor", "SerialExecutor", "make_executor", "train_node"]
+__all__ = ["Execution", "LocalExecutor", "RayExecutor", "SerialExecutor", "make_executor", "train_node"]
 
 
 def train_node(config: dict[str, Any], stages: int, parent: bytes | None, threads: int) -> tuple[dict[str, Any], bytes]:
@@ -213,22 +214,55 @@ class RayExecutor:
                 "gpus_per_run": self.gpus_per_run, "threads_per_run": self.threads, "slots": self.slots}
 
 
+@dataclass(frozen=True)
+class Execution:
+    """Where and how a campaign's trainings run: the options ``campaign run``, ``profile`` and
+    ``confirm`` share. ``threads_per_run`` defaults to the cores per job (local) or
+    ``cpus_per_run`` (Ray); a failed training is tried ``retries`` more times."""
+
+    jobs: int = 1
+    ray: bool = False
+    address: str | None = None  # with ray: a cluster's address, "auto", or None for a local instance
+    cpus_per_run: float = 1
+    gpus_per_run: float = 0
+    threads_per_run: int | None = None
+    retries: int = 1
+
+    def __post_init__(self) -> None:
+        from bitops.rules import check_integer
+
+        check_integer("jobs", self.jobs, 1)
+        check_integer("retries", self.retries, 0)
+        if self.threads_per_run is not None:
+            check_integer("threads_per_run", self.threads_per_run, 1)
+        if self.address is not None and not self.ray:
+            raise InputError(f"address {self.address!r} is for Ray; add `ray` (--ray ADDRESS on the command line)")
+        if self.ray and self.jobs != 1:
+            raise InputError(f"jobs {self.jobs} is for the local pool; with `ray` the cluster's resources set how "
+                             "many runs train at once (`cpus_per_run`, `gpus_per_run`)")
+        for name in ("cpus_per_run", "gpus_per_run"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
+                raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.ray and self.cpus_per_run == 0 and self.gpus_per_run == 0:
+            raise InputError("cpus_per_run: a run needs a CPU or a GPU; got 0 of both")
+
+    @classmethod
+    def take(cls, options: dict[str, Any]) -> Execution:
+        """The Execution fields popped from ``options`` (an API call's keyword arguments)."""
+        return cls(**{f.name: options.pop(f.name) for f in fields(cls) if f.name in options})
+
+    def executor(self, ray_cpus: int | None = None) -> Any:
+        """A new executor (a Ray one joins or starts Ray now); ``ray_cpus`` sizes a local Ray instance."""
+        if self.ray:
+            threads = self.threads_per_run or max(1, int(self.cpus_per_run))
+            return RayExecutor(self.address, self.cpus_per_run, self.gpus_per_run, threads, ray_cpus)
+        if self.jobs == 1:
+            return SerialExecutor(self.threads_per_run or default_threads(1))
+        return LocalExecutor(self.jobs, self.threads_per_run or default_threads(self.jobs))
+
+
 def make_executor(jobs: int = 1, ray: bool = False, address: str | None = None, cpus_per_run: float = 1,
                   gpus_per_run: float = 0, threads: int | None = None, ray_cpus: int | None = None) -> Any:
-    """The executor a campaign, profile or confirm runs on; ``threads`` defaults to the cores per job
-    (local) or ``cpus_per_run`` (Ray)."""
-    from bitops.rules import check_integer
-
-    check_integer("jobs", jobs, 1)
-    if threads is not None:
-        check_integer("threads_per_run", threads, 1)
-    if ray:
-        for name, value in (("cpus_per_run", cpus_per_run), ("gpus_per_run", gpus_per_run)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise InputError(f"{name} must be a number >= 0, got {value!r}")
-        if cpus_per_run == 0 and gpus_per_run == 0:
-            raise InputError("cpus_per_run: a run needs a CPU or a GPU; got 0 of both")
-        return RayExecutor(address, cpus_per_run, gpus_per_run, threads or max(1, int(cpus_per_run)), ray_cpus)
-    if jobs == 1:
-        return SerialExecutor(threads or default_threads(1))
-    return LocalExecutor(jobs, threads or default_threads(jobs))
+    """:meth:`Execution.executor` from flat options."""
+    return Execution(jobs, ray, address, cpus_per_run, gpus_per_run, threads).executor(ray_cpus)

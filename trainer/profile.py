@@ -1,13 +1,15 @@
 """Stage profiles: what each method does on its own to the base model, measured over a small grid.
 
-:func:`run_profile` trains the base model once per seed, applies each method alone at each grid
-value, averages over the seeds and writes a stage profile (``trainer/profile_format.py`` owns the
-format and documents it; ``chaincomp simulate --profile`` reads it).
+:func:`run_profile` trains each method alone at each grid value, for each seed, as a campaign
+(:mod:`trainer.campaign`: the base model of a seed is trained once and every grid point starts from
+it, RNG state included; the runs' records are kept, so an interrupted profile continues and a
+campaign's records of the same runs are reused), averages over the seeds and writes a stage profile
+(``trainer/profile_format.py`` owns the format and documents it; ``chaincomp simulate --profile``
+reads it).
 """
 
 from __future__ import annotations
 
-import copy
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -15,18 +17,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bitops import zoo
 from bitops.errors import InputError
 from bitops.orders import PARAMETERS
-from trainer.chain import environment, seed_everything
+from trainer.campaign import PlanRequest, plan_runs, run_campaign
+from trainer.campaign_format import Campaign, write_campaign
 from trainer.config import ChainConfig
-from trainer.data import load_data
-from trainer.options import DEFAULT_GRIDS, parse_grid
-from trainer.loop import evaluate_accuracy, resolve_device
+from trainer.options import DEFAULT_GRIDS, TrainingOptions, parse_grid
 from trainer.profile_format import PROFILE_TYPE, PROFILE_VERSION, write_profile
-from trainer.stages import add_exits, distill, exit_report, prune, quantize, train_base
+from trainer.record import read_record
 
-__all__ = ["DEFAULT_GRIDS", "ProfileRequest", "parse_grid", "run_profile"]
+__all__ = ["DEFAULT_GRIDS", "ProfileRequest", "parse_grid", "profile_runs", "run_profile"]
 
 @dataclass(frozen=True)
 class ProfileRequest:
@@ -86,41 +86,60 @@ def _stage_config_unchecked(chain: ChainConfig, method: str, value: Any) -> Any:
     return replace(chain.exits, thresholds=(value,), threshold=value)
 
 
-def _measure_seed(request: ProfileRequest, seed: int, log: Callable[[str], None]) -> dict[str, Any]:
-    """Base accuracy and every grid point's accuracy (and exit rates) for one seed."""
-    chain = replace(request.chain, seed=seed, data=replace(request.chain.data, seed=seed))
-    seed_everything(seed)
-    device = resolve_device(chain.device)
-    data = load_data(chain.data)
-    request.check_before_training(data.num_classes)
-    base = zoo.build(chain.teacher, num_classes=data.num_classes)
-    log(f"seed {seed}: training the base model {chain.teacher}")
-    train_base(base, chain.base, data, device)
-    result: dict[str, Any] = {"base": evaluate_accuracy(base, data.test, device), "points": {}, "data": data}
-    lr = chain.base.lr
-    for method, grid in request.grids.items():
-        if method == "E":
-            log(f"seed {seed}: E at thresholds {', '.join(map(str, grid))}")
-            with_exits = add_exits(copy.deepcopy(base), chain.exits, data, device, lr)
-            rows = exit_report(with_exits, data.test, grid, device)
-            result["points"]["E"] = [(row["accuracy"], row["rates"]) for row in rows]
-            result["exits"] = [k for k in rows[0]["rates"] if k != "final"]
-            continue
-        points = []
-        for value in grid:
-            log(f"seed {seed}: {method} = {value}")
-            config = _stage_config(chain, method, value)
-            apply = {"D": distill, "P": prune, "Q": quantize}[method]
-            model = apply(copy.deepcopy(base), config, data, device, lr)
-            points.append((evaluate_accuracy(model, data.test, device), None))
-        result["points"][method] = points
-    return result
+def profile_runs(request: ProfileRequest, options: TrainingOptions) -> Campaign:
+    """The single-method runs that measure ``request``: each method of its grids at each value (E: one
+    run measuring every threshold), each seed; named and recorded as ``campaign plan --single`` plans
+    them, so a campaign's records of the same runs are the profile's too."""
+    return plan_runs(PlanRequest(options, request.seeds, single="".join(request.grids), grids=dict(request.grids)),
+                     request.command)
 
 
-def run_profile(request: ProfileRequest, out: Path, log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
-    """Measure every method of ``request`` on its own, average over the seeds, write ``out``."""
+def _value(method: str, config: dict[str, Any]) -> Any:
+    return {"D": config["distill"]["student"], "P": config["prune"]["ratio"], "Q": config["quant"]["w_bits"],
+            "E": None}[method]
+
+
+def _measured(request: ProfileRequest, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per seed, the base accuracy and every grid point's accuracy (and exit rates), from the records."""
+    by_point = {(r["config"]["seed"], r["config"]["order"], _value(r["config"]["order"], r["config"])): r
+                for r in records}
+    runs = []
+    for seed in request.seeds:
+        seed_records = [r for r in records if r["config"]["seed"] == seed]
+        bases = {r["stages"][0]["accuracy"] for r in seed_records}
+        assert len(bases) == 1, f"seed {seed}: the runs did not share one base model ({sorted(bases)})"
+        result: dict[str, Any] = {"base": bases.pop(), "points": {}, "data": seed_records[0]["data"],
+                                  "environment": seed_records[0]["environment"]}
+        for method, grid in request.grids.items():
+            if method == "E":
+                rows = {row["threshold"]: row for row in by_point[(seed, "E", None)]["stages"][-1]["exit"]["thresholds"]}
+                result["points"]["E"] = [(rows[value]["accuracy"], rows[value]["rates"]) for value in grid]
+                result["exits"] = [k for k in rows[grid[0]]["rates"] if k != "final"]
+                continue
+            result["points"][method] = [(by_point[(seed, method, value)]["stages"][-1]["accuracy"], None)
+                                        for value in grid]
+        runs.append(result)
+    return runs
+
+
+def run_profile(request: ProfileRequest, options: TrainingOptions, out: Path, runs_dir: Path, executor: Any, *,
+                retries: int = 1, log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
+    """Train the single-method runs of ``request`` as a campaign in ``runs_dir`` (its complete records
+    of the same runs are reused; an interrupted profile continues), average them over the seeds,
+    write the profile to ``out``."""
     started = time.perf_counter()
-    runs = [_measure_seed(request, seed, log) for seed in request.seeds]
+    campaign = profile_runs(request, options)
+    runs_dir.mkdir(exist_ok=True)
+    campaign_path = runs_dir / f"{out.stem}.campaign.json"
+    write_campaign(campaign, campaign_path)
+    result = run_campaign(campaign, campaign_path, executor, retries=retries, checkpoints=False, log=log)
+    if result.data["failed"]:
+        failed = [row for row in result.data["runs"] if row["status"] == "failed"]
+        raise InputError(f"{len(failed)} of the profile's {len(campaign.runs)} runs failed ({failed[0]['name']}: "
+                         f"{failed[0]['error']}); the finished runs are kept in {str(runs_dir)!r}: run the same "
+                         "command again to continue")
+    records = [read_record(runs_dir / run.record) for run in campaign.runs]
+    runs = _measured(request, records)
     data = runs[0]["data"]
     chain = request.chain
     base_accs = [r["base"] for r in runs]
@@ -143,12 +162,12 @@ def run_profile(request: ProfileRequest, out: Path, log: Callable[[str], None] =
     profile = {
         "_type": PROFILE_TYPE, "_version": PROFILE_VERSION,
         "provenance": {"source": "measured", "command": request.command, "seeds": list(request.seeds),
-                       "versions": environment(resolve_device(chain.device), request.seeds[0]),
+                       "versions": runs[0]["environment"], "runs": str(runs_dir),
                        "wall_s": round(time.perf_counter() - started, 1)},
         "setup": {"teacher": chain.teacher,
                   "student": request.grids["D"][0] if "D" in request.grids else chain.distill.student,
-                  "dataset": data.name,
-                  "input_shape": list(data.input_shape), "num_classes": data.num_classes,
+                  "dataset": data["name"],
+                  "input_shape": list(data["input_shape"]), "num_classes": data["num_classes"],
                   "base_training": {"epochs": chain.base.epochs, "lr": chain.base.lr}},
         "base": {"model": chain.teacher, "accuracy": statistics.fmean(base_accs), "accuracy_std": _std(base_accs)},
         "methods": methods,

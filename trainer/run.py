@@ -67,9 +67,17 @@ class ProfileResult(Result):
 
 
 def profile(method: str, out: str | Path, *, grid: str | Sequence[Any] | None = None, seeds: Sequence[int] = (0,),
-            command: str = "", log: Log = _quiet, **training: Any) -> ProfileResult:
+            runs_dir: str | Path | None = None, command: str = "", log: Log = _quiet, **options: Any) -> ProfileResult:
     """Measure each method of ``method`` (e.g. ``'DPQE'``) on its own over its grid (default grids,
-    or ``grid`` for a single method), averaged over ``seeds``, and write the profile to ``out``."""
+    or ``grid`` for a single method), averaged over ``seeds``, and write the profile to ``out``.
+
+    The runs are a campaign whose records go to ``runs_dir`` (default: ``OUT-STEM.runs`` beside
+    ``out``); complete records of the same runs there are reused. ``options``:
+    :class:`trainer.options.TrainingOptions` fields and :class:`trainer.executors.Execution`'s
+    (``jobs``, ``ray``, ``address``, ``cpus_per_run``, ``gpus_per_run``, ``threads_per_run``, ``retries``).
+    """
+    from trainer.executors import Execution
+
     target = check_writable("out", out)
     if target.exists():
         raise InputError(f"out {str(out)!r} already exists; choose another file or remove it")
@@ -78,15 +86,21 @@ def profile(method: str, out: str | Path, *, grid: str | Sequence[Any] | None = 
     if grid is not None and len(method) != 1:
         raise InputError(f"grid applies to a single `method`; got {method!r} (profile one at a time, "
                          "or drop `grid` for the default grids)")
-    options = TrainingOptions(**training)
-    chain = chain_config(method, options)
-    from trainer.profile import DEFAULT_GRIDS, ProfileRequest, parse_grid, run_profile  # torch from here on
+    execution = Execution.take(options)
+    training = TrainingOptions(**options)
+    chain = chain_config(method, training)
+    from trainer.profile import DEFAULT_GRIDS, ProfileRequest, parse_grid, run_profile
 
-    defaults = {**DEFAULT_GRIDS, "D": (options.student,), "E": tuple(options.thresholds)}
+    defaults = {**DEFAULT_GRIDS, "D": (training.student,), "E": tuple(training.thresholds)}
     grids = {m: (parse_grid(m, grid) if isinstance(grid, str) else tuple(grid)) if grid is not None else defaults[m]
              for m in method}
     request = ProfileRequest(chain=chain, grids=grids, seeds=tuple(seeds), command=command)
+    request.check_before_training(DATASET_CLASSES[chain.data.dataset])  # every grid point, before any training
+    folder = Path(runs_dir) if runs_dir is not None else target.parent / f"{target.stem}.runs"
+    if runs_dir is not None and not folder.is_dir():
+        raise InputError(f"runs_dir {str(runs_dir)!r} is not a folder")
     with hold_lock("out", target):
         if target.exists():
             raise InputError(f"out {str(out)!r} already exists; choose another file or remove it")
-        return ProfileResult(run_profile(request, target, log=log), target)
+        return ProfileResult(run_profile(request, training, target, folder, execution.executor(),
+                                         retries=execution.retries, log=log), target)

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from bitops.errors import InputError
-from chaincomp.cli.options import add_json, emit, int_list, log
+from chaincomp.cli.options import add_execution_options, add_json, emit, execution_options, int_list, log
 from chaincomp.cli.train import add_training_options, training_options
 
 __all__ = ["add_campaign"]
@@ -57,17 +56,7 @@ def add_run(sub: argparse._SubParsersAction) -> None:
                                    "handed on. A failed training is retried (--retries), then reported. Ctrl-C "
                                    "keeps every finished record; the same command continues.")
     p.add_argument("campaign", metavar="CAMPAIGN.json", help="campaign file (chaincomp campaign plan)")
-    p.add_argument("--jobs", type=int, default=1, help="trainings at once on this machine, each with cores/N torch "
-                                                       "threads (default 1: in this process)")
-    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
-                   help="run each training as a Ray task: no ADDRESS starts a local Ray instance, 'auto' joins the "
-                        "cluster this machine belongs to, HOST:PORT a given one (needs chaincomp[ray])")
-    p.add_argument("--cpus-per-run", type=float, default=1, help="with --ray: CPUs each training asks for (default 1)")
-    p.add_argument("--gpus-per-run", type=float, default=0, help="with --ray: GPUs each training asks for (default 0)")
-    p.add_argument("--threads-per-run", type=int, metavar="N",
-                   help="torch threads per training (default: cores / --jobs, or --cpus-per-run with --ray); fix it "
-                        "to get the same numbers to the last bit on another executor")
-    p.add_argument("--retries", type=int, default=1, help="times a failed training is tried again (default 1)")
+    add_execution_options(p)
     add_json(p)
     p.set_defaults(run=run_run, command_parser=p, command_name="campaign run")
 
@@ -98,12 +87,8 @@ def run_plan(args: argparse.Namespace) -> int:
 def run_run(args: argparse.Namespace) -> int:
     from trainer.campaign import run
 
-    options: dict[str, Any] = {"jobs": args.jobs, "cpus_per_run": args.cpus_per_run, "gpus_per_run": args.gpus_per_run,
-                               "threads_per_run": args.threads_per_run, "retries": args.retries}
-    if args.ray is not None:
-        options.update(ray=True, address=args.ray or None)
     try:
-        result = run(args.campaign, log=log, **options)
+        result = run(args.campaign, log=log, **execution_options(args))
     except KeyboardInterrupt:
         print(f"chaincomp campaign run: interrupted; the finished runs' records are kept, and the prefixes trained "
               f"so far (local runs); run the same command to continue {args.campaign}", file=sys.stderr)

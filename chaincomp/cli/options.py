@@ -17,7 +17,7 @@ from typing import Any
 
 from bitops.errors import InputError
 
-__all__ = ["add_json", "default", "emit", "float_list", "int_list", "log", "option_message", "progress",
+__all__ = ["add_execution_options", "add_json", "default", "emit", "execution_options", "float_list", "int_list", "log", "option_message", "progress",
            "same_or_bits"]
 
 _LEADING = re.compile(r"[A-Za-z_][A-Za-z_0-9.]*")
@@ -114,3 +114,28 @@ def emit(result: Any, as_json: bool, text: Callable[[], str] | None = None) -> i
     except OSError as err:
         raise InputError(f"stdout: cannot write the result ({err.strerror})") from None
     return 0
+
+
+def add_execution_options(p: argparse.ArgumentParser) -> None:
+    """Where trainings run (:class:`trainer.executors.Execution`): shared by campaign run, profile, confirm."""
+    g = p.add_argument_group("where the trainings run")
+    g.add_argument("--jobs", type=int, default=1, help="trainings at once on this machine, each with cores/N torch "
+                                                       "threads (default 1: in this process)")
+    g.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run each training as a Ray task: no ADDRESS starts a local Ray instance, 'auto' joins the "
+                        "cluster this machine belongs to, HOST:PORT a given one (needs chaincomp[ray])")
+    g.add_argument("--cpus-per-run", type=float, default=1, help="with --ray: CPUs each training asks for (default 1)")
+    g.add_argument("--gpus-per-run", type=float, default=0, help="with --ray: GPUs each training asks for (default 0)")
+    g.add_argument("--threads-per-run", type=int, metavar="N",
+                   help="torch threads per training (default: cores / --jobs, or --cpus-per-run with --ray); fix it "
+                        "to get the same numbers to the last bit on another executor")
+    g.add_argument("--retries", type=int, default=1, help="times a failed training is tried again (default 1)")
+
+
+def execution_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The Execution fields as typed (``--ray`` with no address: a local instance)."""
+    options: dict[str, Any] = {"jobs": args.jobs, "cpus_per_run": args.cpus_per_run, "gpus_per_run": args.gpus_per_run,
+                               "threads_per_run": args.threads_per_run, "retries": args.retries}
+    if args.ray is not None:
+        options.update(ray=True, address=args.ray or None)
+    return options

@@ -8,7 +8,8 @@ import argparse
 import sys
 from typing import Any
 
-from chaincomp.cli.options import add_json, default, emit, float_list, int_list, log, same_or_bits
+from chaincomp.cli.options import (add_execution_options, add_json, default, emit, execution_options, float_list,
+                                   int_list, log, same_or_bits)
 from trainer.options import TrainingOptions
 
 __all__ = ["CONFIRM_TRAINING", "TRAINING", "add_profile", "add_train", "add_training_options", "training_options"]
@@ -122,8 +123,10 @@ def run_train(args: argparse.Namespace) -> int:
 
 def add_profile(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profile", help="measure each method alone on the base model over a grid (a stage profile)",
-                       description="Train the base model, apply each --method on its own to a copy of it for every "
-                                   "--grid value, and write the stage-profile file the simulator reads.")
+                       description="Train the base model, apply each --method on its own to it for every --grid "
+                                   "value (a campaign: the base trained once per seed, the runs on --jobs or --ray, "
+                                   "their records kept in --runs-dir), and write the stage-profile file the "
+                                   "simulator reads.")
     p.add_argument("--method", required=True, metavar="LETTERS",
                    help="methods to profile, e.g. P or DPQE (D: students, P: pruning ratios, Q: weight bits at "
                         "--a-bits, E: thresholds)")
@@ -131,8 +134,12 @@ def add_profile(sub: argparse._SubParsersAction) -> None:
                                   "Q 1,2,4,8, E --thresholds)")
     p.add_argument("--seeds", default="0", help="seeds to repeat the measurements over (mean and spread), e.g. 0,1,2")
     p.add_argument("--out", required=True, metavar="PROFILE.json", help="stage-profile file to write")
+    p.add_argument("--runs-dir", metavar="DIR", help="folder for the runs' records (runs/NAME.json, reused when "
+                                                     "complete: a campaign's folder works; default OUT-STEM.runs "
+                                                     "beside --out)")
     add_json(p)
     add_training_options(p)
+    add_execution_options(p)
     p.set_defaults(run=run_profile)
 
 
@@ -141,8 +148,10 @@ def run_profile(args: argparse.Namespace) -> int:
 
     try:
         result = profile(args.method, args.out, grid=args.grid, seeds=int_list("seeds", args.seeds),
-                         command="chaincomp " + " ".join(args.argv), log=log, **training_options(args))
+                         runs_dir=args.runs_dir, command="chaincomp " + " ".join(args.argv), log=log,
+                         **training_options(args), **execution_options(args))
     except KeyboardInterrupt:
-        print("chaincomp profile: interrupted; nothing was written", file=sys.stderr)
+        print("chaincomp profile: interrupted; no profile was written, the finished runs' records are kept "
+              "(run the same command to continue)", file=sys.stderr)
         return 130
     return emit(result, args.json)

@@ -10,8 +10,8 @@ Expected values come from routes other than the profile code:
 * the spread of two seeds from the one-seed run's base accuracy (the same seed-0 base);
 * E's exit rates: they sum to 1 and the share reaching the final classifier cannot fall as the
   threshold rises (max-softmax exits);
-* bad input: ``trainer.profile.train_base`` replaced by a function that records the call, so a
-  refusal is proven to come before any training; Ctrl-C by a stage that raises KeyboardInterrupt.
+* bad input: ``trainer.executors.train_node`` (where every training starts) replaced by a function
+  that records the call, so a refusal is proven to come before any training; Ctrl-C by a stage that raises KeyboardInterrupt.
 
 Real profiles run once per module (module-scoped fixtures) on digits at 8x8 with 1-3 epochs.
 """
@@ -32,6 +32,8 @@ import torch
 from bitops import zoo
 from bitops.architectures import exit_points
 from chaincomp.cli import main
+from trainer import chain as chain_mod
+from trainer import executors
 from trainer import profile as profile_mod
 from trainer.chain import seed_everything
 from trainer.config import DataConfig, PruneConfig, TrainConfig
@@ -39,7 +41,7 @@ from trainer.data import load_data
 from trainer.stages import prune, train_base
 
 CPU = torch.device("cpu")
-SMALL = ["--epochs", "3", "--image-size", "8", "--device", "cpu"]
+SMALL = ["--epochs", "3", "--image-size", "8", "--device", "cpu", "--threads-per-run", "1"]  # as the by-hand models train
 THRESHOLDS = (0.5, 0.9, 0.99)  # not the default --thresholds, so E's grid must follow the option
 TOP_KEYS = {"_type", "_version", "provenance", "setup", "base", "methods", "interactions"}
 POINT_KEYS = {"value", "accuracy", "accuracy_std", "delta"}
@@ -86,9 +88,12 @@ def students(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def base_by_hand() -> dict[str, Any]:
-    """The seed-0 base model built step by step, in the order the profile draws its random numbers."""
+    """The seed-0 base model built step by step, in the order a run draws its random numbers: the
+    reference teacher is built first (its initial weights are drawn, then traced for the costs),
+    then the model that trains."""
     seed_everything(0)
     data = load_data(DataConfig(dataset="digits", image_size=8, seed=0))
+    zoo.build("resnet20", num_classes=data.num_classes)  # the reference the costs are counted against
     model = zoo.build("resnet20", num_classes=data.num_classes)
     train_base(model, TrainConfig(epochs=3, lr=0.05), data, CPU, progress=False)
     return {"model": model, "data": data}
@@ -203,6 +208,7 @@ def test_base_and_first_p_point_reproduce_by_hand(pqe, base_by_hand):
     p = pqe["profile"]
     model, data = base_by_hand["model"], base_by_hand["data"]
     assert top1(model, data.test) == pytest.approx(p["base"]["accuracy"], abs=1e-9)
+    top1(model, data.val)  # a run measures the test split, then the validation split: each loader draws a seed
     pruned = prune(copy.deepcopy(model), PruneConfig(ratio=0.25, finetune_epochs=1), data, CPU, 0.05, progress=False)
     first = p["methods"]["P"]["points"][0]
     assert first["value"] == 0.25
@@ -265,11 +271,11 @@ class _Trained(Exception):
 def no_training(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     calls: list[Any] = []
 
-    def fake_train_base(*args: Any, **kwargs: Any) -> None:
-        calls.append(type(args[0]).__name__)  # the model trained
-        raise _Trained("train_base was called")
+    def fake_train_node(config: dict[str, Any], stages: int, *args: Any) -> None:
+        calls.append((config["order"], stages))  # what would have trained
+        raise _Trained("a training started")
 
-    monkeypatch.setattr(profile_mod, "train_base", fake_train_base)
+    monkeypatch.setattr(executors, "train_node", fake_train_node)
     return calls
 
 
@@ -338,9 +344,10 @@ def test_refused_before_training(argv, tmp_path, capsys, no_training):
 # ---- 6. Ctrl-C -----------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_ctrl_c_mid_profile_writes_nothing(tmp_path, capsys, monkeypatch):
-    """Real base training and a real first P point, then Ctrl-C in the second."""
-    real_prune, calls = profile_mod.prune, []
+def test_ctrl_c_mid_profile_keeps_the_finished_runs_and_continues(tmp_path, capsys, monkeypatch):
+    """Real base training and a real first P point, then Ctrl-C in the second; the same command
+    then trains only the second point (the base is kept too) and writes the profile."""
+    real_prune, calls = chain_mod.prune, []
 
     def prune_then_interrupt(*args: Any, **kwargs: Any):
         calls.append(args[1].ratio)
@@ -348,20 +355,31 @@ def test_ctrl_c_mid_profile_writes_nothing(tmp_path, capsys, monkeypatch):
             raise KeyboardInterrupt
         return real_prune(*args, **kwargs)
 
-    monkeypatch.setattr(profile_mod, "prune", prune_then_interrupt)
+    monkeypatch.setattr(chain_mod, "prune", prune_then_interrupt)
     out = tmp_path / "p.json"
-    rc = main(["profile", "--method", "P", "--grid", "0.25,0.5", "--epochs", "1", "--finetune-epochs", "1",
-               "--image-size", "8", "--device", "cpu", "--out", str(out)])
+    argv = ["profile", "--method", "P", "--grid", "0.25,0.5", "--epochs", "1", "--finetune-epochs", "1",
+            "--image-size", "8", "--device", "cpu", "--out", str(out)]
+    rc = main(argv)
     captured = capsys.readouterr()
     assert rc == 130
-    assert calls == [0.25, 0.5]
+    assert sorted(calls) == [0.25, 0.5]
     assert "interrupted" in captured.err and "Traceback" not in captured.err
     assert captured.out == ""
-    assert list(tmp_path.iterdir()) == []  # no profile, no temporary file left behind
+    assert not out.exists()  # no profile, and no temporary file left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.runs"]
+    finished = sorted(p.name for p in (tmp_path / "p.runs" / "runs").glob("*.json"))
+    assert len(finished) == 1
+    monkeypatch.setattr(chain_mod, "prune", real_prune)
+    trained: list[int] = []
+    real_node = executors.train_node
+    monkeypatch.setattr(executors, "train_node", lambda c, stages, *a: trained.append(stages) or real_node(c, stages, *a))
+    assert main(argv) == 0
+    assert trained == [1]  # the missing point only: the base came from the kept prefix
+    assert [pt["value"] for pt in read(out)["methods"]["P"]["points"]] == [0.25, 0.5]
 
 
 def test_an_existing_profile_is_never_overwritten(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(profile_mod, "train_base", lambda *a, **k: pytest.fail("trained before refusing"))
+    monkeypatch.setattr(executors, "train_node", lambda *a, **k: pytest.fail("trained before refusing"))
     out = tmp_path / "p.json"
     out.write_text("previous profile\n", encoding="utf-8")
     rc = main(["profile", "--method", "E", "--image-size", "8", "--device", "cpu", "--out", str(out)])
