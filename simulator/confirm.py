@@ -5,9 +5,10 @@ paper closes by hand in section 5 / Table 1).
 2. Take K of them spread evenly over the ranking: the best, the predicted worst, and K-2 between.
 3. For each, the hyperparameters of its Pareto-front point with the largest BitOpsCR within the
    budget; when none is within it, its most accurate point (and the report says so).
-4. Train each with the trainer (``trainer.chain.run_chain``, imported only here, in
-   :func:`measure`) in the profile's setup; ``DIR/ORDER.json`` holds its run record, and a complete
-   record already there with the same settings is reused, so an interrupted confirm resumes.
+4. Train each with the trainer in the profile's setup, as a campaign (:func:`measure`: the orders
+   share their stage prefixes, and run on ``--jobs`` processes or a Ray cluster); ``DIR/ORDER.json``
+   holds its run record, and a complete record already there with the same settings is reused, so
+   an interrupted confirm continues.
 5. Predicted vs measured accuracy and BitOpsCR per order, their errors, and Kendall's tau between
    the predicted and the measured values over the orders: by accuracy, by BitOpsCR, and by the
    ranking's own score (the order's BitOpsCR when its loss is within the budget, 1 when not: the
@@ -120,41 +121,33 @@ def chain_config(template: ChainConfig, candidate: Candidate, profile: Profile) 
     return replace(template, **changes)
 
 
-def _existing(path: Path, config: ChainConfig) -> dict[str, Any] | None:
-    """The run record at ``path`` when it exists; refused when it was made with other settings."""
-    if not path.exists():
-        return None
-    try:
-        record = read_record(path)
-    except InputError as err:
-        raise InputError(f"out_dir: {err}; remove it or choose another out_dir") from None
-    if record["config"] != config.to_json():
-        raise InputError(f"out_dir: {str(path)!r} holds a run of {record['config']['order']!r} with other "
-                         "settings (profile, budget or training options changed); remove it or choose another out_dir")
-    return record
-
-
 def measure(candidates: Sequence[Candidate], configs: Sequence[ChainConfig], out_dir: Path, num_classes: int,
-            log: Callable[[str], None] = lambda message: None) -> list[tuple[dict[str, Any], bool]]:
-    """(run record, reused) per candidate: reuse ``DIR/ORDER.json`` when complete, resume it when
-    unfinished, train otherwise. Every config is checked against the models before any training."""
+            log: Callable[[str], None] = lambda message: None, execution: Any = None
+            ) -> list[tuple[dict[str, Any], bool]]:
+    """(run record, reused) per candidate: the orders are a campaign in ``out_dir`` (``ORDER.json``
+    each; :mod:`trainer.campaign`), run on ``execution``'s executor (a
+    :class:`trainer.executors.Execution`; default: one at a time, here): a complete record with the
+    same settings is reused, one of other settings refused before anything trains, and the stage
+    prefixes the orders share are trained once. Every config is checked against the models first."""
+    from trainer.campaign import run_campaign
+    from trainer.campaign_format import Campaign, CampaignRun, write_campaign
+    from trainer.executors import Execution
+
     for config in configs:
         config.check_before_training(num_classes)
-    # every record already in DIR is checked before any training: a conflict stops nothing half-way
-    existing = [_existing(out_dir / f"{c.order}.json", config) for c, config in zip(candidates, configs)]
-    results = []
-    for n, (candidate, config, record) in enumerate(zip(candidates, configs, existing), start=1):
-        path = out_dir / f"{candidate.order}.json"
-        if record is not None and record.get("status") == "complete":
-            log(f"confirm {n}/{len(configs)}: {candidate.order}: reusing the complete record {path}")
-            results.append((record, True))
-            continue
-        from trainer.chain import run_chain
-
-        resume = record is not None
-        log(f"confirm {n}/{len(configs)}: {'resuming' if resume else 'training'} {candidate.order} -> {path}")
-        results.append((run_chain(config, path, resume=resume, log=log), False))
-    return results
+    execution = execution or Execution()
+    campaign = Campaign(tuple(CampaignRun(c.order, f"{c.order}.json", config) for c, config in zip(candidates, configs)),
+                        command="chaincomp confirm")
+    path = out_dir / ".confirm.campaign.json"  # hidden: `chaincomp fit DIR/*.json` reads the records only
+    write_campaign(campaign, path)
+    result = run_campaign(campaign, path, execution.executor(), retries=execution.retries, log=log)
+    failed = [row for row in result.data["runs"] if row["status"] == "failed"]
+    if failed:
+        raise InputError(f"{len(failed)} of the {len(configs)} orders failed to train ({failed[0]['name']}: "
+                         f"{failed[0]['error']}); the finished ones are kept in {str(out_dir)!r}: run the same "
+                         "command again to continue")
+    return [(read_record(out_dir / run.record), row["status"] == "skipped")
+            for run, row in zip(campaign.runs, result.data["runs"])]
 
 
 def _ranks(values: Sequence[float]) -> np.ndarray:

@@ -168,8 +168,13 @@ def confirm(out_dir: str | Path, *, profile: str | Path | None = None, grid: Gri
             **training: Any) -> ConfirmResult:
     """Simulate, train the best order and ``top`` - 1 rivals spread over the ranking (run records in
     ``out_dir``, reused when complete) at their max-BitOpsCR point within ``budget``, and compare.
-    ``training``: :class:`trainer.options.TrainingOptions` fields (the setup itself is the profile's);
-    ``epochs``/``lr`` default to the profile's base training."""
+    ``training``: :class:`trainer.options.TrainingOptions` fields (the setup itself is the profile's)
+    and :class:`trainer.executors.Execution`'s (``jobs``, ``ray``, ``address``, ``cpus_per_run``,
+    ``gpus_per_run``, ``threads_per_run``, ``retries``); ``epochs``/``lr`` default to the profile's
+    base training."""
+    from trainer.executors import Execution
+
+    execution = Execution.take(training)
     if top is not None:
         check_integer("top", top, 1)
     budgets = parse_budgets(budget, "budget")
@@ -195,6 +200,7 @@ def confirm(out_dir: str | Path, *, profile: str | Path | None = None, grid: Gri
     except OSError as err:
         raise InputError(f"out_dir: cannot create {str(out_dir)!r} ({err.strerror})") from None
     with hold_lock("out_dir", directory):  # one confirm per folder: two would train into the same records
-        results = measure(candidates, configs, directory, int(sim.profile.setup.get("num_classes", 10)), log=log)
+        results = measure(candidates, configs, directory, int(sim.profile.setup.get("num_classes", 10)), log=log,
+                          execution=execution)
     return ConfirmResult(confirm_json(sim.profile, sim.profile_path, budgets[0], len(ranked), candidates, results,
                                       directory))

@@ -250,10 +250,10 @@ def _existing(run: CampaignRun, path: Path) -> dict[str, Any] | None:
     try:
         record = read_record(path)
     except InputError as err:
-        raise InputError(f"campaign run {run.name!r}: {err}; remove it to train the run again") from None
+        raise InputError(f"run {run.name!r}: {err}; remove it to train the run again") from None
     if record["config"] != run.config.to_json():
         differ = config_differences(record["config"], run.config.to_json())
-        raise InputError(f"campaign run {run.name!r}: {str(path)!r} holds a run with other settings "
+        raise InputError(f"run {run.name!r}: {str(path)!r} holds a run with other settings "
                          f"({'; '.join(differ[:3])}); remove it or give the run another record path")
     return record
 

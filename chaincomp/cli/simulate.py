@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from chaincomp.cli.options import add_json, emit, log
+from chaincomp.cli.options import add_execution_options, add_json, emit, execution_options, log
 from chaincomp.cli.train import CONFIRM_TRAINING, add_training_options, training_options
 from simulator.confirm_report import DEFAULT_BUDGET, DEFAULT_TOP
 from simulator.grid import DEFAULT_BUDGETS
@@ -99,7 +99,8 @@ def add_confirm(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("confirm", help="train the predicted best order and rivals for real; predicted vs measured",
                        description="Simulate, take the best order and --top - 1 rivals spread over the ranking (the "
                                    "predicted worst included), train each at its max-BitOpsCR point within --budget "
-                                   "(run records in --out-dir, reused when complete, so confirm resumes), and report "
+                                   "(run records in --out-dir, reused when complete, so confirm resumes; the orders' "
+                                   "shared stage prefixes trained once, on --jobs or --ray), and report "
                                    "predicted vs measured accuracy and BitOpsCR with Kendall's tau.")
     p.add_argument("--profile", metavar="FILE.json", help="stage profile (default: the one shipped); its setup "
                                                           "(teacher, student, dataset, input size) is what is trained")
@@ -115,6 +116,7 @@ def add_confirm(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plot", metavar="FILE.png", help="draw predicted vs measured accuracy and BitOpsCR")
     group = p.add_argument_group("training (as for train; the setup comes from the profile)")
     add_training_options(group, CONFIRM_TRAINING, from_profile=("epochs", "lr"))
+    add_execution_options(p)
     p.set_defaults(run=run_confirm)
 
 
@@ -126,7 +128,8 @@ def run_confirm(args: argparse.Namespace) -> int:
         check_plot("plot", args.plot)
     try:
         result = confirm(args.out_dir, profile=args.profile, grid=args.grid, orders=args.orders, top=args.top,
-                         budget=args.budget, log=log, **training_options(args, CONFIRM_TRAINING))
+                         budget=args.budget, log=log, **training_options(args, CONFIRM_TRAINING),
+                         **execution_options(args))
     except KeyboardInterrupt:
         print(f"chaincomp confirm: interrupted; {args.out_dir} keeps the finished runs and stages (run the same "
               "command again to continue)", file=sys.stderr)

@@ -6,7 +6,7 @@ Expected values come from routes other than the confirm code:
   (positions 1, 6, 10, 15, 19, 24 of 24 for six orders spread evenly: floor(23 k / 5 + 0.5)) and
   each order's Pareto front, from which the max-BitOpsCR point within the budget (or, failing
   that, the most accurate point) is picked here;
-* the trainer is replaced by a fake ``run_chain`` that "measures" the chain model's own prediction
+* the trainer is replaced by a fake ``train_node`` that "measures" the chain model's own prediction
   at the config it is handed (``simulator.model.predict`` of that single point) plus a known
   offset per order, so each error must equal its offset, and Kendall's tau is counted here pair by
   pair (tau-b);
@@ -55,8 +55,10 @@ def profile_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def fake_trainer(monkeypatch, profile_file):
-    """Replace ``trainer.chain.run_chain``; returns the list of calls (order, resume, config)."""
-    from trainer import chain
+    """Replace ``trainer.executors.train_node``, where every training of a campaign starts; returns
+    the list of runs "trained" (order, resume, config), one per order (its last stage)."""
+    from trainer import executors
+    from trainer.config import ChainConfig
 
     profile = parse_profile(json.loads(profile_file.read_text()))
     shape = tuple(profile.setup["input_shape"])
@@ -65,19 +67,21 @@ def fake_trainer(monkeypatch, profile_file):
     def load(name: str):
         return load_model_table(ModelSpec(name, input_shape=shape, num_classes=10))
 
-    def fake_run_chain(config, out, *, resume=False, log=lambda message: None):
-        calls.append((config.order, resume, config))
+    def fake_train_node(config_json, stages, parent, threads):
+        config = ChainConfig.from_json(config_json)
+        if stages == 0:
+            return {"_type": "chaincomp.RunRecord", "_version": 1, "status": "running", "config": config_json,
+                    "stages": [{"stage": "base", "accuracy": 90.5, "cost": {"bitops_cr": 1.0, "cr": 1.0}}]}, b""
+        if stages < len(config.order):  # a stage on the way: confirm reads the final one only
+            return {"stage": config.order[stages - 1], "accuracy": 0.0, "cost": {"bitops_cr": 1.0, "cr": 1.0}}, b""
+        calls.append((config.order, False, config))
         values = {"D": config.distill.student, "P": config.prune.ratio, "Q": config.quant.w_bits,
                   "E": config.exits.threshold}
         point = predict(profile, config.order, Grid({m: (values[m],) for m in config.order}), load, config.teacher)
-        final = {"stage": config.order[-1], "accuracy": float(point.accuracy[0]) + offset(config.order),
-                 "cost": {"bitops_cr": float(point.bitops_cr[0]) * factor(config.order), "cr": float(point.cr[0])}}
-        record = {"_type": "chaincomp.RunRecord", "_version": 1, "status": "complete", "config": config.to_json(),
-                  "stages": [{"stage": "base", "accuracy": 90.5, "cost": {"bitops_cr": 1.0, "cr": 1.0}}, final]}
-        Path(out).write_text(json.dumps(record), encoding="utf-8")
-        return record
+        return {"stage": config.order[-1], "accuracy": float(point.accuracy[0]) + offset(config.order),
+                "cost": {"bitops_cr": float(point.bitops_cr[0]) * factor(config.order), "cr": float(point.cr[0])}}, b""
 
-    monkeypatch.setattr(chain, "run_chain", fake_run_chain)
+    monkeypatch.setattr(executors, "train_node", fake_train_node)
     return calls
 
 
@@ -125,7 +129,7 @@ def test_orders_points_errors_and_tau(budget, profile_file, fake_trainer, tmp_pa
     places = [1, 6, 10, 15, 19, 24]
     assert [r["rank"] for r in report["orders"]] == places
     assert [r["order"] for r in report["orders"]] == [ranking[p - 1] for p in places]
-    assert [call[0] for call in fake_trainer] == [ranking[p - 1] for p in places]
+    assert sorted(call[0] for call in fake_trainer) == sorted(ranking[p - 1] for p in places)  # each trained once
     for row in report["orders"]:
         point, within = expected_point(sim["orders"][row["order"]]["front"], sim["profile"]["base_accuracy"], budget)
         assert row["within_budget"] == within
@@ -212,7 +216,7 @@ def test_base_epochs_default_to_the_profiles_base_training(tmp_path, fake_traine
 
 # ---- resuming ------------------------------------------------------------------------------------
 
-def test_complete_records_are_reused_and_unfinished_ones_resumed(profile_file, fake_trainer, tmp_path):
+def test_complete_records_are_reused_and_unfinished_ones_trained_again(profile_file, fake_trainer, tmp_path):
     runs = tmp_path / "runs"
     rc, first, stderr = confirm(profile_file, runs, "--orders", "PQ,QP", "--json")
     assert rc == 0, stderr
@@ -228,7 +232,7 @@ def test_complete_records_are_reused_and_unfinished_ones_resumed(profile_file, f
     (runs / "QP.json").write_text(json.dumps(record))
     rc, _, stderr = confirm(profile_file, runs, "--orders", "PQ,QP")
     assert rc == 0, stderr
-    assert [(c[0], c[1]) for c in fake_trainer] == [("QP", True)]
+    assert [(c[0], c[1]) for c in fake_trainer] == [("QP", False)]
 
 
 def test_a_record_of_other_settings_is_refused(profile_file, fake_trainer, tmp_path):
