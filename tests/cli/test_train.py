@@ -465,6 +465,22 @@ def test_resume_completes_the_run(interrupted: Interrupted, tmp_path: Path) -> N
 
 
 @pytest.mark.slow
+def test_a_resumed_run_equals_the_run_never_interrupted(interrupted: Interrupted, tmp_path: Path) -> None:
+    """The checkpoint carries every RNG state (Python, numpy, torch, the loader's shuffling), so the
+    stage trained after the resume draws what it would have drawn: same accuracy, same model."""
+    out = interrupted.copy(tmp_path / "resumed")
+    assert run_cli([*DP_ARGS, "--out", str(out), "--resume"])[0] == 0
+    whole = tmp_path / "whole.json"
+    assert run_cli([*DP_ARGS, "--out", str(whole)])[0] == 0
+    measured = [[(s["stage"], s["accuracy"], s["val_accuracy"], s["cost"]) for s in read_record(path)["stages"]]
+                for path in (out, whole)]
+    assert measured[0] == measured[1]
+    resumed, never = (load_checkpoint(path.with_suffix(".pt"))["model"].state_dict() for path in (out, whole))
+    assert resumed.keys() == never.keys()
+    assert all(torch.equal(resumed[k], never[k]) for k in resumed)
+
+
+@pytest.mark.slow
 def test_resume_without_the_checkpoint_is_refused(interrupted: Interrupted, tmp_path: Path) -> None:
     out = interrupted.copy(tmp_path / "run", checkpoint=False)
     rc, _, err = run_cli([*DP_ARGS, "--out", str(out), "--resume"])
