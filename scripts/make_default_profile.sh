@@ -1,48 +1,31 @@
 #!/usr/bin/env bash
 # Regenerates simulator/data/default_profile.json, the stage profile `chaincomp simulate` uses by
 # default, on the offline digits setup (teacher resnet20 -> student resnet8, 16x16) with the
-# trainer's default hyperparameters:
-#   1. each method alone over its grid, two seeds (chaincomp profile);
-#   2. both orders of every pair of methods, trained for real (chaincomp train, 27 runs a seed): the later
-#      method j of a pair at every value of its profiled grid (P 0.25/0.5/0.75, Q 1/2/4/8 bits; one E
-#      run reports every threshold), the earlier one at the trainer's default, so that each
-#      interaction term is measured as a curve over j's hyperparameter;
-#   3. each method alone at the grid points no pair run starts with (5 single-stage runs a seed), so
-#      that every single-stage delta is pinned on the runs' own base models;
-#   4. DPQ and DQP over P 0.25/0.5/0.75 x Q 1/2/8 bits (18 runs a seed): how P and Q interact on the
-#      student, as a function of both hyperparameters (the three-method terms D->P->Q and D->Q->P);
-#   steps 2 to 4 run for seeds 0 and 1 (each seed its own split, base model and training noise);
-#   5. the order-interaction terms (pairs, and the three-method terms DPQ and DQP) fitted from those
-#      runs, the deltas and the base accuracy refined to the runs' (chaincomp fit --refine-deltas).
-# Intermediate files go to build/default-profile/ (kept, so an interrupted run resumes).
-# Run from the repository root after the README's set-up command; about 65 minutes on 2 CPU cores.
+# trainer's default hyperparameters, as one campaign (seeds 0 and 1; each seed its own split, base
+# model and training noise):
+#   --single DPQE        each method alone over its grid (D resnet8; P 0.25/0.5/0.75; Q 1/2/4/8 bits;
+#                        one E run reports every threshold): the single-stage curves;
+#   --pairs DPQE         both orders of every pair, the later method j over its grid and the earlier
+#                        at the trainer's default (27 runs a seed), so that each interaction term is
+#                        measured as a curve over j's hyperparameter;
+#   --triples DPQ,DQP    P and Q on the student, both orders, over P 0.25/0.5/0.75 x Q 1/2/8 bits (18
+#                        runs a seed): the three-method terms D->P->Q and D->Q->P;
+# then the stage profile from the single-method runs (chaincomp profile finds them complete and
+# reuses them), and the order-interaction terms fitted from all the runs, the deltas and the base
+# accuracy refined to the runs' (chaincomp fit --refine-deltas).
+# Shared prefixes train once: 2 base models and 108 stage trainings instead of 108 and 234 (one run each).
+# One torch thread per training, so --jobs 2 and a serial run record the same numbers.
+# Intermediate files go to build/profile-campaign/ (kept: running this again continues).
+# Run from the repository root after the README's set-up command; see the README for the time it takes.
 set -euo pipefail
-work=build/default-profile
-mkdir -p "$work/runs"
-[ -f "$work/single_stage.json" ] || .venv/bin/chaincomp profile --method DPQE --seeds 0,1 --out "$work/single_stage.json"
-train() {  # NAME ARGS...: one run, skipped when its record exists
-  local name=$1
-  shift
-  [ -f "$work/runs/$name.json" ] || .venv/bin/chaincomp train --out "$work/runs/$name.json" "$@"
-}
-for seed in 0 1; do
-  s=$([ "$seed" = 0 ] && echo "" || echo "-s$seed")  # seed 0's records keep their plain names
-  for first in P Q E; do train "${first}D$s" --order "${first}D" --seed "$seed"; done
-  for first in D P Q; do train "${first}E$s" --order "${first}E" --seed "$seed"; done
-  for ratio in 0.25 0.5 0.75; do
-    for first in D Q E; do train "${first}P-p$ratio$s" --order "${first}P" --prune-ratio "$ratio" --seed "$seed"; done
-  done
-  for bits in 1 2 4 8; do
-    for first in D P E; do train "${first}Q-q$bits$s" --order "${first}Q" --w-bits "$bits" --seed "$seed"; done
-  done
-  for ratio in 0.25 0.75; do train "P-p$ratio$s" --order P --prune-ratio "$ratio" --seed "$seed"; done
-  for ratio in 0.25 0.5 0.75; do  # P and Q on the student, both orders, over a grid of both
-    for bits in 1 2 8; do
-      train "DPQ-p$ratio-q$bits$s" --order DPQ --prune-ratio "$ratio" --w-bits "$bits" --seed "$seed"
-      train "DQP-q$bits-p$ratio$s" --order DQP --prune-ratio "$ratio" --w-bits "$bits" --seed "$seed"
-    done
-  done
-  for bits in 2 4 8; do train "Q-q$bits$s" --order Q --w-bits "$bits" --seed "$seed"; done
-done
-.venv/bin/chaincomp fit "$work"/runs/*.json --profile "$work/single_stage.json" --refine-deltas --triples DPQ,DQP \
+work=build/profile-campaign
+cc=.venv/bin/chaincomp
+jobs=${JOBS:-2}
+mkdir -p "$work"
+[ -f "$work/campaign.json" ] || $cc campaign plan --out "$work/campaign.json" --single DPQE --pairs DPQE \
+  --triples DPQ,DQP --triple-grid Q=1,2,8 --seeds 0,1
+$cc campaign run "$work/campaign.json" --jobs "$jobs" --threads-per-run 1
+rm -f "$work/single_stage.json"
+$cc profile --method DPQE --seeds 0,1 --runs-dir "$work" --threads-per-run 1 --out "$work/single_stage.json"
+$cc fit "$work"/runs/*.json --profile "$work/single_stage.json" --refine-deltas --triples DPQ,DQP \
   -o simulator/data/default_profile.json

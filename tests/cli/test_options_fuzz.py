@@ -45,7 +45,11 @@ BASE: dict[str, list[str]] = {
     "confirm": ["--out-dir", "{tmp}/confirm"],
     "train": ["--order", "D", "--out", "{tmp}/run.json"],
     "profile": ["--method", "P", "--out", "{tmp}/profile.json"],
+    "campaign plan": ["--orders", "P", "--out", "{tmp}/planned.json"],
+    "campaign run": ["{tmp}/campaign.json"],
 }
+CAMPAIGN = {"_type": "chaincomp.Campaign", "_version": 1, "command": "",
+            "runs": [{"name": "P", "record": "runs/P.json", "config": {"order": "P"}}]}
 
 TOKENS = ["", " ", "0", "1", "-1", "2", "8", "32", "0.5", "1.5", "-0.5", "1e309", "-1e309", "1e-320", "nan", "NaN",
           "inf", "-inf", "1,2", "1,,2", ",", "3,8,8", "3,100000,100000", "0,0,0", "a=b", "=", "Q=nan", "P=0.5",
@@ -57,11 +61,19 @@ VALUES = st.one_of(st.sampled_from(TOKENS), st.text(st.characters(blacklist_char
 
 
 def _options() -> dict[str, list[tuple[str, bool]]]:
-    """(option, takes a value) of every optional argument of each command, read off the parser."""
+    """(option, takes a value) of every optional argument of each command (``campaign plan``: of a
+    subcommand), read off the parser."""
     sub = make_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    parsers = {}
+    for name, parser in sub.items():
+        if parser._subparsers is None:
+            parsers[name] = parser
+        else:
+            parsers.update({f"{name} {inner}": p for inner, p in
+                            parser._subparsers._group_actions[0].choices.items()})  # type: ignore[union-attr]
     return {name: [(action.option_strings[-1], action.nargs != 0) for action in parser._actions
                    if action.option_strings and action.dest != "help"]
-            for name, parser in sub.items()}
+            for name, parser in parsers.items()}
 
 
 OPTIONS = _options()
@@ -78,9 +90,11 @@ def _tripwire(*_args: Any, **_kwargs: Any) -> None:
 @pytest.fixture(autouse=True)
 def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
     from bitops import trace
-    from trainer import chain, profile
+    from trainer import chain, executors, profile
 
     monkeypatch.setattr(chain, "run_chain", _tripwire)
+    # Every campaign (campaign run, confirm) makes its executor once its options are all accepted.
+    monkeypatch.setattr(executors.Execution, "executor", _tripwire)
     # Models the memory check lets through are built and traced for real: keep them small (~0.3 GiB).
     monkeypatch.setattr(trace, "MEMORY_FRACTION", 2**28 / trace._available_bytes())
     monkeypatch.setattr(profile, "run_profile", _tripwire)
@@ -139,11 +153,12 @@ def test_any_option_value_is_a_result_or_one_line(command: str, data: st.DataObj
         tmp = Path(folder)
         (tmp / "claims.toml").write_text(SMALL_CLAIM, encoding="utf-8")
         (tmp / "record.json").write_text(json.dumps(RECORD), encoding="utf-8")
+        (tmp / "campaign.json").write_text(json.dumps(CAMPAIGN), encoding="utf-8")
         before = _files(tmp)
         here = os.getcwd()
         os.chdir(tmp)
         try:
-            code, err = _run([command, *[a.format(tmp=tmp) for a in BASE[command]], *fuzzed])
+            code, err = _run([*command.split(), *[a.format(tmp=tmp) for a in BASE[command]], *fuzzed])
         finally:
             os.chdir(here)
         assert "Traceback" not in err, err
