@@ -351,3 +351,56 @@ def test_a_complete_campaign_runs_nothing_again(serial: Path) -> None:
     assert rc == 0, err
     result = json.loads(stdout)
     assert result["skipped"] == 5 and result["trainings"]["trained"] == 0
+
+
+@pytest.mark.slow
+def test_a_stage_that_always_fails_leaves_a_failed_record_of_what_finished(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "c.json"
+    assert run_cli(["campaign", "plan", "--out", str(path), "--orders", "DP,D", *FAST])[0] == 0
+    original = executors.train_node
+    tries: list[int] = []
+
+    def p_always_fails(config: dict[str, Any], stages: int, parent: Any, threads: int) -> Any:
+        if stages == 2:
+            tries.append(stages)
+            raise MemoryError("out of memory")
+        return original(config, stages, parent, threads)
+
+    monkeypatch.setattr(executors, "train_node", p_always_fails)
+    rc, stdout, err = run_cli(["campaign", "run", str(path), "--retries", "1", "--json"])
+    assert rc == 1 and len(tries) == 2 and "Traceback" not in err
+    rows = {row["name"]: row for row in json.loads(stdout)["runs"]}
+    assert rows["D-s0"]["status"] == "complete"  # D is DP's prefix and a run of its own
+    assert rows["DP-p0.5-s0"]["status"] == "failed" and "MemoryError: out of memory" in rows["DP-p0.5-s0"]["error"]
+    record = json.loads((tmp_path / "runs" / "DP-p0.5-s0.json").read_text(encoding="utf-8"))
+    assert record["status"] == "failed" and "MemoryError" in record["error"]
+    assert [s["stage"] for s in record["stages"]] == ["base", "D"]
+    assert list((tmp_path / "c.prefixes").glob("*.pt"))  # kept: the next run starts at P
+    monkeypatch.setattr(executors, "train_node", original)
+    rc, stdout, _ = run_cli(["campaign", "run", str(path), "--json"])
+    result = json.loads(stdout)
+    assert rc == 0 and result["trainings"]["trained"] == 1 and result["trainings"]["from_cache"] == 2
+    assert json.loads((tmp_path / "runs" / "DP-p0.5-s0.json").read_text(encoding="utf-8"))["status"] == "complete"
+
+
+def test_execution_options_are_checked() -> None:
+    from trainer.executors import Execution
+
+    for kwargs, expected in (({"cpus_per_run": float("nan")}, "cpus_per_run must be a finite number >= 0"),
+                             ({"gpus_per_run": -1}, "gpus_per_run must be a finite number >= 0"),
+                             ({"ray": True, "cpus_per_run": 0}, "a run needs a CPU or a GPU"),
+                             ({"jobs": True}, "jobs must be an integer"),
+                             ({"address": "auto"}, "address 'auto' is for Ray")):
+        with pytest.raises(InputError, match=expected):
+            Execution(**kwargs)
+
+
+@pytest.mark.slow
+def test_ray_refuses_a_run_no_node_could_start() -> None:
+    ray = pytest.importorskip("ray")
+    from trainer.executors import Execution
+
+    with pytest.raises(InputError, match="the Ray cluster has 2 CPUs and 0 GPUs, so no run could ever start"):
+        Execution(ray=True, cpus_per_run=1, gpus_per_run=1).executor(ray_cpus=2)
+    assert not ray.is_initialized()  # the instance it started for the campaign is stopped again
