@@ -156,6 +156,7 @@ class RayExecutor:
                              "(every worker of a cluster needs chaincomp and Ray too)") from None
         self._ray = ray
         self.address, self.threads = address, threads
+        self._payloads: dict[Any, Any] = {}  # a task's first return -> its checkpoint's ref
         self._started = not ray.is_initialized()
         if self._started:
             try:
@@ -178,7 +179,6 @@ class RayExecutor:
         self.slots = max(1, int(min(fits)))
         self._task = ray.remote(train_node).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, num_returns=2,
                                                     max_retries=0)
-        self._payloads: dict[Any, Any] = {}
         self.cpus_per_run, self.gpus_per_run = cpus_per_run, gpus_per_run
 
     def submit(self, config: dict[str, Any], stages: int, parent: Any) -> Any:
