@@ -284,11 +284,12 @@ def _duration(seconds: float) -> str:
 
 
 def _reason(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    from bitops.errors import InputError as _Input
-
-    return (text[0] if text else type(err).__name__) if isinstance(err, _Input) else \
-        f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
+    """A training's failure in one line: an InputError's own words, else the exception's type and
+    first line."""
+    first = (str(err).strip().splitlines() or [""])[0]
+    if isinstance(err, InputError):
+        return first or type(err).__name__
+    return f"{type(err).__name__}: {first}".rstrip(": ")
 
 
 def _record(run: CampaignRun, head: dict[str, Any], entries: list[dict[str, Any]], started_from: str,

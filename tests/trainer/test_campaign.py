@@ -8,8 +8,6 @@ the other executors.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import itertools
 import json
 import math
@@ -19,25 +17,15 @@ from typing import Any
 import pytest
 
 from bitops.errors import InputError
-from chaincomp.cli import main
 from trainer import campaign as campaign_module
 from trainer import executors
 from trainer.campaign import PlanRequest, plan_runs, prefix_key, prefix_tree, stage_trainings
 from trainer.campaign_format import read_campaign
+from tests.simulator.fitting import run_cli
 from trainer.options import TrainingOptions, chain_config
 
 FAST = ["--epochs", "1", "--distill-epochs", "1", "--finetune-epochs", "1", "--exit-epochs", "1", "--image-size", "8"]
 FAST_OPTIONS = TrainingOptions(epochs=1, distill_epochs=1, finetune_epochs=1, exit_epochs=1, image_size=8)
-
-
-def run_cli(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main(argv)
-        except SystemExit as exc:
-            rc = exc.code if isinstance(exc.code, int) else 2
-    return rc, out.getvalue(), err.getvalue()
 
 
 def one_line_error(rc: int, stdout: str, stderr: str) -> str:
