@@ -44,8 +44,8 @@ from trainer.config import ChainConfig
 from trainer.options import DEFAULT_GRIDS, TrainingOptions, chain_config
 from trainer.record import RECORD_TYPE, RECORD_VERSION, config_differences, read_record, write_record
 
-__all__ = ["CampaignResult", "Node", "PlanRequest", "PlanResult", "plan", "plan_runs", "prefix_tree", "run", "run_campaign",
-           "stage_trainings"]
+__all__ = ["CampaignResult", "Node", "PlanRequest", "PlanResult", "plan", "plan_runs", "prefix_tree", "run",
+           "run_campaign", "stage_trainings"]
 
 Log = Callable[[str], None]
 PART = {"D": "distill", "P": "prune", "Q": "quant", "E": "exits"}  # each stage's config in a ChainConfig
@@ -316,8 +316,8 @@ def run_campaign(campaign: Campaign, campaign_path: Path, executor: Any, *, retr
         nodes, paths = prefix_tree(pending)
         counts = stage_trainings(campaign.runs)
         prefix_dir = folder / f"{campaign_path.stem}.prefixes" if keep_prefixes and executor.local else None
-        driver = _Driver(campaign, campaign_path, executor, nodes, paths, pending, retries, prefix_dir, log)
-        driver.checkpoints = checkpoints
+        driver = _Driver(campaign, campaign_path, executor, nodes, paths, pending, retries, prefix_dir, checkpoints,
+                         log)
         driver.go()
         if prefix_dir is not None and prefix_dir.exists() and all(s == "complete" for s in driver.status.values()):
             shutil.rmtree(prefix_dir, ignore_errors=True)  # kept for a campaign that continues; this one is done
@@ -349,7 +349,7 @@ class _Driver:
 
     def __init__(self, campaign: Campaign, campaign_path: Path, executor: Any, nodes: dict[str, Node],
                  paths: dict[str, list[str]], pending: list[CampaignRun], retries: int, prefix_dir: Path | None,
-                 log: Log) -> None:
+                 checkpoints: bool, log: Log) -> None:
         self.campaign, self.campaign_path, self.executor = campaign, campaign_path, executor
         self.nodes, self.paths, self.pending, self.retries, self.prefix_dir = nodes, paths, pending, retries, prefix_dir
         self.children: dict[str, list[str]] = {key: [] for key in nodes}
@@ -369,7 +369,7 @@ class _Driver:
         self.started_from: dict[str, str] = {}
         self.trained = self.from_cache = 0
         self.in_flight: dict[Any, str] = {}  # the executor's handle -> node key
-        self.checkpoints = True
+        self.checkpoints = checkpoints  # write RUN.pt beside a finished run's record
         self.progress = _Progress(log, len(pending), len(nodes))
         self.log = log
 

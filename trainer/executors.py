@@ -22,7 +22,7 @@ from typing import Any
 
 from bitops.errors import InputError
 
-__all__ = ["Execution", "LocalExecutor", "RayExecutor", "SerialExecutor", "make_executor", "train_node"]
+__all__ = ["Execution", "LocalExecutor", "RayExecutor", "SerialExecutor", "train_node"]
 
 
 def train_node(config: dict[str, Any], stages: int, parent: bytes | None, threads: int) -> tuple[dict[str, Any], bytes]:
@@ -242,7 +242,7 @@ class Execution:
                              "many runs train at once (`cpus_per_run`, `gpus_per_run`)")
         for name in ("cpus_per_run", "gpus_per_run"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
                 raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
         if self.ray and self.cpus_per_run == 0 and self.gpus_per_run == 0:
             raise InputError("cpus_per_run: a run needs a CPU or a GPU; got 0 of both")
@@ -261,8 +261,3 @@ class Execution:
             return SerialExecutor(self.threads_per_run or default_threads(1))
         return LocalExecutor(self.jobs, self.threads_per_run or default_threads(self.jobs))
 
-
-def make_executor(jobs: int = 1, ray: bool = False, address: str | None = None, cpus_per_run: float = 1,
-                  gpus_per_run: float = 0, threads: int | None = None, ray_cpus: int | None = None) -> Any:
-    """:meth:`Execution.executor` from flat options."""
-    return Execution(jobs, ray, address, cpus_per_run, gpus_per_run, threads).executor(ray_cpus)

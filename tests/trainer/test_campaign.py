@@ -241,7 +241,7 @@ def test_ray_gives_the_same_records(serial: Path, tmp_path: Path) -> None:
     pytest.importorskip("ray")
     assert run_cli(["campaign", "plan", "--out", str(tmp_path / "c.json"), *SMALL])[0] == 0
     result = campaign_module.run_campaign(read_campaign(tmp_path / "c.json"), tmp_path / "c.json",
-                                          executors.make_executor(ray=True, threads=1, ray_cpus=2))
+                                          executors.Execution(ray=True, threads_per_run=1).executor(ray_cpus=2))
     assert result.data["executor"]["kind"] == "ray" and result.data["failed"] == 0
     assert _records(tmp_path) == _records(serial)
     assert not list((tmp_path / "runs").glob("*.pt"))  # checkpoints stay with Ray's workers
