@@ -246,17 +246,17 @@ def _keep_grid(table: LayerTable, prunable: np.ndarray, stated: float | None, cl
     ``j / C`` in floating point can fall a hair below the step it names (``int(C * j/C)`` gives
     ``j - 1``), so the next float up is tried too and points with identical kept channels merged.
     """
-    widths = table.group_channels[prunable]
+    widths, parts = table.group_channels[prunable], table.group_divisions[prunable]
     if stated is not None:
-        kept = kept_channels_array(widths, stated)
+        kept = kept_channels_array(widths, stated, parts)
         if np.any(kept < 1):
             raise InputError(f"claim {claim_name!r}: keep_ratio {stated} keeps 0 of the {int(widths[kept < 1][0])} "
                              "channels of a group; it must keep at least 1")
         return np.array([stated])
-    steps = np.concatenate([np.arange(1, c + 1) / c for c in np.unique(widths)] + [np.array([1.0])])
+    steps = np.concatenate([np.arange(1, c + 1) / c for c in np.unique(widths // parts)] + [np.array([1.0])])
     points = np.unique(np.concatenate([steps, np.nextafter(steps, 2.0)]))
     points = points[points <= 1.0]
-    kept = kept_channels_array(widths[None, :], points[:, None])
+    kept = kept_channels_array(widths[None, :], points[:, None], parts[None, :])
     valid = np.all(kept >= 1, axis=1)
     points, kept = points[valid], kept[valid]
     _, first = np.unique(kept, axis=0, return_index=True)
@@ -267,7 +267,7 @@ def _grid(table: LayerTable, heads_pruned: bool, stated_keep: float | None, clai
     lay, ops = table.layers, table.ops
     prunable = np.ones(table.num_groups, dtype=bool) if heads_pruned else ~table.head_only_groups
     keep = _keep_grid(table, prunable, stated_keep, claim_name)
-    kept = kept_channels_array(table.group_channels[None, :], keep[:, None])
+    kept = kept_channels_array(table.group_channels[None, :], keep[:, None], table.group_divisions[None, :])
     if not heads_pruned:  # P before E: heads are built for the pruned stages they read
         kept = heads_follow_stages(table, kept)
     q = quantities(table, kept)

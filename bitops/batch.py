@@ -320,7 +320,8 @@ def evaluate_batch(
         raise InputError("exit_probs must be finite, >= 0 and sum to at most 1 in every configuration")
 
     w, a = rows["w_bits"].astype(np.uint8, copy=False), rows["a_bits"].astype(np.uint8, copy=False)
-    if policy.first_last_bits is not None or policy.input_bits is not None:
+    if policy.first_last_bits is not None or policy.input_bits is not None or (
+            policy.matmul_bits == "activation" and table.activation_products.size):
         w, a = resolved_bits(table, w, a, policy)  # new arrays: the caller's stay as given
     bitops, macs, params, storage = _engine(engine, parallel, m)(
         kernel_table(table, policy),

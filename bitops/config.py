@@ -53,29 +53,53 @@ class Config:
             g = int(bad[0])
             raise InputError(f"kept channels of group {table.group_labels[g]} must be in 1..{int(table.group_channels[g])}, "
                              f"got {int(self.kept[g])}")
+        split = np.flatnonzero(self.kept % table.group_divisions)
+        if split.size:
+            g = int(split[0])
+            raise InputError(f"kept channels of group {table.group_labels[g]} must be a multiple of its "
+                             f"{int(table.group_divisions[g])} conv groups (whole channels per group), got {int(self.kept[g])}")
+        pruned = np.flatnonzero(self.kept < table.group_channels)
+        if pruned.size:
+            check_prunable(table, "kept")
         check_exit_probs("exit_probs", self.exit_probs, table.exit_names)
 
 
-def kept_channels(channels: int, keep_ratio: float) -> int:
+def kept_channels(channels: int, keep_ratio: float, parts: int = 1) -> int:
     """Channels a group keeps at ``keep_ratio``, rounded exactly as torch-pruning does.
 
     torch-pruning's local (per-group) pruning keeps ``int(C * (1 - pruning_ratio))`` channels
     (``BasePruner``: ``n_pruned = C - int(C * (1 - ratio))``). The trainer passes
-    ``pruning_ratio = 1 - keep_ratio``, so the same float expression is evaluated here.
+    ``pruning_ratio = 1 - keep_ratio``, so the same float expression is evaluated here. A group
+    pruned in ``parts`` equal parts (a grouped conv's groups) keeps that many channels of each
+    part of ``C / parts``: 48 channels in 6 parts of 8 keep 6 x int(8 x 0.7) = 30 at 0.7, not 33.
     """
-    return int(kept_channels_array(np.asarray(channels), np.asarray(keep_ratio)))
+    return int(kept_channels_array(np.asarray(channels), np.asarray(keep_ratio), np.asarray(parts)))
 
 
-def kept_channels_array(channels: np.ndarray, keep_ratio: np.ndarray) -> np.ndarray:
+def kept_channels_array(channels: np.ndarray, keep_ratio: np.ndarray, parts: np.ndarray | int = 1) -> np.ndarray:
     """:func:`kept_channels` element-wise over broadcast arrays (the same IEEE float operations)."""
     pruning_ratio = 1.0 - np.asarray(keep_ratio, dtype=np.float64)
-    return (np.asarray(channels, dtype=np.int64) * (1 - pruning_ratio)).astype(np.int64)
+    parts = np.asarray(parts, dtype=np.int64)
+    return parts * (np.asarray(channels, dtype=np.int64) // parts * (1 - pruning_ratio)).astype(np.int64)
+
+
+def check_prunable(table: LayerTable, field: str) -> None:
+    """Refuse to prune ``table`` when some of its layers follow no channel group: their pruned
+    widths are not known, so no count of a pruned model would be exact."""
+    if table.ungrouped:
+        names = list(table.ungrouped)
+        shown = f"{names[0]}: {table.ungrouped[names[0]]}"
+        more = f"; and {len(names) - 1} more" if len(names) > 1 else ""
+        raise InputError(f"{field}: {table.model} can be counted unpruned only: {len(names)} layers have no "
+                         f"channel groups ({shown}{more})")
 
 
 def kept_from_ratio(table: LayerTable, keep_ratio: float, field: str = "keep_ratio") -> np.ndarray:
     """Kept channels of every group at one uniform keep ratio in (0, 1]; errors name ``field``."""
     check_keep_ratio(field, keep_ratio)
-    kept = np.array([kept_channels(int(c), float(keep_ratio)) for c in table.group_channels], dtype=np.int64)
+    if keep_ratio < 1:
+        check_prunable(table, field)
+    kept = kept_channels_array(table.group_channels, float(keep_ratio), table.group_divisions)
     empty = np.flatnonzero(kept < 1)
     if empty.size:
         g = int(empty[0])
@@ -96,7 +120,9 @@ def kept_from_mapping(table: LayerTable, ratios: Mapping[str, float], default: f
                              f"groups are named {', '.join(table.group_labels)}")
         check_keep_ratio(f"ratios[{pattern!r}]", ratio)
         for g in hits:
-            kept[g] = kept_channels(int(table.group_channels[g]), float(ratio))
+            if ratio < 1:
+                check_prunable(table, f"ratios[{pattern!r}]")
+            kept[g] = kept_channels(int(table.group_channels[g]), float(ratio), int(table.group_divisions[g]))
             if kept[g] < 1:
                 raise InputError(f"ratios[{pattern!r}] {ratio} keeps 0 channels of group "
                                  f"{table.group_labels[g]}; it must keep at least 1")

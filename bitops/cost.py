@@ -42,11 +42,15 @@ def reach_probabilities(exit_probs: Sequence[float]) -> list[float]:
 
 
 def resolved_bits(table: LayerTable, w_bits: np.ndarray, a_bits: np.ndarray, policy: Policy) -> tuple[np.ndarray, np.ndarray]:
-    """Apply the policy's first/last-layer and network-input overrides to per-layer bits.
+    """Apply the policy's activation-product, first/last-layer and network-input rules to per-layer bits.
 
     Works on (L,) and (M, L) arrays alike; returns new arrays.
     """
     w, a = np.array(w_bits, copy=True), np.array(a_bits, copy=True)
+    products = table.activation_products
+    if policy.matmul_bits == "activation" and products.size:
+        w, a = (np.array(x, copy=True) for x in np.broadcast_arrays(w, a))
+        w[..., products] = a[..., products]
     if policy.first_last_bits is not None:
         for row in (table.first_layer, table.last_layer):
             w[..., row] = policy.first_last_bits

@@ -47,6 +47,7 @@ class CountRequest:
     exits: tuple[str, ...] = ()  # exit points to attach
     exit_probs: tuple[float, ...] | None = None  # probability of leaving at each of ``exits``; None: 0 each
     heads_after_pruning: bool = False  # P before E: each head is built for its pruned stage
+    count_unused: bool = False  # store the parameters of modules that never ran (GoogLeNet's aux heads)
     policy: Policy = field(default_factory=Policy)  # counting conventions
     save_table: str | None = None  # also write the traced LayerTable (all exit heads) here
 
@@ -142,6 +143,8 @@ def count(request: CountRequest) -> CountResult:
                                                num_classes=None if saved else r.num_classes))
     else:
         reference = full_table
+    if r.count_unused:
+        full_table, reference = full_table.counting_unused(), reference.counting_unused()
     table = full_table.with_exits(list(r.exits))
     # Exits are stored in depth order; the probabilities follow the order the user named them in.
     given = dict(zip(r.exits, r.exit_probs or [0.0] * len(r.exits)))

@@ -32,7 +32,6 @@ SHIPPED_WIDTHS = {"mobilenetv2_cifar": (0.5, 0.75)}
 # simulator's default setup is costed without torch.
 SHIPPED_INPUTS = {"resnet8": ((3, 16, 16),), "resnet20": ((3, 16, 16),)}
 ZOO_INPUT_SHAPE = (3, 32, 32)
-TORCHVISION_INPUT_SHAPE = (3, 224, 224)
 
 
 def _shipped_path(name: str, num_classes: int, width_mult: float = 1.0,
@@ -101,7 +100,7 @@ def load_model_table(spec: ModelSpec) -> LayerTable:
 
     if spec.model.startswith("torchvision:"):
         return trace.build_and_trace(lambda: trace.module_from_spec(spec.model, spec.num_classes),
-                                     spec.input_shape or TORCHVISION_INPUT_SHAPE, name=spec.model,
+                                     spec.input_shape or trace.torchvision_input_shape(spec.model), name=spec.model,
                                      what="`input_shape`")
     factory = trace.user_callable(spec.model)
     shape = spec.input_shape or _documented_input(spec.model, factory)

@@ -12,6 +12,9 @@ is only as good as the conventions it names. Defaults follow DESIGN.md ("Convent
   at ``nonmac_bits`` x ``nonmac_bits`` per element (each element one multiply-add equivalent);
 * first conv / last linear at the same bits as the rest, or pinned (8 or 32) by ``first_last_bits``;
 * the network input at the first conv's activation bits, or pinned (8 or 32) by ``input_bits``;
+* a product of two activations (attention's Q K^T and softmax(.) V, a ``bmm``/``matmul``/``einsum``
+  with no weight) at the row's activation bits on both sides, a_bits x a_bits; ``matmul_bits=
+  "weight"`` counts its second operand at the row's weight bits instead, as a layer;
 * biases and BN parameters stored at ``aux_bits`` (32; 0 leaves them out of the storage count,
   the reference's included).
 
@@ -27,13 +30,14 @@ from typing import Any, Literal
 from bitops.errors import InputError
 from bitops.rules import MAX_BITS, check_bits
 
-__all__ = ["BITOPS_FORMULAS", "BN_MODES", "ELEMENTWISE_MODES", "FULL_PRECISION_BITS", "OPS_UNITS", "Policy"]
+__all__ = ["BITOPS_FORMULAS", "BN_MODES", "ELEMENTWISE_MODES", "FULL_PRECISION_BITS", "MATMUL_MODES", "OPS_UNITS", "Policy"]
 
 FULL_PRECISION_BITS = MAX_BITS  # 32: a float32 weight or activation
 OPS_UNITS = ("macs", "flops")
 BITOPS_FORMULAS = ("product", "accumulator")
 BN_MODES = ("folded", "counted")
 ELEMENTWISE_MODES = ("free", "counted")
+MATMUL_MODES = ("activation", "weight")
 
 
 @dataclass(frozen=True)
@@ -48,13 +52,14 @@ class Policy:
     elementwise: Literal["free", "counted"] = "free"  # ReLU / add / pool: not counted by default
     nonmac_bits: int = FULL_PRECISION_BITS  # operand width of a counted BN/elementwise op
     aux_bits: int = FULL_PRECISION_BITS  # storage width of biases and BN parameters
+    matmul_bits: Literal["activation", "weight"] = "activation"  # activation x activation rows: a x a
 
     def __post_init__(self) -> None:
         if self.ops not in OPS_UNITS:
             raise InputError(f"ops must be one of {', '.join(OPS_UNITS)}, got {self.ops!r}")
         if self.bitops_formula not in BITOPS_FORMULAS:
             raise InputError(f"bitops_formula must be one of {', '.join(BITOPS_FORMULAS)}, got {self.bitops_formula!r}")
-        for name, modes in (("bn", BN_MODES), ("elementwise", ELEMENTWISE_MODES)):
+        for name, modes in (("bn", BN_MODES), ("elementwise", ELEMENTWISE_MODES), ("matmul_bits", MATMUL_MODES)):
             if getattr(self, name) not in modes:
                 raise InputError(f"{name} must be one of {', '.join(modes)}, got {getattr(self, name)!r}")
         check_bits("first_last_bits", self.first_last_bits, optional=True)
@@ -88,5 +93,6 @@ class Policy:
             "elementwise": self.elementwise,
             "nonmac_bits": self.nonmac_bits,
             "aux_bits": self.aux_bits,
+            "matmul_bits": self.matmul_bits,
             "reference": "original model, full precision, no pruning, no exits",
         }

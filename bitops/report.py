@@ -57,6 +57,8 @@ def count_report(table: LayerTable, config: Config, policy: Policy, reference: L
                  "params": report.op_params[j], "storage_bits": report.op_storage_bits[j]}
                 for j in range(table.num_ops)],
         "extra_params": table.extra_params,
+        "unused": dict(table.unused),
+        "ungrouped": dict(table.ungrouped),
         "unsupported_ops": dict(table.unsupported_ops),
         "notes": list(table.notes),
     }
@@ -104,5 +106,19 @@ def format_count(data: dict[str, Any], per_layer: bool) -> str:
     ]
     if data["unsupported_ops"]:
         lines.append("not counted (no handler): " + ", ".join(f"{k} x{v}" for k, v in data["unsupported_ops"].items()))
+    if data["unused"]:
+        total = sum(data["unused"].values())
+        lines.append(f"never ran (not counted; --count-unused counts them): {_listed(data['unused'])} "
+                     f"({total:,} params)")
+    if data["ungrouped"]:
+        first, reason = next(iter(data["ungrouped"].items()))
+        lines.append(f"no channel groups: {len(data['ungrouped'])} layers, counted unpruned only (--json lists "
+                     f"them), e.g. {first}: {reason}")
     lines += [f"note: {n}" for n in data["notes"]]
     return "\n".join(lines)
+
+
+def _listed(names: Any, shown: int = 3) -> str:
+    names = list(names)
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more

@@ -20,6 +20,7 @@ else with an :class:`~bitops.errors.InputError`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -91,6 +92,12 @@ class LayerTable:
     exit_names: tuple[str, ...]
     extra_params: int = 0  # learnable parameters no row owns (kept at full size; never pruned)
     unsupported_ops: Mapping[str, int] = field(default_factory=dict)
+    # Parts torch-pruning prunes each group in, keeping whole channels per part (a grouped conv's groups).
+    group_divisions: np.ndarray = field(default_factory=lambda: np.ones(0, dtype=np.int64))
+    # Rows/modules whose channels follow no group, and why: pruning a table that has any is refused.
+    ungrouped: Mapping[str, str] = field(default_factory=dict)
+    # {module: parameters} of modules that never ran in the traced pass (not in extra_params).
+    unused: Mapping[str, int] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     provenance: Mapping[str, Any] = field(default_factory=dict)
 
@@ -110,6 +117,9 @@ class LayerTable:
         unsupported_ops: Mapping[str, int] | None = None,
         notes: Sequence[str] = (),
         provenance: Mapping[str, Any] | None = None,
+        group_divisions: Sequence[int] | None = None,
+        ungrouped: Mapping[str, str] | None = None,
+        unused: Mapping[str, int] | None = None,
     ) -> LayerTable:
         """Build and validate a table from plain sequences (the JSON layout)."""
         lay: dict[str, Any] = {}
@@ -136,6 +146,10 @@ class LayerTable:
             unsupported_ops=dict(unsupported_ops or {}),
             notes=tuple(str(v) for v in notes),
             provenance=dict(provenance or {}),
+            group_divisions=_int_array([1] * len(group_channels) if group_divisions is None else group_divisions,
+                                       "group_divisions"),
+            ungrouped=_str_mapping(ungrouped, "ungrouped", str),
+            unused=_str_mapping(unused, "unused", int),
         )
         table.validate()
         return table
@@ -152,6 +166,11 @@ class LayerTable:
         n_groups = len(self.group_channels)
         _check(len(self.group_labels) == n_groups, f"group_labels must have {n_groups} entries, got {len(self.group_labels)}")
         _check(bool(np.all(self.group_channels >= 1)), "group_channels must all be >= 1")
+        _check(len(self.group_divisions) == n_groups, f"group_divisions must have {n_groups} entries, "
+                                                      f"got {len(self.group_divisions)}")
+        _check(bool(np.all(self.group_divisions >= 1)) and bool(np.all(self.group_channels % np.maximum(
+            self.group_divisions, 1) == 0)), "group_divisions must be >= 1 and divide group_channels")
+        _check(all(v >= 0 for v in self.unused.values()), "unused parameter counts must be >= 0")
         n_exits = len(self.exit_names)
         _check(len(set(self.exit_names)) == n_exits, f"exit_names must be unique, got {list(self.exit_names)}")
         lay = self.layers
@@ -221,6 +240,11 @@ class LayerTable:
         return int(self.backbone_rows[-1])
 
     @cached_property
+    def activation_products(self) -> np.ndarray:
+        """Rows that multiply two activations (kind ``matmul``: no weights), as indices."""
+        return np.flatnonzero(np.array([kind == "matmul" for kind in self.layers["kind"]], dtype=bool))
+
+    @cached_property
     def head_only_groups(self) -> np.ndarray:
         """Bool (G,): groups whose channels only exit-head rows produce (a head's own inner channels)."""
         lay = self.layers
@@ -286,7 +310,14 @@ class LayerTable:
             group_channels=self.group_channels[used], group_labels=[self.group_labels[g] for g in used],
             exit_names=[self.exit_names[k] for k in keep], extra_params=self.extra_params,
             unsupported_ops=self.unsupported_ops, notes=self.notes, provenance=self.provenance,
+            group_divisions=self.group_divisions[used], ungrouped=self.ungrouped, unused=self.unused,
         )
+
+    def counting_unused(self) -> LayerTable:
+        """This table with the parameters of modules that never ran counted as stored (``extra_params``)."""
+        if not self.unused:
+            return self
+        return dataclasses.replace(self, extra_params=self.extra_params + sum(self.unused.values()), unused={})
 
     # ---- serialisation ------------------------------------------------------------------------
     def to_json_dict(self) -> dict[str, Any]:
@@ -301,7 +332,10 @@ class LayerTable:
             "exit_names": list(self.exit_names),
             "group_channels": self.group_channels.tolist(),
             "group_labels": list(self.group_labels),
+            "group_divisions": self.group_divisions.tolist(),
             "extra_params": self.extra_params,
+            "ungrouped": dict(self.ungrouped),
+            "unused": dict(self.unused),
             "unsupported_ops": dict(self.unsupported_ops),
             "notes": list(self.notes),
             "provenance": dict(self.provenance),
@@ -325,7 +359,8 @@ class LayerTable:
                 group_channels=data["group_channels"], group_labels=data["group_labels"],
                 exit_names=data.get("exit_names", []), extra_params=data.get("extra_params", 0),
                 unsupported_ops=data.get("unsupported_ops"), notes=data.get("notes", []),
-                provenance=data.get("provenance"),
+                provenance=data.get("provenance"), group_divisions=data.get("group_divisions"),
+                ungrouped=data.get("ungrouped"), unused=data.get("unused"),
             )
         except InputError as err:
             raise InputError(f"{source}: {err}") from None
@@ -333,6 +368,16 @@ class LayerTable:
             raise InputError(f"{source}: missing field {err.args[0]!r}") from None
         except (TypeError, ValueError) as err:
             raise InputError(f"{source}: malformed LayerTable ({err})") from None
+
+
+def _str_mapping(values: Any, where: str, kind: type) -> dict[str, Any]:
+    """A {str: kind} mapping (None: empty); anything else is refused naming ``where``."""
+    if values is None:
+        return {}
+    if not isinstance(values, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, kind) and not isinstance(v, bool) for k, v in values.items()):
+        raise InputError(f"{where} must map names to {kind.__name__} values")
+    return dict(values)
 
 
 def _required(cols: Mapping[str, Any], col: str, part: str) -> Any:

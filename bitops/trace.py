@@ -53,7 +53,7 @@ _OP_CATEGORIES = {
     "aten::upsample_nearest2d": "other", "aten::upsample_bilinear2d": "other",
 }
 # Ops that are the identity in eval mode, where a count is taken: free, neither listed nor "not counted".
-_FREE_OPS = ("aten::dropout", "aten::dropout_", "aten::feature_dropout", "aten::feature_dropout_",
+_FREE_OPS = ("aten::unflatten", "aten::dropout", "aten::dropout_", "aten::feature_dropout", "aten::feature_dropout_",
              "aten::alpha_dropout", "aten::alpha_dropout_", "aten::feature_alpha_dropout",
              "aten::feature_alpha_dropout_")
 _MAC_OPS = ("aten::_convolution", "aten::linear", "aten::addmm", "aten::matmul", "aten::mm", "aten::bmm", "aten::einsum")
@@ -78,68 +78,263 @@ def output_layers(model: nn.Module, example: torch.Tensor | None = None) -> list
     outputs"), and the trace maps their output groups to ``-1``. ``example`` defaults to one
     3x32x32 zero image (any size the model takes gives the same answer).
     """
-    _, outputs = _dependency_groups(model, torch.zeros(1, 3, 32, 32) if example is None else example)
-    return outputs
+    groups = channel_groups(model, torch.zeros(1, 3, 32, 32) if example is None else example)
+    if groups.failure:
+        raise InputError(f"channel groups: {groups.failure}")
+    modules = dict(model.named_modules())
+    return [modules[name] for name in groups.outputs]
 
 
-def _dependency_groups(model: nn.Module, example: torch.Tensor) -> tuple[list[list[tuple[str, bool, nn.Module]]], list[nn.Module]]:
-    """torch-pruning's coupled groups as lists of (module name, prunes-output?, module)."""
+# torch-pruning's analysis of one model may take at most this long (seconds) before the count goes
+# on without channel groups; its memory is bounded by MEMORY_FRACTION of what the machine has free.
+GROUP_SECONDS = 60.0
+
+
+@dataclass
+class GroupMap:
+    """Channel-group assignments by module name, from torch-pruning's dependency graph.
+
+    ``divisions[g]`` is how many equal parts torch-pruning prunes group ``g`` in (a grouped conv's
+    or a GroupNorm's groups): it keeps whole channels per part. ``ungrouped`` names the modules
+    whose input or output channels cannot follow a group (a concatenation of groups, a channel-
+    multiplier depthwise conv) and why; ``failure`` says why there are no groups at all.
+    """
+
+    channels: list[int] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    divisions: list[int] = field(default_factory=list)
+    out_group: dict[str, int] = field(default_factory=dict)
+    in_group: dict[str, int] = field(default_factory=dict)
+    ungrouped: dict[str, str] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)
+    failure: str | None = None
+
+
+def channel_groups(model: nn.Module, example: torch.Tensor, *, seconds: float | None = None) -> GroupMap:
+    """Map every prunable module's input/output channels onto a group index.
+
+    torch-pruning runs in a forked child process, on a ``meta`` copy of the model where it can
+    (no data, no arithmetic), bounded by ``seconds`` (default :data:`GROUP_SECONDS`) and by
+    :data:`MEMORY_FRACTION` of the free memory: some graphs (Swin's window attention) make its
+    analysis grow without end. Whatever stops it (the bounds, an exception inside it) becomes
+    ``failure``, never an error: the model is then counted without groups (unpruned). Models on
+    an accelerator, or where ``fork`` does not exist, are analysed in this process, unbounded.
+    """
+    seconds = GROUP_SECONDS if seconds is None else seconds
+    members = None
+    if _can_fork(model, example):
+        members = _members_in_child(model, example, seconds)
+    else:
+        try:
+            members = _dependency_members(model, example)
+        except Exception as err:  # noqa: BLE001 - torch-pruning's own failures, e.g. on a channel shuffle
+            members = f"torch-pruning failed ({_first_line(err)})"
+    if isinstance(members, str):
+        return GroupMap(failure=members)
+    return _group_map(model, *members)
+
+
+def _can_fork(model: nn.Module, example: torch.Tensor) -> bool:
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return False
+    tensors = [example, *model.parameters(), *model.buffers()]
+    return all(t.device.type in ("cpu", "meta") for t in tensors)
+
+
+def _members_in_child(model: nn.Module, example: torch.Tensor, seconds: float) -> tuple[Any, ...] | str:
+    """:func:`_dependency_members` in a forked child: on a meta copy first, then on the model itself
+    if meta tensors cannot run it. Returns the members, or why there are none."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    answer: tuple[Any, ...] | str = "no answer"
+    for on_meta in (True, False):
+        answer = _run_forked(_child_members, (model, example, on_meta), deadline - time.monotonic())
+        if not (isinstance(answer, str) and answer.startswith("meta:")):
+            return answer
+    return answer
+
+
+def _child_members(model: nn.Module, example: torch.Tensor, on_meta: bool) -> tuple[Any, ...] | str:
+    torch.set_num_threads(1)
+    if on_meta:
+        try:
+            model, example = model.to("meta"), example.to("meta")
+            return _dependency_members(model, example)
+        except Exception as err:  # noqa: BLE001 - an op without a meta kernel: retry on the model itself
+            return f"meta: {_first_line(err)}"
+    try:
+        return _dependency_members(model, example)
+    except MemoryError:
+        return "torch-pruning's analysis needed more than half of the free memory"
+    except Exception as err:  # noqa: BLE001 - torch-pruning's own failures, e.g. on a channel shuffle
+        return f"torch-pruning failed ({_first_line(err)})"
+
+
+def _run_forked(function: Callable[..., Any], args: tuple[Any, ...], seconds: float) -> Any:
+    """``function(*args)`` in a forked child with its address space capped at what it has now plus
+    :data:`MEMORY_FRACTION` of the free memory; a string saying what stopped it when it did not
+    answer within ``seconds``."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    extra = int(MEMORY_FRACTION * _available_bytes())
+    process = context.Process(target=_forked_main, args=(function, args, send, extra), daemon=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads running: the child only analyses
+        process.start()
+    send.close()
+    try:
+        if receive.poll(max(seconds, 0.0)):
+            try:
+                return receive.recv()
+            except EOFError:
+                pass
+            process.join(5)
+            return f"torch-pruning's analysis died (exit code {process.exitcode})"
+        return f"torch-pruning's analysis took longer than {seconds:.0f} s"
+    finally:
+        receive.close()
+        if process.is_alive():
+            process.kill()
+        process.join()
+
+
+def _forked_main(function: Callable[..., Any], args: tuple[Any, ...], send: Any, extra_bytes: int) -> None:
+    import resource
+
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            size = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        limit = size + extra_bytes
+        resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+    except (OSError, ValueError, StopIteration):
+        pass  # no /proc: the time bound still holds
+    try:
+        result = function(*args)
+    except MemoryError:
+        result = "torch-pruning's analysis needed more than half of the free memory"
+    send.send(result)
+    send.close()
+
+
+def _dependency_members(model: nn.Module, example: torch.Tensor) -> tuple[list[list[tuple[str, bool, int, int]]], list[str]]:
+    """torch-pruning's coupled groups as lists of (module name, prunes-output?, channel parts, width), and
+    the names of the output layers (groups no layer consumes); plain data, sent between processes."""
     import torch_pruning as tp
 
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
     names = graph._module2name
+    modules = dict(model.named_modules())
     groups, outputs = [], []
     for group in graph.get_all_groups(root_module_types=[nn.Conv2d, nn.Linear]):
         members = []
         for item in group:
             dep = item.dep
             module = dep.target.module
-            if module in names:
-                members.append((names[module], graph.is_out_channel_pruning_fn(dep.handler), module, len(item.idxs)))
-        consumed = any(not is_out for _, is_out, _, _ in members)
-        if not consumed:
-            outputs.extend(m for _, is_out, m, _ in members if is_out and isinstance(m, (nn.Conv2d, nn.Linear)))
+            if module not in names:
+                continue
+            is_out = bool(graph.is_out_channel_pruning_fn(dep.handler))
+            members.append((names[module], is_out, _channel_parts(graph, module, is_out), len(item.idxs)))
+        if not any(not is_out for _, is_out, _, _ in members):
+            outputs.extend(name for name, is_out, _, _ in members
+                           if is_out and isinstance(modules.get(name), (nn.Conv2d, nn.Linear)))
             continue
         groups.append(members)
     return groups, outputs
 
 
-@dataclass
-class GroupMap:
-    """Channel-group assignments by module name, from torch-pruning's dependency graph."""
+def _channel_parts(graph: Any, module: nn.Module, is_out: bool) -> int:
+    """How many parts torch-pruning's pruner splits this member's channels into (``BasePruner``'s
+    in/out channel groups: a grouped conv's groups, a GroupNorm's groups; depthwise convs: 1)."""
+    if isinstance(module, nn.modules.conv._ConvNd) and module.groups == module.out_channels:
+        return 1
+    pruner = graph.get_pruner_of_module(module)
+    if pruner is None:
+        return 1
+    parts = pruner.get_out_channel_groups(module) if is_out else pruner.get_in_channel_groups(module)
+    return int(parts) if isinstance(parts, int) and parts > 1 else 1
 
-    channels: list[int] = field(default_factory=list)
-    labels: list[str] = field(default_factory=list)
-    out_group: dict[str, int] = field(default_factory=dict)
-    in_group: dict[str, int] = field(default_factory=dict)
-    conflicts: set[str] = field(default_factory=set)
 
-
-def channel_groups(model: nn.Module, example: torch.Tensor) -> GroupMap:
-    """Map every prunable module's input/output channels onto a group index."""
-    groups, _ = _dependency_groups(model, example)
-    gm = GroupMap()
+def _group_map(model: nn.Module, groups: list[list[tuple[str, bool, int, int]]], outputs: list[str]) -> GroupMap:
+    modules = dict(model.named_modules())
+    gm = GroupMap(outputs=outputs)
+    feeds: dict[str, list[int]] = {}
     for members in groups:
         g = len(gm.channels)
         root_name, _, _, root_width = members[0]
         gm.channels.append(root_width)
         gm.labels.append(root_name)
-        for name, is_out, module, _ in members:
-            target = gm.out_group if is_out else gm.in_group
-            if name in target and target[name] != g:
-                gm.conflicts.add(name)  # e.g. a conv reading a concat of two groups
-            target[name] = g
-            if _is_depthwise(module):
+        gm.divisions.append(max(parts for _, _, parts, _ in members))
+        for name, is_out, _, _ in members:
+            if is_out:
+                gm.out_group[name] = g
+            else:
+                feeds.setdefault(name, []).append(g)
+                gm.in_group[name] = g
+            if _is_depthwise(modules.get(name)):
                 gm.out_group[name] = gm.in_group[name] = g
-    for name, module in model.named_modules():
+    for name, fed in feeds.items():
+        if len(set(fed)) > 1:
+            labels = ", ".join(gm.labels[g] for g in dict.fromkeys(fed))
+            gm.ungrouped[name] = f"its input concatenates {len(set(fed))} channel groups ({labels})"
+    for name, module in modules.items():
         if isinstance(module, nn.Conv2d) and module.groups == module.in_channels > 1 and not _is_depthwise(module):
-            gm.conflicts.add(name)  # a depthwise conv with a channel multiplier: in/out widths not modelled together
-    for name in gm.conflicts:
+            gm.ungrouped[name] = "a depthwise conv with a channel multiplier"
+    for name in gm.ungrouped:
         gm.in_group[name] = -1
     return gm
 
 
-def _is_depthwise(module: nn.Module) -> bool:
+def _matmul(unit: int, reduction: int) -> dict[str, Any]:
+    """A product of two activations: no weights of its own, no channel groups (a fixed cost of
+    ``unit`` outputs, each a sum over ``reduction`` products)."""
+    return dict(kind="matmul", macs_unit=unit, in_ch=reduction, out_ch=1, groups=1, taps=1, kernel_h=1, kernel_w=1,
+                out_h=1, out_w=1, in_group=-1, out_group=-1, has_weight=False, has_bias=False, depthwise=False)
+
+
+def _moved_axis(node: Any, axis: int | None, before: list[int] | None, after: list[int] | None) -> int | None:
+    """Where channel axis ``axis`` of ``before`` is in ``after``, the result of the free op ``node``."""
+    if axis is None or before is None or after is None:
+        return None
+    kind = node.kind()
+    if kind == "aten::permute":
+        dims = [d % len(before) for d in _int_list(node.inputsAt(1)) or ()]
+        return dims.index(axis) if axis in dims else None
+    if kind == "aten::transpose":
+        pair = _int_list(list(node.inputs())[1:3])
+        if pair is None:
+            return None
+        a, b = (v % len(before) for v in pair)
+        return b if axis == a else a if axis == b else axis
+    if before == after:
+        return axis
+    if axis == len(before) - 1 and after and after[-1] == before[-1]:
+        return len(after) - 1  # a reshape that keeps the last axis (tokens flattened, channels last)
+    if axis < len(after) and after[axis] == before[axis] and _prod(before[:axis]) == _prod(after[:axis]):
+        return axis  # a reshape of the axes after it (flatten(1) of an N x C x 1 x 1 map)
+    return None
+
+
+def _int_list(value: Any) -> list[int] | None:
+    """The constant integers of a graph value (an int list, or a list of int values), else None."""
+    values = value if isinstance(value, list) else None
+    if values is None:
+        constant = value.toIValue()
+        if isinstance(constant, (list, tuple)):
+            return [int(v) for v in constant]
+        if value.node().kind() != "prim::ListConstruct":
+            return None
+        values = list(value.node().inputs())
+    ints = [v.toIValue() for v in values]
+    return [int(v) for v in ints] if all(isinstance(v, int) for v in ints) else None
+
+
+def _is_depthwise(module: nn.Module | None) -> bool:
     return isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels == module.out_channels
 
 
@@ -155,8 +350,9 @@ class _Recorder:
             "in_group", "out_group", "segment", "exit_index", "has_weight", "has_bias", "depthwise")}
         self.ops: dict[str, list[Any]] = {c: [] for c in (
             "name", "kind", "category", "elements", "channels", "group", "params", "segment", "exit_index")}
-        self.value_group: dict[str, int] = {}
-        self.owned_params: set[int] = set()
+        self.value_group: dict[str, tuple[int, int]] = {}  # value -> (channel group, channel axis)
+        self.owned: set[int] = set()  # ids of the parameters some row stores
+        self.ungrouped = dict(groups.ungrouped)
         self.row_names: Counter[str] = Counter()
         self.segment = 0
         self.heads_seen = -1
@@ -182,25 +378,56 @@ class _Recorder:
         self.row_names[name] += 1
         return name if self.row_names[name] == 1 else f"{name}#{self.row_names[name]}"
 
-    def _input_group(self, value: Any) -> int:
-        """Group of a tensor value: the group of the op that made it, through free ops (view, flatten)."""
-        seen = 0
-        while value.debugName() not in self.value_group and seen < 64:
+    def _input_group(self, value: Any) -> tuple[int, int | None]:
+        """(group, channel axis) of a tensor value: those of the op that made it, followed through
+        free ops (view, flatten, permute, transpose); axis None where a reshape loses it."""
+        path = []
+        while value.debugName() not in self.value_group and len(path) < 64:
             node = value.node()
             tensors = [v for v in node.inputs() if _shape(v) is not None]
             if not tensors:
-                return -1
-            value, seen = tensors[0], seen + 1
-        return self.value_group.get(value.debugName(), -1)
+                return -1, None
+            path.append((node, tensors[0], value))
+            value = tensors[0]
+        group, axis = self.value_group.get(value.debugName(), (-1, None))
+        for node, source, result in reversed(path):
+            axis = _moved_axis(node, axis, _shape(source), _shape(result))
+        return (group, axis) if axis is not None else (-1, None)
+
+    def _claim(self, tensor: Any) -> bool:
+        """Whether this row stores ``tensor``: only the first row that uses a parameter owns it."""
+        if not isinstance(tensor, torch.Tensor) or id(tensor) in self.owned:
+            return False
+        self.owned.add(id(tensor))
+        return True
 
     def _claim_params(self, module: nn.Module | None) -> tuple[bool, bool]:
         """(weight, bias) counted by this row: only the first call of a module owns its parameters."""
-        if module is None or id(module) in self.owned_params:
+        if module is None:
             return False, False
-        self.owned_params.add(id(module))
-        weight = getattr(module, "weight", None)
-        bias = getattr(module, "bias", None)
-        return isinstance(weight, torch.Tensor), isinstance(bias, torch.Tensor)
+        return self._claim(getattr(module, "weight", None)), self._claim(getattr(module, "bias", None))
+
+    def _claim_functional(self, scope: str, weight: list[int] | None, bias: list[int] | None) -> tuple[bool, bool]:
+        """(weight, bias) of a functional linear (``F.linear(x, self.in_proj_weight)``, as attention
+        modules call it): the unclaimed parameters of its module scope with those shapes."""
+        owner = self.modules.get(scope)
+        if owner is None:
+            return False, False
+        found = []
+        for shape in (weight, bias):
+            param = None if shape is None else next(
+                (p for p in owner.parameters() if id(p) not in self.owned and list(p.shape) == shape), None)
+            found.append(self._claim(param))
+        return found[0], found[1]
+
+    def _checked(self, name: str, width: int, group: int, side: str) -> int:
+        """``group``, or -1 (and ``name`` listed as ungrouped) when ``width`` channels are not a
+        whole multiple of the group's: the row cannot follow that group's pruning."""
+        if group < 0 or width % self.groups.channels[group] == 0:
+            return group
+        self.ungrouped.setdefault(name, f"its {width} {side} channels are not a multiple of channel group "
+                                        f"{self.groups.labels[group]}'s {self.groups.channels[group]}")
+        return -1
 
     # ---- MAC ops ------------------------------------------------------------------------------
     def mac(self, kind: str) -> Callable[[list[Any], list[Any]], int]:
@@ -214,15 +441,42 @@ class _Recorder:
                 row = self._linear_row(inputs, kind, out_shape, scope, module)
             else:
                 row = self._matmul_row(inputs, outputs, kind)
-            segment, exit_index = self._place(scope)
-            name = self._unique(scope if row.pop("owns_module") else f"{scope}.{kind.split('::')[1]}".lstrip("."))
-            row.update(name=name, segment=segment, exit_index=exit_index)
-            for col, value in row.items():
-                self.layers[col].append(value)
-            self.value_group[outputs[0].debugName()] = row["out_group"]
-            return row["macs_unit"] * row["out_ch"] * (1 if row["depthwise"] else row["in_ch"] // row["groups"])
+            name = scope if row.pop("owns_module") else f"{scope}.{kind.split('::')[1]}".lstrip(".")
+            macs = self._append(scope, name, row)
+            self.value_group[outputs[0].debugName()] = (row["out_group"], 1 if kind == "aten::_convolution"
+                                                        else len(out_shape) - 1)
+            return macs
 
         return handle
+
+    def _append(self, scope: str, name: str, row: dict[str, Any]) -> int:
+        """Add a MAC row (its groups checked against its widths); its MACs."""
+        segment, exit_index = self._place(scope)
+        row.update(name=self._unique(name), segment=segment, exit_index=exit_index)
+        row["in_group"] = self._checked(scope or name, row["in_ch"], row["in_group"], "input")
+        row["out_group"] = self._checked(scope or name, row["out_ch"], row["out_group"], "output")
+        if row["depthwise"] and row["in_group"] != row["out_group"]:
+            row["in_group"] = row["out_group"] = -1
+        for col, value in row.items():
+            self.layers[col].append(value)
+        return row["macs_unit"] * row["out_ch"] * (1 if row["depthwise"] else row["in_ch"] // row["groups"])
+
+    def attention(self, inputs: list[Any], outputs: list[Any]) -> int:
+        """``scaled_dot_product_attention(q, k, v, ...)``: two activation x activation products,
+        Q K^T (L x S per head, over the head width E) and softmax(.) V (L x Ev, over S), by formula."""
+        scope = self._scope(outputs)
+        q, k, v = (_shape(value) for value in inputs[:3])
+        batch, length, width = _prod(q[:-2]), int(q[-2]), int(q[-1])
+        keys, value_width = int(k[-2]), int(v[-1])
+        macs = 0
+        for part, unit, reduction in (("qk", batch * length * keys, width), ("av", batch * length * value_width, keys)):
+            macs += self._append(scope, f"{scope}.attention.{part}".lstrip("."), _matmul(unit, reduction))
+        segment, exit_index = self._place(scope)
+        for col, value in zip(self.ops, (self._unique(f"{scope}.attention.softmax".lstrip(".")), "softmax", "act",
+                                         batch * length * keys, 1, -1, 0, segment, exit_index)):
+            self.ops[col].append(value)
+        self.value_group[outputs[0].debugName()] = (-1, None)
+        return macs
 
     def _conv_row(self, inputs: list[Any], out_shape: list[int], scope: str, module: nn.Module | None) -> dict[str, Any]:
         x_shape, w_shape = _shape(inputs[0]), _shape(inputs[1])
@@ -247,7 +501,14 @@ class _Recorder:
         x_shape = _shape(inputs[1] if kind == "aten::addmm" else inputs[0])
         in_ch, out_ch = int(x_shape[-1]), int(out_shape[-1])
         owns = isinstance(module, nn.Linear)
-        has_weight, has_bias = self._claim_params(module) if owns else (False, False)
+        if owns:
+            has_weight, has_bias = self._claim_params(module)
+        else:  # a functional linear inside its module (attention projections)
+            weight = _shape(inputs[2] if kind == "aten::addmm" else inputs[1])
+            if kind == "aten::addmm" and weight is not None:
+                weight = weight[::-1]  # addmm(bias, x, W^T)
+            bias = _shape(inputs[0] if kind == "aten::addmm" else inputs[2]) if len(inputs) > 2 else None
+            has_weight, has_bias = self._claim_functional(scope, weight, bias)
         in_group, out_group = self._module_groups(scope if owns else None, False)
         return dict(kind="linear", macs_unit=_prod(x_shape[:-1]), in_ch=in_ch, out_ch=out_ch, groups=1, taps=1,
                     kernel_h=1, kernel_w=1, out_h=1, out_w=1, in_group=in_group, out_group=out_group,
@@ -262,10 +523,7 @@ class _Recorder:
             a_shape, out_shape = _shape(inputs[0]), _shape(outputs[0])
             reduction = int(a_shape[-1])
             macs = _prod(out_shape) * reduction
-        # A matmul has no weights of its own and no channel groups: a fixed cost.
-        return dict(kind="matmul", macs_unit=max(macs // reduction, 1), in_ch=reduction, out_ch=1, groups=1, taps=1,
-                    kernel_h=1, kernel_w=1, out_h=1, out_w=1, in_group=-1, out_group=-1,
-                    has_weight=False, has_bias=False, depthwise=False, owns_module=False)
+        return {**_matmul(max(macs // reduction, 1), reduction), "owns_module": False}
 
     def _module_groups(self, scope: str | None, depthwise: bool) -> tuple[int, int]:
         if scope is None:
@@ -288,33 +546,35 @@ class _Recorder:
             tensor_inputs = [v for v in inputs if _shape(v)]
             in_shape = _shape(tensor_inputs[0]) if tensor_inputs else out_shape
             counted_shape = in_shape if category == "pool" else out_shape  # a pool adds every input element
-            channels = int(out_shape[1]) if len(out_shape) >= 2 else 1
+            group, axis = self._input_group(tensor_inputs[0]) if tensor_inputs else (-1, None)
+            if kind == "aten::layer_norm" or axis is None or axis >= len(out_shape):
+                # layer_norm normalises the last axis (channels-last); token-major tensors keep channels last
+                axis = len(out_shape) - 1 if kind == "aten::layer_norm" or len(out_shape) == 3 else min(1, len(out_shape) - 1)
             if category == "bn" and isinstance(module, nn.modules.batchnorm._BatchNorm):
-                group = self.groups.out_group.get(scope, -1)
-            else:
-                group = self._input_group(tensor_inputs[0]) if tensor_inputs and len(out_shape) >= 2 else -1
+                group, axis = self.groups.out_group.get(scope, -1), 1
+            channels = int(out_shape[axis]) if len(out_shape) >= 2 else 1
             params = self._op_params(module, channels) if category in ("bn", "other") else 0
             segment, exit_index = self._place(scope)
             name = self._unique(f"{scope}.{kind.split('::')[1]}" if scope else kind.split("::")[1])
             elements = _prod(counted_shape)
             if elements % channels:
                 channels, group = 1, -1
+            group = self._checked(name, channels, group, "")
             for col, value in zip(self.ops, (name, kind.split("::")[1], category, elements, channels, group, params,
                                              segment, exit_index)):
                 self.ops[col].append(value)
-            self.value_group[outputs[0].debugName()] = group
+            self.value_group[outputs[0].debugName()] = (group, axis)
             return elements
 
         return handle
 
     def _op_params(self, module: nn.Module | None, channels: int) -> int:
         """Parameters of a normalisation module, if they are per-channel; others stay in extra_params."""
-        if module is None or id(module) in self.owned_params:
-            return 0
-        count = sum(p.numel() for p in module.parameters(recurse=False))
+        own = [p for p in module.parameters(recurse=False) if id(p) not in self.owned] if module is not None else []
+        count = sum(p.numel() for p in own)
         if count == 0 or count % channels:
             return 0
-        self.owned_params.add(id(module))
+        self.owned.update(id(p) for p in own)
         return count
 
 
@@ -326,12 +586,19 @@ def trace_model(model: nn.Module, input_shape: Sequence[int], *, name: str = "mo
         from fvcore.nn.jit_analysis import JitModelAnalysis
 
     modes = {module: module.training for module in model.modules()}  # mixed modes (a frozen backbone) survive
+    # Parameters that need gradients keep nn.MultiheadAttention and nn.TransformerEncoderLayer off
+    # their fused inference kernels, so attention is traced as the projections and products it is.
+    frozen = [p for p in model.parameters() if not p.requires_grad and p.is_floating_point()]
     model.eval()
     try:
+        for param in frozen:
+            param.requires_grad_(True)
         return _trace_eval_model(model, tuple(input_shape), name, provenance, JitModelAnalysis)
     finally:
         for module, training in modes.items():
             module.training = training
+        for param in frozen:
+            param.requires_grad_(False)
 
 
 def _trace_eval_model(model: nn.Module, input_shape: tuple[int, ...], name: str, provenance: dict[str, Any] | None,
@@ -339,13 +606,6 @@ def _trace_eval_model(model: nn.Module, input_shape: tuple[int, ...], name: str,
     first_param = next(model.parameters(), None)
     example = torch.zeros(1, *input_shape) if first_param is None else \
         torch.zeros(1, *input_shape, dtype=first_param.dtype, device=first_param.device)
-    try:
-        with torch.no_grad():
-            model(example)
-    except Exception as err:  # any failure here means the shape does not fit the model
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InputError(f"--input: {name} cannot take input shape {','.join(map(str, input_shape))} ({first})") from None
-
     exits = getattr(model, EXITS_ATTRIBUTE, None)
     exit_names = list(exits.keys()) if isinstance(exits, nn.ModuleDict) else []
     with warnings.catch_warnings():
@@ -357,21 +617,45 @@ def _trace_eval_model(model: nn.Module, input_shape: tuple[int, ...], name: str,
         analysis.set_op_handle(**{k: recorder.mac(k) for k in _MAC_OPS})
         analysis.set_op_handle(**{k: recorder.other(k) for k in _OP_CATEGORIES})
         analysis.set_op_handle(**{k: None for k in _FREE_OPS})
-        analysis.total()
+        analysis.set_op_handle("aten::scaled_dot_product_attention", recorder.attention)
+        try:
+            analysis.total()
+        except InputError:
+            raise
+        except Exception as err:  # noqa: BLE001 - the model's forward, or the tracer, at this input
+            raise InputError(f"MODEL: {name}: tracing at input {','.join(map(str, input_shape))} failed "
+                             f"({_first_line(err)})") from None
         unsupported = dict(analysis.unsupported_ops())
+        uncalled = set(analysis.uncalled_modules())
 
-    owned = sum(p.numel() for m in model.modules() if id(m) in recorder.owned_params
-                for p in m.parameters(recurse=False))
+    owned = sum(p.numel() for p in model.parameters() if id(p) in recorder.owned)
     total = sum(p.numel() for p in model.parameters())
-    notes = [f"pruning of the inputs of {n} (a concatenation or a channel-multiplier depthwise conv) is not modelled "
-             "(treated as unpruned)" for n in sorted(groups.conflicts)]
+    unused = _unused_modules(model, uncalled, recorder.owned)
+    ungrouped = dict(recorder.ungrouped)
+    if groups.failure:
+        ungrouped.update((n, groups.failure) for n, m in model.named_modules()
+                         if isinstance(m, (nn.Conv2d, nn.Linear)) and n not in uncalled)
     return LayerTable.from_columns(
         model=name, input_shape=input_shape, layers=recorder.layers, ops=recorder.ops,
-        group_channels=groups.channels, group_labels=groups.labels, exit_names=exit_names,
-        extra_params=total - owned, unsupported_ops=unsupported, notes=notes,
+        group_channels=groups.channels, group_labels=groups.labels, group_divisions=groups.divisions,
+        exit_names=exit_names, extra_params=total - owned - sum(unused.values()), unused=unused,
+        ungrouped=ungrouped, unsupported_ops=unsupported,
         provenance={"traced_with": f"torch {torch.__version__}, fvcore JitModelAnalysis, torch-pruning DependencyGraph",
                     **(provenance or {})},
     )
+
+
+def _unused_modules(model: nn.Module, uncalled: set[str], owned: set[int]) -> dict[str, int]:
+    """{name: parameters} of the outermost modules that never ran in the traced pass and hold
+    parameters no row stores (GoogLeNet's auxiliary classifiers in eval mode, say)."""
+    unused = {}
+    for name, module in model.named_modules():
+        if name not in uncalled or name.rpartition(".")[0] in uncalled and "." in name:
+            continue
+        count = sum(p.numel() for p in module.parameters() if id(p) not in owned)
+        if count:
+            unused[name] = count
+    return unused
 
 
 def module_from_spec(spec: str, num_classes: int | None) -> nn.Module:
@@ -388,8 +672,27 @@ def module_from_spec(spec: str, num_classes: int | None) -> nn.Module:
             raise InputError(f"MODEL: torchvision has no classification model {attr!r}; "
                              f"e.g. {', '.join(sorted(builders)[:6])}, ...")
         kwargs = {} if num_classes is None else {"num_classes": num_classes}
-        return torchvision.models.get_model(attr, weights=None, **kwargs)  # its errors: build_and_trace
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. GoogLeNet's note on its future default initialisation
+            return torchvision.models.get_model(attr, weights=None, **kwargs)  # its errors: build_and_trace
     return build_user(spec, user_callable(spec), num_classes)
+
+
+def torchvision_input_shape(spec: str) -> tuple[int, int, int]:
+    """The native input of ``torchvision:NAME``: the smallest centre crop among its published
+    weights (ViTs, built without weights, take that size; EfficientNet-B7 takes 600)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import torchvision
+
+    try:
+        weights = list(torchvision.models.get_model_weights(spec.rpartition(":")[2]))
+    except (ValueError, KeyError):
+        weights = []
+    sizes = [w.transforms.keywords.get("crop_size") for w in weights if hasattr(w.transforms, "keywords")]
+    sizes = [s for s in sizes if isinstance(s, int) and s > 0]
+    side = min(sizes) if sizes else 224
+    return 3, side, side
 
 
 def user_callable(spec: str) -> Callable[..., Any]:
@@ -519,5 +822,5 @@ def build_and_trace(build: Callable[[], nn.Module], input_shape: Sequence[int], 
     except InputError:
         raise
     except Exception as err:  # e.g. a size torch cannot allocate where the estimate could not be made
-        raise InputError(f"MODEL: building {name} failed ({_first_line(err)})") from None
+        raise InputError(f"MODEL: {name}: building failed ({_first_line(err)})") from None
     return trace_model(model, input_shape, name=name, provenance=provenance)

@@ -196,7 +196,7 @@ def _cost(order: str, grid: Grid, index: list[np.ndarray], full: LayerTable, pro
     for pos in range(after_d, len(order)):
         if order[pos] == "P":
             ratio = np.asarray(grid.axis("P"), dtype=np.float64)[index[pos]]
-            kept = kept_channels_array(kept, 1.0 - ratio[:, None])
+            kept = kept_channels_array(kept, 1.0 - ratio[:, None], table.group_divisions[None, :])
     # A zoo head reads one stage group and is as wide as it: pruned with it (EP) or built for its
     # pruned width (PE), its own channels end up equal to the stage's kept channels either way.
     kept = heads_follow_stages(table, kept)

@@ -183,8 +183,10 @@ def prune(model: nn.Module, config: PruneConfig, data: Splits, device: torch.dev
     # float expression makes the two agree to the channel for every ratio.
     keep_ratio = 1.0 - config.ratio
     groups = channel_groups(pruned, example)
-    for width, label in zip(groups.channels, groups.labels, strict=True):
-        if kept_channels(width, keep_ratio) < 1:
+    if groups.failure:
+        raise InputError(f"ratio: the model has no channel groups to prune ({groups.failure})")
+    for width, parts, label in zip(groups.channels, groups.divisions, groups.labels, strict=True):
+        if kept_channels(width, keep_ratio, parts) < 1:
             raise InputError(f"ratio {config.ratio} keeps 0 of the {width} channels of group {label}; "
                              "it must keep at least 1")
     pruner = tp.pruner.MagnitudePruner(

@@ -9,7 +9,7 @@ from bitops.claims import CONVENTION_KEYS, EXAMPLES
 from bitops.count import CountRequest
 from bitops.errors import InputError
 from bitops.jsonio import check_writable
-from bitops.policy import BITOPS_FORMULAS, BN_MODES, ELEMENTWISE_MODES, Policy
+from bitops.policy import BITOPS_FORMULAS, BN_MODES, ELEMENTWISE_MODES, MATMUL_MODES, Policy
 from chaincomp.cli.options import add_json, default, emit, float_list, int_list, progress, same_or_bits
 
 __all__ = ["add_audit", "add_count"]
@@ -35,13 +35,16 @@ def _add_conventions(parser: argparse.ArgumentParser) -> None:
                        help="operand bits of a counted BN/elementwise op (default %(default)s)")
     group.add_argument("--aux-bits", type=int, default=default(Policy, "aux_bits"),
                        help="storage bits of biases and BN parameters (default %(default)s; 0 = not stored)")
+    group.add_argument("--matmul-bits", choices=MATMUL_MODES, default=default(Policy, "matmul_bits"),
+                       help="a product of two activations (attention): activation = a_bits x a_bits; weight = "
+                            "its second operand at the layer's w_bits (default %(default)s)")
 
 
 def _policy(args: argparse.Namespace) -> Policy:
     return Policy(ops="flops" if args.flops else "macs", bitops_formula=args.bitops_formula,
                   first_last_bits=same_or_bits("first_last_bits", args.first_last_bits),
                   input_bits=same_or_bits("input_bits", args.input_bits), bn=args.bn, elementwise=args.elementwise,
-                  nonmac_bits=args.nonmac_bits, aux_bits=args.aux_bits)
+                  nonmac_bits=args.nonmac_bits, aux_bits=args.aux_bits, matmul_bits=args.matmul_bits)
 
 
 def add_count(sub: argparse._SubParsersAction) -> None:
@@ -52,7 +55,9 @@ def add_count(sub: argparse._SubParsersAction) -> None:
                    help="zoo name (resnet18_cifar, resnet34_cifar, vgg19_cifar, mobilenetv2_cifar, resnet8/20/32/56), "
                         "torchvision:NAME, module.path:callable, or a LayerTable .json")
     p.add_argument("--input", dest="input_shape", metavar="C,H,W",
-                   help="input shape (default 3,32,32 for the zoo, 3,224,224 for torchvision)")
+                   help="input shape (default: 3,32,32 for the zoo; for torchvision the native size, the smallest crop of its "
+                        "published weights, e.g. 3,224,224 for resnet50, 3,299,299 for inception_v3; required for "
+                        "your own model unless its builder has an input_shape attribute)")
     p.add_argument("--num-classes", type=int, help="classifier outputs (default: the model's own; zoo 10)")
     p.add_argument("--width-mult", type=float, default=default(CountRequest, "width_mult"),
                    help="zoo width multiplier (default %(default)s)")
@@ -71,6 +76,9 @@ def add_count(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--heads-after-pruning", action="store_true",
                    help="exit heads added after pruning (order P before E): each head is built for its pruned "
                         "stage, so its own channels follow the stage's kept width instead of --keep-ratio")
+    p.add_argument("--count-unused", action="store_true",
+                   help="count the parameters of modules that never run in the traced forward pass (e.g. "
+                        "GoogLeNet's auxiliary classifiers in eval mode) as stored; default: listed, not counted")
     p.add_argument("--per-layer", action="store_true", help="print the per-layer table")
     add_json(p)
     p.add_argument("--csv", metavar="FILE.csv", help="also write the per-layer table as CSV (one row per layer, "
@@ -92,7 +100,8 @@ def run_count(args: argparse.Namespace) -> int:
         bits_file=args.bits_file, keep_ratio=args.keep_ratio, keep_file=args.keep_file, student=args.student,
         reference=args.reference, exits=exits,
         exit_probs=float_list("exit_probs", args.exit_probs) if args.exit_probs else None,
-        heads_after_pruning=args.heads_after_pruning, policy=_policy(args), save_table=args.save_table)
+        heads_after_pruning=args.heads_after_pruning, count_unused=args.count_unused, policy=_policy(args),
+        save_table=args.save_table)
     if args.csv is not None:
         check_writable("csv", args.csv)  # before the work
     result = count(request)

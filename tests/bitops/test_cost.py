@@ -241,10 +241,27 @@ def test_bits_from_rules_name_and_glob_give_the_hand_sum() -> None:
 def test_uniform_bits_give_bitops_cr_of_1024_over_bw_ba(seed: int, w_bits: int, a_bits: int) -> None:
     rng = np.random.default_rng(seed)
     table = random_table(rng, n_layers=15, n_ops=8, n_groups=3, n_exits=0)
-    for policy in (Policy(), Policy(ops="flops")):
+    for policy in (Policy(matmul_bits="weight"), Policy(ops="flops", matmul_bits="weight")):
         reference = reference_totals(table, policy)
         compressed = evaluate(table, uniform_config(table, w_bits=w_bits, a_bits=a_bits), policy).totals
         assert reference.bitops / compressed.bitops == 1024 / (w_bits * a_bits)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_activation_products_cost_a_bits_on_both_sides(seed: int) -> None:
+    """By default a matmul row (two activations, no weights) costs MACs x a x a; a layer MACs x w x a."""
+    rng = np.random.default_rng(seed)
+    table = random_table(rng, n_layers=15, n_ops=8, n_groups=3, n_exits=0)
+    matmul = np.array([kind == "matmul" for kind in table.layers["kind"]])
+    assert matmul.any() and not matmul.all()
+    w, a = rng.integers(1, 9, table.num_layers), rng.integers(1, 9, table.num_layers)
+    config = Config(w_bits=w, a_bits=a, kept=table.group_channels.copy(), exit_probs=np.zeros(0))
+    macs = np.array(evaluate(table, config).layer_macs)
+    hand = int((macs * np.where(matmul, a, w) * a).sum())
+    assert evaluate(table, config).totals.bitops == hand
+    assert evaluate(table, config, Policy(matmul_bits="weight")).totals.bitops == int((macs * w * a).sum())
+    for engine in ("numpy", "numba"):
+        assert int(evaluate_batch(table, w, a, config.kept, engine=engine).bitops[0]) == hand
 
 
 # ---- pruning: kept_channels against torch-pruning itself ---------------------------------------

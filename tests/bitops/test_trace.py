@@ -382,14 +382,17 @@ def test_op_without_handle_is_listed_as_unsupported():
     assert traced_counts(table) == count_macs_params(model, SMALL_INPUT)
 
 
-def test_conv_reading_a_concat_of_two_groups_is_noted_and_never_pruned():
+def test_conv_reading_a_concat_of_two_groups_is_listed_and_pruning_is_refused():
     model = ConcatNet()
     table = trace_model(model, SMALL_INPUT)
     row = {name: i for i, name in enumerate(table.layers["name"])}
     lay = table.layers
     assert lay["in_group"][row["c"]] == -1
     assert len({lay["out_group"][row["a"]], lay["out_group"][row["b"]], lay["out_group"][row["c"]]}) == 3
-    assert len(table.notes) == 1 and table.notes[0].startswith("pruning of the inputs of c (a concatenation")
+    assert table.ungrouped == {"c": "its input concatenates 2 channel groups (a, b)"}
+    with pytest.raises(InputError, match=r"^keep_ratio: model can be counted unpruned only: 1 layers have no channel "
+                                         r"groups \(c: its input concatenates 2 channel groups \(a, b\)\)$"):
+        kept_from_ratio(table, 0.5)
     assert traced_counts(table) == count_macs_params(model, SMALL_INPUT)
     assert evaluate(table, uniform_config(table)).totals.params == n_params(model)
 
@@ -410,7 +413,7 @@ def test_shared_module_counts_params_once_and_macs_per_call():
 @pytest.mark.parametrize(("name", "input_shape"), [("resnet20", (1, 32, 32)), ("vgg19_cifar", (3, 16, 16))])
 def test_input_shape_the_model_cannot_take_is_an_input_error(name, input_shape):
     shape = ",".join(map(str, input_shape))
-    with pytest.raises(InputError, match=rf"^--input: {name} cannot take input shape {shape} \("):
+    with pytest.raises(InputError, match=rf"^MODEL: {name}: tracing at input {shape} failed \("):
         trace_model(zoo.build(name), input_shape, name=name)
 
 
@@ -457,3 +460,52 @@ def test_dropout_is_free_in_eval(dropout):
     lay = table.layers
     macs = (lay["macs_unit"] * lay["out_ch"] * lay["in_ch"] // lay["groups"]).sum()
     assert macs == 4 * 3 * 9 * 36 + 4 * 36 * 2  # conv + linear, by hand
+
+
+# ---- grouped convs: whole channels per conv group, as torch-pruning keeps them -------------------------
+class GroupedBlockNet(nn.Module):
+    """A ResNeXt-style bottleneck: 1x1 -> grouped 3x3 (4 groups of 6) -> 1x1, plus a GroupNorm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 24, 3, padding=1)
+        self.grouped = nn.Conv2d(24, 24, 3, padding=1, groups=4)
+        self.norm = nn.GroupNorm(4, 24)
+        self.out = nn.Conv2d(24, 16, 1)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.norm(self.grouped(torch.relu(self.stem(x)))))
+        return self.fc(self.out(x).mean((2, 3)))
+
+
+def _pruned_physically(model: nn.Module, keep_ratio: float, input_shape: Sequence[int]) -> nn.Module:
+    pruned = copy.deepcopy(model).eval()
+    example = torch.zeros(1, *input_shape)
+    tp.pruner.MagnitudePruner(pruned, example, importance=tp.importance.MagnitudeImportance(p=1),
+                              pruning_ratio=1 - keep_ratio, ignored_layers=output_layers(pruned, example)).step()
+    return pruned
+
+
+@pytest.mark.parametrize("keep_ratio", [0.9, 0.7, 0.5, 0.3])
+@pytest.mark.parametrize(("builder", "input_shape"), [
+    pytest.param(GroupedBlockNet, SMALL_INPUT, id="grouped-block"),
+    pytest.param(functools.partial(torchvision.models.regnet_y_400mf, num_classes=10), (3, 64, 64),
+                 id="regnet_y_400mf", marks=pytest.mark.slow),
+])
+def test_grouped_conv_pruning_keeps_whole_channels_per_group_as_torch_pruning(builder, input_shape, keep_ratio):
+    """MACs and params of the analytic count equal forward hooks and torch's own parameter count on
+    the model torch-pruning really produces; int(C x keep) alone would be off on every grouped conv."""
+    torch.manual_seed(0)
+    model = builder().eval()
+    table = trace_model(model, input_shape)
+    assert np.any(table.group_divisions > 1)
+    pruned = _pruned_physically(model, keep_ratio, input_shape)
+    report = evaluate(table, Config(w_bits=np.full(table.num_layers, 32), a_bits=np.full(table.num_layers, 32),
+                                    kept=kept_from_ratio(table, keep_ratio), exit_probs=np.zeros(0)))
+    hooks = count_macs_params(pruned, input_shape)
+    assert report.totals.macs == sum(macs for macs, _ in hooks.values())
+    assert report.totals.params == n_params(pruned)
+    traced = traced_counts(table)  # the row names are the module names
+    assert {name: int(m) for name, kind, m in zip(table.layers["name"], table.layers["kind"], report.layer_macs)
+            if kind in ("conv", "linear")} == {name: hooks[name][0] for name in traced}

@@ -631,7 +631,8 @@ BAD_INPUT = {
     "unknown-model": (lambda d: ["nope"], ["MODEL", "'nope'", "resnet20"]),
     "unknown-torchvision-model": (lambda d: ["torchvision:nope"], ["MODEL", "torchvision", "'nope'"]),
     "unimportable-module": (lambda d: ["bad.module:thing"], ["MODEL", "'bad.module'"]),
-    "input-the-model-cannot-take": (lambda d: ["resnet8", "--input", "1,32,32"], ["--input", "1,32,32"]),
+    "input-the-model-cannot-take": (lambda d: ["resnet8", "--input", "1,32,32"],
+                                    ["MODEL", "resnet8", "tracing at input 1,32,32 failed", "3 channels"]),
     "input-malformed": (lambda d: ["resnet20", "--input", "3,32"], ["--input", "C,H,W", "got (3, 32)"]),
     "input-not-integers": (lambda d: ["resnet20", "--input", "3,a,32"], ["--input", "integers", "'3,a,32'"]),
     "num-classes-0": (lambda d: ["resnet20", "--num-classes", "0"], ["--num-classes", ">= 1", "got 0"]),
@@ -772,7 +773,7 @@ def test_a_failing_user_callable_is_one_line(capsys):
     code = main(["count", "os.path:join", "--input", "3,8,8"])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "building os.path:join failed (TypeError" in err
+    assert "os.path:join: building failed (TypeError" in err
 
 
 def test_csv_holds_the_per_layer_table(capsys, tmp_path):
