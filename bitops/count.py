@@ -37,6 +37,7 @@ class CountRequest:
     input_shape: tuple[int, int, int] | None = None  # (C, H, W); None: 3x32x32 (zoo), 3x224x224 (torchvision)
     num_classes: int | None = None  # None: the model's own (zoo: 10)
     width_mult: float = 1.0  # zoo width multiplier
+    kwargs: tuple[tuple[str, Any], ...] = ()  # builder keyword arguments (torchvision, timm, your own)
     w_bits: int | None = None  # every layer's weight bits; None: 32 (or the bits file's [default])
     a_bits: int | None = None  # every layer's input-activation bits; None: 32
     bits_file: str | None = None  # TOML: per-layer bits by name or glob
@@ -53,6 +54,10 @@ class CountRequest:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "exits", tuple(self.exits))
+        pairs = tuple(self.kwargs.items()) if isinstance(self.kwargs, dict) else tuple(tuple(p) for p in self.kwargs)
+        if not all(len(p) == 2 and isinstance(p[0], str) and p[0].isidentifier() for p in pairs):
+            raise InputError(f"kwargs must map keyword names to values, got {self.kwargs!r}")
+        object.__setattr__(self, "kwargs", pairs)
         if self.exit_probs is not None:
             object.__setattr__(self, "exit_probs", tuple(float(p) for p in self.exit_probs))
         if self.input_shape is not None:
@@ -134,7 +139,7 @@ def count(request: CountRequest) -> CountResult:
         raise InputError(f"keep_file {r.keep_file!r} sets a default keep ratio; give it there or as keep_ratio, "
                          "not both")
 
-    full_table = load_model_table(ModelSpec(r.student or r.model, r.input_shape, r.num_classes, r.width_mult))
+    full_table = load_model_table(ModelSpec(r.student or r.model, r.input_shape, r.num_classes, r.width_mult, r.kwargs))
     if r.student or r.reference:
         ref_model = r.model if r.student else r.reference
         assert ref_model is not None

@@ -5,7 +5,8 @@ MODEL is one of:
 * a zoo name (``resnet34_cifar``...): the pre-traced table shipped in ``bitops/shipped/`` for
   10 or 100 classes at width 1 (and the narrower MobileNetV2 students), all exit heads present
   (select them with ``with_exits``); any other variant is traced from :mod:`bitops.zoo`;
-* ``torchvision:NAME`` or ``module.path:callable``: built (random weights) and traced;
+* ``torchvision:NAME``, ``timm:NAME`` (timm installed), ``module.path:callable`` or
+  ``path/to/file.py:callable``: built (random weights, builder ``kwargs``) and traced;
 * a path to a LayerTable ``.json`` (``chaincomp count ... --save-table`` writes one).
 
 ``python -m bitops.models`` re-traces the zoo and rewrites the shipped tables.
@@ -17,6 +18,7 @@ import argparse
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 from bitops.errors import InputError
@@ -62,6 +64,7 @@ class ModelSpec:
     input_shape: tuple[int, ...] | None = None
     num_classes: int | None = None
     width_mult: float = 1.0
+    kwargs: tuple[tuple[str, Any], ...] = ()  # keyword arguments of a torchvision, timm or user builder
 
     @property
     def is_zoo(self) -> bool:
@@ -81,6 +84,8 @@ def _trace_zoo(spec: ModelSpec, input_shape: tuple[int, ...]) -> LayerTable:
 
 def load_model_table(spec: ModelSpec) -> LayerTable:
     """The table of ``spec``: shipped, loaded from JSON, or traced (imports torch only then)."""
+    if spec.kwargs and (spec.is_zoo or spec.model.endswith(".json")):
+        raise InputError(f"kwargs apply to torchvision, timm and your own builders, not to {spec.model}")
     if spec.model.endswith(".json"):
         if spec.num_classes is not None or spec.width_mult != 1.0 or spec.input_shape is not None:
             raise InputError(f"MODEL: {spec.model} is a saved table; `num_classes`, `width_mult` and `input_shape` "
@@ -90,7 +95,7 @@ def load_model_table(spec: ModelSpec) -> LayerTable:
         names = zoo_names()
         if spec.model not in names:
             raise InputError(f"MODEL: unknown model {spec.model!r}; expected a zoo name ({', '.join(names)}), "
-                             "torchvision:NAME, module.path:callable, or a LayerTable .json file")
+                             "torchvision:NAME, timm:NAME, module.path:callable, path/to/file.py:callable, or a LayerTable .json file")
         input_shape = tuple(spec.input_shape or ZOO_INPUT_SHAPE)
         table = shipped_table(spec.model, spec.num_classes or 10, spec.width_mult, input_shape)
         return table if table is not None else _trace_zoo(spec, input_shape)
@@ -98,13 +103,16 @@ def load_model_table(spec: ModelSpec) -> LayerTable:
         raise InputError(f"width_mult applies to zoo models only, got {spec.width_mult} for {spec.model}")
     from bitops import trace
 
-    if spec.model.startswith("torchvision:"):
-        return trace.build_and_trace(lambda: trace.module_from_spec(spec.model, spec.num_classes),
-                                     spec.input_shape or trace.torchvision_input_shape(spec.model), name=spec.model,
-                                     what="`input_shape`")
+    kwargs = dict(spec.kwargs)
+    if spec.model.startswith(("torchvision:", "timm:")):
+        native = trace.timm_input_shape if spec.model.startswith("timm:") else trace.torchvision_input_shape
+        return trace.build_and_trace(lambda: trace.module_from_spec(spec.model, spec.num_classes, kwargs),
+                                     spec.input_shape or native(spec.model), name=spec.model, what="`input_shape`")
     factory = trace.user_callable(spec.model)
     shape = spec.input_shape or _documented_input(spec.model, factory)
-    return trace.build_and_trace(lambda: trace.build_user(spec.model, factory, spec.num_classes), shape,
+    if spec.num_classes is not None:
+        kwargs["num_classes"] = spec.num_classes
+    return trace.build_and_trace(lambda: trace.build_user(spec.model, factory, kwargs), shape,
                                  name=spec.model, what="`input_shape`")
 
 

@@ -87,7 +87,7 @@ def output_layers(model: nn.Module, example: torch.Tensor | None = None) -> list
 
 # torch-pruning's analysis of one model may take at most this long (seconds) before the count goes
 # on without channel groups; its memory is bounded by MEMORY_FRACTION of what the machine has free.
-GROUP_SECONDS = 60.0
+GROUP_SECONDS = 30.0
 
 
 @dataclass
@@ -288,6 +288,33 @@ def _group_map(model: nn.Module, groups: list[list[tuple[str, bool, int, int]]],
     for name in gm.ungrouped:
         gm.in_group[name] = -1
     return gm
+
+
+def _einsum_macs(inputs: list[Any]) -> tuple[int, int]:
+    """(MACs, reduction length) of ``einsum(equation, operands)``: one multiply-add per point of the
+    space of all its indices (two operands: exactly the contraction; more: the naive order), summed
+    over the indices missing from the output."""
+    equation = str(inputs[0].toIValue()).replace(" ", "")
+    operands = list(inputs[1].node().inputs()) if inputs[1].node().kind() == "prim::ListConstruct" else []
+    shapes = [_shape(v) for v in operands]
+    lhs, _, rhs = equation.partition("->")
+    terms = lhs.split(",")
+    if not operands or len(terms) != len(shapes) or any(s is None for s in shapes):
+        raise InputError(f"einsum {equation!r}: its operand shapes are not known to the trace")
+    sizes: dict[str, int] = {}
+    for term, shape in zip(terms, shapes):
+        if "..." in term:
+            head, _, tail = term.partition("...")
+            broadcast = len(shape) - len(head) - len(tail)
+            term = head + "".join(chr(0x100 + k) for k in range(broadcast)) + tail
+            shape = shape[:len(head)] + shape[len(head):len(head) + broadcast] + shape[len(shape) - len(tail):]
+        for letter, size in zip(term, shape):
+            sizes[letter] = max(sizes.get(letter, 1), int(size))
+    if "->" not in equation:  # implicit output: the indices that appear once, in order
+        rhs = "".join(sorted(k for k in sizes if lhs.count(k) == 1))
+    kept = set(rhs.replace("...", "")) | {k for k in sizes if ord(k) >= 0x100}
+    reduction = _prod(size for letter, size in sizes.items() if letter not in kept)
+    return _prod(sizes.values()), max(reduction, 1)
 
 
 def _matmul(unit: int, reduction: int) -> dict[str, Any]:
@@ -515,10 +542,8 @@ class _Recorder:
                     has_weight=has_weight, has_bias=has_bias, depthwise=False, owns_module=owns)
 
     def _matmul_row(self, inputs: list[Any], outputs: list[Any], kind: str) -> dict[str, Any]:
-        from fvcore.nn.jit_handles import einsum_flop_jit
-
         if kind == "aten::einsum":
-            macs, reduction = int(einsum_flop_jit(inputs, outputs)), 1
+            macs, reduction = _einsum_macs(inputs)
         else:
             a_shape, out_shape = _shape(inputs[0]), _shape(outputs[0])
             reduction = int(a_shape[-1])
@@ -658,24 +683,53 @@ def _unused_modules(model: nn.Module, uncalled: set[str], owned: set[int]) -> di
     return unused
 
 
-def module_from_spec(spec: str, num_classes: int | None) -> nn.Module:
-    """Build ``torchvision:NAME`` (random weights, nothing downloaded), ``module.path:callable`` or
-    ``path/to/file.py:callable``."""
+def module_from_spec(spec: str, num_classes: int | None, kwargs: dict[str, Any] | None = None) -> nn.Module:
+    """Build ``torchvision:NAME`` or ``timm:NAME`` (random weights, nothing downloaded),
+    ``module.path:callable`` or ``path/to/file.py:callable``, passing ``kwargs`` to the builder."""
     prefix, _, attr = spec.rpartition(":")
-    if prefix == "torchvision":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import torchvision
-
-        builders = torchvision.models.list_models(module=torchvision.models)
-        if attr not in builders:
-            raise InputError(f"MODEL: torchvision has no classification model {attr!r}; "
-                             f"e.g. {', '.join(sorted(builders)[:6])}, ...")
-        kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    kwargs = dict(kwargs or {})
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    if prefix in ("torchvision", "timm"):
+        _check_zoo_name(prefix, attr)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. GoogLeNet's note on its future default initialisation
-            return torchvision.models.get_model(attr, weights=None, **kwargs)  # its errors: build_and_trace
-    return build_user(spec, user_callable(spec), num_classes)
+            if prefix == "timm":
+                import timm
+
+                return timm.create_model(attr, pretrained=False, **kwargs)  # its errors: build_and_trace
+            import torchvision
+
+            return torchvision.models.get_model(attr, weights=None, **kwargs)
+    return build_user(spec, user_callable(spec), kwargs)
+
+
+def _check_zoo_name(prefix: str, attr: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if prefix == "timm":
+            try:
+                import timm
+            except ImportError:
+                raise InputError("MODEL: timm:NAME needs timm installed (pip install timm)") from None
+            names = timm.list_models()
+        else:
+            import torchvision
+
+            names = torchvision.models.list_models(module=torchvision.models)
+    if attr not in names:
+        close = [n for n in names if attr and (attr in n or n in attr)][:6] or sorted(names)[:6]
+        raise InputError(f"MODEL: {prefix} has no classification model {attr!r}; e.g. {', '.join(close)}, ...")
+
+
+def timm_input_shape(spec: str) -> tuple[int, int, int]:
+    """The input ``timm:NAME`` was trained at (its pretrained configuration's ``input_size``)."""
+    import timm
+
+    _check_zoo_name("timm", spec.rpartition(":")[2])
+    config = timm.models.get_pretrained_cfg(spec.rpartition(":")[2])
+    size = getattr(config, "input_size", None) if config is not None else None
+    return tuple(int(v) for v in size) if size and len(size) == 3 else (3, 224, 224)
 
 
 def torchvision_input_shape(spec: str) -> tuple[int, int, int]:
@@ -733,10 +787,10 @@ def user_callable(spec: str) -> Callable[..., Any]:
     return factory
 
 
-def build_user(spec: str, factory: Callable[..., Any], num_classes: int | None) -> nn.Module:
-    """Call a user's builder (what it raises, :func:`build_and_trace` turns into one line); a result
-    that is not a module is one line here."""
-    model = factory() if num_classes is None else factory(num_classes=num_classes)
+def build_user(spec: str, factory: Callable[..., Any], kwargs: dict[str, Any]) -> nn.Module:
+    """Call a user's builder with ``kwargs`` (what it raises, :func:`build_and_trace` turns into one
+    line); a result that is not a module is one line here."""
+    model = factory(**kwargs)
     if not isinstance(model, nn.Module):
         raise InputError(f"MODEL: {spec} returned {type(model).__name__}, not a torch.nn.Module")
     return model

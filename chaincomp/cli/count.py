@@ -59,6 +59,9 @@ def add_count(sub: argparse._SubParsersAction) -> None:
                         "published weights, e.g. 3,224,224 for resnet50, 3,299,299 for inception_v3; required for "
                         "your own model unless its builder has an input_shape attribute)")
     p.add_argument("--num-classes", type=int, help="classifier outputs (default: the model's own; zoo 10)")
+    p.add_argument("--kwargs", metavar="KEY=VALUE,...",
+                   help="keyword arguments of a torchvision, timm or your own builder; values are Python literals "
+                        "(numbers, True/False, None, quoted strings) or else plain strings, e.g. dropout=0.1")
     p.add_argument("--width-mult", type=float, default=default(CountRequest, "width_mult"),
                    help="zoo width multiplier (default %(default)s)")
     p.add_argument("--w-bits", type=int, help="weight bits of every layer (default 32)")
@@ -95,7 +98,7 @@ def run_count(args: argparse.Namespace) -> int:
     if args.exits is not None and not all(exits):
         raise InputError(f"exits must be comma-separated exit point names, got {args.exits!r}")
     request = CountRequest(
-        model=args.model, input_shape=int_list("input_shape", args.input_shape) if args.input_shape else None,
+        model=args.model, kwargs=_kwargs(args.kwargs) if args.kwargs else (), input_shape=int_list("input_shape", args.input_shape) if args.input_shape else None,
         num_classes=args.num_classes, width_mult=args.width_mult, w_bits=args.w_bits, a_bits=args.a_bits,
         bits_file=args.bits_file, keep_ratio=args.keep_ratio, keep_file=args.keep_file, student=args.student,
         reference=args.reference, exits=exits,
@@ -108,6 +111,23 @@ def run_count(args: argparse.Namespace) -> int:
     if args.csv is not None:
         result.to_csv(args.csv)
     return emit(result, args.json, lambda: result.format(args.per_layer))
+
+
+def _kwargs(text: str) -> tuple[tuple[str, object], ...]:
+    """``key=value,...`` as (key, value) pairs; a value is a Python literal where it parses as one."""
+    import ast
+
+    pairs = []
+    for item in text.split(","):
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise InputError(f"kwargs must be KEY=VALUE pairs separated by commas, got {item!r}")
+        try:
+            value = ast.literal_eval(raw.strip())
+        except (ValueError, SyntaxError):
+            value = raw.strip()
+        pairs.append((key.strip(), value))
+    return tuple(pairs)
 
 
 def add_audit(sub: argparse._SubParsersAction) -> None:

@@ -509,3 +509,71 @@ def test_grouped_conv_pruning_keeps_whole_channels_per_group_as_torch_pruning(bu
     traced = traced_counts(table)  # the row names are the module names
     assert {name: int(m) for name, kind, m in zip(table.layers["name"], table.layers["kind"], report.layer_macs)
             if kind in ("conv", "linear")} == {name: hooks[name][0] for name in traced}
+
+
+# ---- attention: projections and activation x activation products by formula --------------------------
+class AttentionNet(nn.Module):
+    """Patch tokens (16 of width 8) through nn.MultiheadAttention, sdpa, einsum and matmul."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, 8, 4, stride=4)
+        self.mha = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.proj(x).flatten(2).transpose(1, 2)  # 1 x 16 x 8
+        attended, _ = self.mha(tokens, tokens, tokens, need_weights=False)
+        q = tokens.view(1, 16, 2, 4).transpose(1, 2)  # 1 x 2 heads x 16 x 4
+        sdpa = nn.functional.scaled_dot_product_attention(q, q, q)
+        scores = torch.einsum("bhid,bhjd->bhij", q, q)
+        mixed = torch.matmul(scores, q)
+        merged = attended + (sdpa + mixed).transpose(1, 2).reshape(1, 16, 8)
+        return self.fc(merged.mean(1))
+
+
+# By hand: L = 16 tokens, width E = 8, H = 2 heads of 4.
+ATTENTION_LAYER_MACS = 16 * 8 * 3 * 16 + 16 * 8 * 24 + 16 * 8 * 8 + 8 * 3  # patch conv, in/out projections, fc
+ATTENTION_PRODUCT_MACS = 2 * (2 * 16 * 16 * 4) + 2 * (2 * 16 * 16 * 4) + 2 * 16 * 16 * 4 + 2 * 16 * 4 * 16  # MHA, sdpa, einsum, matmul
+
+
+@pytest.mark.parametrize("frozen", [False, True], ids=["trainable", "frozen"])
+def test_attention_products_are_counted_by_formula_at_activation_bits(frozen):
+    """Frozen weights would send nn.MultiheadAttention down its fused kernel, which no MAC op
+    shows; the trace keeps it on the unfused path, so the count is the same either way."""
+    model = AttentionNet()
+    for param in model.parameters():
+        param.requires_grad_(not frozen)
+    table = trace_model(model, SMALL_INPUT)
+    assert all(p.requires_grad == (not frozen) for p in model.parameters())
+    assert table.unsupported_ops == {} and table.extra_params == 0 and table.unused == {}
+    report = evaluate(table, uniform_config(table))
+    assert report.totals.macs == ATTENTION_LAYER_MACS + ATTENTION_PRODUCT_MACS
+    assert report.totals.params == n_params(model)
+    w4a8 = evaluate(table, uniform_config(table, w_bits=4, a_bits=8))
+    assert w4a8.totals.bitops == ATTENTION_LAYER_MACS * 4 * 8 + ATTENTION_PRODUCT_MACS * 8 * 8
+    as_layers = evaluate(table, uniform_config(table, w_bits=4, a_bits=8), Policy(matmul_bits="weight"))
+    assert as_layers.totals.bitops == (ATTENTION_LAYER_MACS + ATTENTION_PRODUCT_MACS) * 4 * 8
+
+
+class AuxNet(nn.Module):
+    """An auxiliary head that runs only in training, as GoogLeNet's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Conv2d(3, 4, 3)
+        self.aux = nn.Sequential(nn.Flatten(), nn.Linear(4 * 14 * 14, 7))
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        return self.fc(y.mean((2, 3))) + (self.aux(y).sum() if self.training else 0)
+
+
+def test_modules_that_never_run_are_listed_and_not_counted():
+    model = AuxNet()
+    table = trace_model(model, SMALL_INPUT)
+    aux = sum(p.numel() for p in model.aux.parameters())
+    assert table.unused == {"aux": aux}
+    assert evaluate(table, uniform_config(table)).totals.params == n_params(model) - aux
+    assert evaluate(table.counting_unused(), uniform_config(table)).totals.params == n_params(model)
