@@ -44,7 +44,8 @@ _OP_CATEGORIES = {
     "aten::relu6": "act", "aten::sigmoid": "act", "aten::sigmoid_": "act", "aten::silu": "act", "aten::silu_": "act",
     "aten::hardswish": "act", "aten::hardswish_": "act", "aten::hardsigmoid": "act", "aten::gelu": "act",
     "aten::tanh": "act", "aten::leaky_relu": "act", "aten::leaky_relu_": "act", "aten::softmax": "act",
-    "aten::clamp": "act", "aten::clamp_": "act",
+    "aten::clamp": "act", "aten::clamp_": "act", "aten::clamp_min": "act", "aten::exp": "act", "aten::pow": "act",
+    "aten::rsub": "add", "aten::ne": "other", "aten::linalg_vector_norm": "pool",
     "aten::add": "add", "aten::add_": "add", "aten::sub": "add", "aten::mul": "add", "aten::mul_": "add",
     "aten::div": "add",
     "aten::adaptive_avg_pool2d": "pool", "aten::avg_pool2d": "pool", "aten::max_pool2d": "pool",
@@ -56,6 +57,8 @@ _OP_CATEGORIES = {
 _FREE_OPS = ("aten::unflatten", "aten::dropout", "aten::dropout_", "aten::feature_dropout", "aten::feature_dropout_",
              "aten::alpha_dropout", "aten::alpha_dropout_", "aten::feature_alpha_dropout",
              "aten::feature_alpha_dropout_")
+# Ops that copy, fill or describe a tensor without arithmetic (padding, masks built once, shape queries).
+_MOVEMENT_OPS = ("aten::pad", "aten::clone", "aten::numel", "aten::zero_", "aten::fill_", "aten::expand_as")
 _MAC_OPS = ("aten::_convolution", "aten::linear", "aten::addmm", "aten::matmul", "aten::mm", "aten::bmm", "aten::einsum")
 
 
@@ -641,7 +644,7 @@ def _trace_eval_model(model: nn.Module, input_shape: tuple[int, ...], name: str,
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
         analysis.set_op_handle(**{k: recorder.mac(k) for k in _MAC_OPS})
         analysis.set_op_handle(**{k: recorder.other(k) for k in _OP_CATEGORIES})
-        analysis.set_op_handle(**{k: None for k in _FREE_OPS})
+        analysis.set_op_handle(**{k: None for k in (*_FREE_OPS, *_MOVEMENT_OPS)})
         analysis.set_op_handle("aten::scaled_dot_product_attention", recorder.attention)
         try:
             analysis.total()
