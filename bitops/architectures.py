@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from bitops.errors import InputError
 
-__all__ = ["MOBILENETV2S", "RESNETS", "VGGS", "ZOO_NAMES", "exit_points", "stage_names"]
+__all__ = ["EXIT_HEADS", "MOBILENETV2S", "RESNETS", "VGGS", "ZOO_NAMES", "check_exit_head", "exit_points", "stage_names"]
 
 # name -> (blocks per stage, stage widths). 6n+2 depth for the CIFAR family (He et al. 2016,
 # Sec. 4.2); the *_cifar ones are the ImageNet ResNet-18/34 with a CIFAR stem.
@@ -41,6 +41,18 @@ MOBILENETV2S = {
     ),
 }
 ZOO_NAMES: tuple[str, ...] = tuple(sorted([*RESNETS, *VGGS, *MOBILENETV2S]))
+# Early-exit head designs (``bitops.zoo.exit_head``), by the name options take.
+EXIT_HEADS = {
+    "conv": "conv3x3 -> BN -> ReLU -> global average pool -> linear (the paper's; a feature map only)",
+    "pool": "global average pool (the mean over tokens for an N x L x C output) -> linear",
+}
+
+
+def check_exit_head(field: str, kind: object) -> str:
+    """``kind`` if it names an exit head design, else an InputError naming ``field``."""
+    if kind not in EXIT_HEADS:
+        raise InputError(f"{field} must be one of {', '.join(EXIT_HEADS)}, got {kind!r}")
+    return str(kind)
 
 
 def stage_names(name: str) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from bitops.architectures import check_exit_head
 from bitops.config import Config, bits_from_rules, heads_follow_stages, kept_from_mapping, kept_from_ratio
 from bitops.errors import InputError
 from bitops.result import Result
@@ -45,7 +46,8 @@ class CountRequest:
     keep_file: str | None = None  # TOML: keep ratio per channel group
     student: str | None = None  # distillation: count this model, ``model`` is the reference
     reference: str | None = None  # reference of BitOpsCR / CR (default: ``model`` itself)
-    exits: tuple[str, ...] = ()  # exit points to attach
+    exits: tuple[str, ...] = ()  # exit points (zoo) or modules (any other model) to attach exit heads after
+    exit_head: str = "conv"  # exit head design: bitops.architectures.EXIT_HEADS
     exit_probs: tuple[float, ...] | None = None  # probability of leaving at each of ``exits``; None: 0 each
     heads_after_pruning: bool = False  # P before E: each head is built for its pruned stage
     count_unused: bool = False  # store the parameters of modules that never ran (GoogLeNet's aux heads)
@@ -89,6 +91,7 @@ class CountRequest:
                 raise InputError(f"exit_probs must give one probability per exit ({len(self.exits)}: "
                                  f"{','.join(self.exits)}), got {len(self.exit_probs)}")
             check_exit_probs("exit_probs", np.array(self.exit_probs), self.exits)
+        check_exit_head("exit_head", self.exit_head)
         if not isinstance(self.policy, Policy):
             raise InputError(f"policy must be a bitops.Policy, got {type(self.policy).__name__}")
 
@@ -139,7 +142,10 @@ def count(request: CountRequest) -> CountResult:
         raise InputError(f"keep_file {r.keep_file!r} sets a default keep ratio; give it there or as keep_ratio, "
                          "not both")
 
-    full_table = load_model_table(ModelSpec(r.student or r.model, r.input_shape, r.num_classes, r.width_mult, r.kwargs))
+    counted = r.student or r.model
+    traced_exits = r.exits if ":" in counted and not counted.endswith(".json") else ()
+    full_table = load_model_table(ModelSpec(counted, r.input_shape, r.num_classes, r.width_mult, r.kwargs,
+                                            exits=traced_exits, exit_head=r.exit_head))
     if r.student or r.reference:
         ref_model = r.model if r.student else r.reference
         assert ref_model is not None

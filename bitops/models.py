@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 from pathlib import Path
 
+from bitops.architectures import check_exit_head
 from bitops.errors import InputError
 from bitops.table import LayerTable, load_table, save_table
 
@@ -65,6 +66,8 @@ class ModelSpec:
     num_classes: int | None = None
     width_mult: float = 1.0
     kwargs: tuple[tuple[str, Any], ...] = ()  # keyword arguments of a torchvision, timm or user builder
+    exits: tuple[str, ...] = ()  # modules to attach exit heads after (not zoo: its tables hold every head)
+    exit_head: str = "conv"  # exit head design (bitops.architectures.EXIT_HEADS)
 
     @property
     def is_zoo(self) -> bool:
@@ -75,17 +78,22 @@ def _trace_zoo(spec: ModelSpec, input_shape: tuple[int, ...]) -> LayerTable:
     from bitops import trace, zoo
 
     def build():
-        return zoo.build(spec.model, num_classes=spec.num_classes or 10, width_mult=spec.width_mult, exits=True)
+        return zoo.build(spec.model, num_classes=spec.num_classes or 10, width_mult=spec.width_mult, exits=True,
+                         exit_head_kind=spec.exit_head)
 
+    head = {} if spec.exit_head == "conv" else {"exit_head": spec.exit_head}
     return trace.build_and_trace(build, input_shape, name=spec.model, what="`input_shape` or `width_mult`",
                                  provenance={"zoo": spec.model, "num_classes": spec.num_classes or 10,
-                                             "width_mult": spec.width_mult})
+                                             "width_mult": spec.width_mult, **head})
 
 
 def load_model_table(spec: ModelSpec) -> LayerTable:
     """The table of ``spec``: shipped, loaded from JSON, or traced (imports torch only then)."""
+    check_exit_head("exit_head", spec.exit_head)
     if spec.kwargs and (spec.is_zoo or spec.model.endswith(".json")):
         raise InputError(f"kwargs apply to torchvision, timm and your own builders, not to {spec.model}")
+    if spec.model.endswith(".json") and spec.exit_head != "conv":
+        raise InputError(f"exit_head: {spec.model} is a saved table; its exit heads are traced in it")
     if spec.model.endswith(".json"):
         if spec.num_classes is not None or spec.width_mult != 1.0 or spec.input_shape is not None:
             raise InputError(f"MODEL: {spec.model} is a saved table; `num_classes`, `width_mult` and `input_shape` "
@@ -97,7 +105,8 @@ def load_model_table(spec: ModelSpec) -> LayerTable:
             raise InputError(f"MODEL: unknown model {spec.model!r}; expected a zoo name ({', '.join(names)}), "
                              "torchvision:NAME, timm:NAME, module.path:callable, path/to/file.py:callable, or a LayerTable .json file")
         input_shape = tuple(spec.input_shape or ZOO_INPUT_SHAPE)
-        table = shipped_table(spec.model, spec.num_classes or 10, spec.width_mult, input_shape)
+        table = shipped_table(spec.model, spec.num_classes or 10, spec.width_mult, input_shape) \
+            if spec.exit_head == "conv" else None
         return table if table is not None else _trace_zoo(spec, input_shape)
     if spec.width_mult != 1.0:
         raise InputError(f"width_mult applies to zoo models only, got {spec.width_mult} for {spec.model}")
@@ -107,13 +116,14 @@ def load_model_table(spec: ModelSpec) -> LayerTable:
     if spec.model.startswith(("torchvision:", "timm:")):
         native = trace.timm_input_shape if spec.model.startswith("timm:") else trace.torchvision_input_shape
         return trace.build_and_trace(lambda: trace.module_from_spec(spec.model, spec.num_classes, kwargs),
-                                     spec.input_shape or native(spec.model), name=spec.model, what="`input_shape`")
+                                     spec.input_shape or native(spec.model), name=spec.model, what="`input_shape`",
+                                     exits=spec.exits, exit_head=spec.exit_head)
     factory = trace.user_callable(spec.model)
     shape = spec.input_shape or _documented_input(spec.model, factory)
     if spec.num_classes is not None:
         kwargs["num_classes"] = spec.num_classes
     return trace.build_and_trace(lambda: trace.build_user(spec.model, factory, kwargs), shape,
-                                 name=spec.model, what="`input_shape`")
+                                 name=spec.model, what="`input_shape`", exits=spec.exits, exit_head=spec.exit_head)
 
 
 def _documented_input(model: str, factory: object) -> tuple[int, ...]:

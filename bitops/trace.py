@@ -19,6 +19,7 @@ we trace, so the tracer can be replaced without touching callers.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections import Counter
@@ -32,7 +33,7 @@ from torch import nn
 from bitops.errors import InputError
 from bitops.table import LayerTable
 
-__all__ = ["EXITS_ATTRIBUTE", "MEMORY_FRACTION", "build_and_trace", "build_user", "channel_groups", "estimate_bytes",
+__all__ = ["EXITS_ATTRIBUTE", "MEMORY_FRACTION", "attach_exits", "build_and_trace", "build_user", "channel_groups", "estimate_bytes",
            "module_from_spec", "output_layers", "trace_model", "user_callable"]
 
 EXITS_ATTRIBUTE = "exits"
@@ -857,7 +858,8 @@ def _available_bytes() -> int:
 
 
 def build_and_trace(build: Callable[[], nn.Module], input_shape: Sequence[int], *, name: str,
-                    provenance: dict[str, Any] | None = None, what: str = "") -> LayerTable:
+                    provenance: dict[str, Any] | None = None, what: str = "", exits: Sequence[str] = (),
+                    exit_head: str = "conv") -> LayerTable:
     """Build a model and trace it, refusing first (one line, nothing allocated) when its weights and
     activations would take more than :data:`MEMORY_FRACTION` of the memory available.
 
@@ -880,4 +882,72 @@ def build_and_trace(build: Callable[[], nn.Module], input_shape: Sequence[int], 
         raise
     except Exception as err:  # e.g. a size torch cannot allocate where the estimate could not be made
         raise InputError(f"MODEL: {name}: building failed ({_first_line(err)})") from None
-    return trace_model(model, input_shape, name=name, provenance=provenance)
+    if not exits:
+        return trace_model(model, input_shape, name=name, provenance=provenance)
+    points = attach_exits(model, exits, exit_head, input_shape, name=name)
+    table = trace_model(model, input_shape, name=name, provenance={**(provenance or {}), "exit_head": exit_head})
+    return dataclasses.replace(table, exit_names=tuple(points))
+
+
+def attach_exits(model: nn.Module, points: Sequence[str], kind: str, input_shape: Sequence[int], *,
+                 name: str = "model") -> list[str]:
+    """Attach an exit head (:func:`bitops.zoo.exit_head` of design ``kind``) after each module named
+    in ``points``, as the zoo's are: heads in ``model.exits``, each run on its module's output right
+    after that module, the model then returning ``[exit logits in depth order..., logits]``.
+
+    One forward pass (no gradients) finds each module's output and the order they run in. Returns
+    the points in depth order; head ``k`` is ``model.exits[points[k] with "." as "_"]``.
+    """
+    from bitops.zoo import exit_head
+
+    modules = dict(model.named_modules())
+    missing = [p for p in points if not p or p not in modules]
+    if missing:
+        shown = ", ".join(n for n, m in model.named_children())
+        raise InputError(f"exits: {name} has no module {missing[0]!r}; name modules by their path, e.g. "
+                         f"{shown[:120]}")
+    if hasattr(model, EXITS_ATTRIBUTE):
+        raise InputError(f"exits: {name} already has an attribute {EXITS_ATTRIBUTE!r}; exits cannot be attached")
+    seen: dict[str, Any] = {}
+    hooks = [modules[p].register_forward_hook(lambda _m, _i, out, p=p: seen.setdefault(p, out)) for p in points]
+    first = next(model.parameters(), None)
+    example = torch.zeros(1, *input_shape, device=first.device if first is not None else None)
+    training = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        with torch.no_grad():
+            output = model(example)
+    except Exception as err:  # noqa: BLE001 - the model's own forward at this input
+        raise InputError(f"MODEL: {name}: tracing at input {','.join(map(str, input_shape))} failed "
+                         f"({_first_line(err)})") from None
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for module, mode in training.items():
+            module.training = mode
+    never = [p for p in points if p not in seen]
+    if never:
+        raise InputError(f"exits: module {never[0]!r} of {name} never runs in the forward pass")
+    if not (isinstance(output, torch.Tensor) and output.dim() == 2):
+        raise InputError(f"exits: {name} must return N x classes logits to take exit heads, "
+                         f"got {type(output).__name__}")
+    order = [p for p in seen if p in points]
+    heads = nn.ModuleDict()
+    for point in order:
+        out = seen[point]
+        if not (isinstance(out, torch.Tensor) and out.dim() in (3, 4)):
+            raise InputError(f"exits: module {point!r} of {name} gives {tuple(getattr(out, 'shape', ()))}, not an "
+                             "N x C x H x W feature map or N x L x C tokens")
+        channels = int(out.shape[1] if out.dim() == 4 else out.shape[-1])
+        heads[point.replace(".", "_")] = exit_head(channels, int(output.shape[-1]), kind, tokens=out.dim() == 3)
+    if len(heads) != len(order):
+        raise InputError(f"exits: {', '.join(order)} name the same head twice once dots become underscores")
+    heads.to(device=example.device, dtype=first.dtype if first is not None else None)
+    setattr(model, EXITS_ATTRIBUTE, heads)
+    logits: list[torch.Tensor] = []
+    for point in order:
+        head = heads[point.replace(".", "_")]
+        modules[point].register_forward_hook(lambda _m, _i, out, head=head: logits.append(head(out)))
+    model.register_forward_pre_hook(lambda _m, _i: logits.clear())
+    model.register_forward_hook(lambda _m, _i, out: [*logits, out])
+    return order

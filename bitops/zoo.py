@@ -21,11 +21,11 @@ from functools import partial
 import torch
 from torch import nn
 
-from bitops.architectures import MOBILENETV2S, RESNETS, VGGS, exit_points, stage_names
+from bitops.architectures import MOBILENETV2S, RESNETS, VGGS, check_exit_head, exit_points, stage_names
 from bitops.errors import InputError
 from bitops.rules import check_integer, check_positive
 
-__all__ = ["DEFAULT_INPUT_SHAPE", "StagedNet", "build", "exit_head"]
+__all__ = ["DEFAULT_INPUT_SHAPE", "StagedNet", "TokenMean", "build", "exit_head"]
 
 DEFAULT_INPUT_SHAPE = (3, 32, 32)
 
@@ -59,10 +59,23 @@ def _conv_bn(
     return layers
 
 
-def exit_head(channels: int, num_classes: int) -> nn.Sequential:
-    """Early-exit head: conv3x3 -> BN -> ReLU -> global average pool -> linear."""
-    head = _conv_bn(channels, channels, 3)
-    head.add_module("pool", nn.AdaptiveAvgPool2d(1))
+class TokenMean(nn.Module):
+    """The mean over tokens of an N x L x C output: a transformer's global average pool."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(1)
+
+
+def exit_head(channels: int, num_classes: int, kind: str = "conv", tokens: bool = False) -> nn.Sequential:
+    """Early-exit head (``bitops.architectures.EXIT_HEADS``): ``conv`` is conv3x3 -> BN -> ReLU ->
+    global average pool -> linear, on an N x C x H x W map; ``pool`` is global average pool (over
+    the tokens of an N x L x C output when ``tokens``) -> linear."""
+    check_exit_head("exit_head", kind)
+    if kind == "conv" and tokens:
+        raise InputError("exit_head 'conv' needs an N x C x H x W feature map; for a token-major N x L x C "
+                         "output use exit_head 'pool'")
+    head = _conv_bn(channels, channels, 3) if kind == "conv" else nn.Sequential()
+    head.add_module("pool", TokenMean() if tokens else nn.AdaptiveAvgPool2d(1))
     head.add_module("flatten", nn.Flatten())
     head.add_module("fc", nn.Linear(channels, num_classes))
     return head
@@ -257,8 +270,10 @@ def build(
     num_classes: int = 10,
     width_mult: float = 1.0,
     exits: bool | Sequence[str] = False,
+    exit_head_kind: str = "conv",
 ) -> StagedNet:
-    """Zoo model `name`; `exits`: True for a head at every exit point, or the exit points to use.
+    """Zoo model `name`; `exits`: True for a head at every exit point, or the exit points to use;
+    `exit_head_kind`: their design (:func:`exit_head`).
 
     Raises InputError (a ValueError) for an unknown name or exit point, num_classes < 1 or
     width_mult <= 0.
@@ -266,4 +281,9 @@ def build(
     enabled = _enabled_exits(name, exits)
     check_integer("num_classes", num_classes, 1)
     check_positive("width_mult", width_mult)
-    return _BUILDERS[name](name, num_classes, width_mult, enabled)
+    check_exit_head("exit_head", exit_head_kind)
+    model = _BUILDERS[name](name, num_classes, width_mult, enabled)
+    if exit_head_kind != "conv":
+        for point, head in model.exits.items():
+            model.exits[point] = exit_head(head.fc.in_features, num_classes, exit_head_kind)
+    return model

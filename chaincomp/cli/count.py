@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from bitops.architectures import EXIT_HEADS
 from bitops.claims import CONVENTION_KEYS, EXAMPLES
 from bitops.count import CountRequest
 from bitops.errors import InputError
@@ -74,7 +75,12 @@ def add_count(sub: argparse._SubParsersAction) -> None:
     who = p.add_mutually_exclusive_group()
     who.add_argument("--student", metavar="MODEL", help="distillation: count this student; MODEL is the teacher (reference)")
     who.add_argument("--reference", metavar="MODEL", help="reference model for BitOpsCR/CR (default: MODEL itself)")
-    p.add_argument("--exits", metavar="NAME,...", help="exit points to attach (zoo: e.g. layer1,layer2)")
+    p.add_argument("--exits", metavar="NAME,...",
+                   help="exit points to attach heads at: a zoo model's stages (e.g. layer1,layer2), or for any other "
+                        "model the modules whose output a head reads (e.g. layer1,layer2.1 for torchvision:resnet18)")
+    p.add_argument("--exit-head", choices=tuple(EXIT_HEADS), default=default(CountRequest, "exit_head"),
+                   help="exit head design: " + "; ".join(f"{k}: {v}" for k, v in EXIT_HEADS.items())
+                        + " (default %(default)s)")
     p.add_argument("--exit-probs", metavar="P,...", help="probability of leaving at each of --exits (sum <= 1)")
     p.add_argument("--heads-after-pruning", action="store_true",
                    help="exit heads added after pruning (order P before E): each head is built for its pruned "
@@ -101,7 +107,7 @@ def run_count(args: argparse.Namespace) -> int:
         model=args.model, kwargs=_kwargs(args.kwargs) if args.kwargs else (), input_shape=int_list("input_shape", args.input_shape) if args.input_shape else None,
         num_classes=args.num_classes, width_mult=args.width_mult, w_bits=args.w_bits, a_bits=args.a_bits,
         bits_file=args.bits_file, keep_ratio=args.keep_ratio, keep_file=args.keep_file, student=args.student,
-        reference=args.reference, exits=exits,
+        reference=args.reference, exits=exits, exit_head=args.exit_head,
         exit_probs=float_list("exit_probs", args.exit_probs) if args.exit_probs else None,
         heads_after_pruning=args.heads_after_pruning, count_unused=args.count_unused, policy=_policy(args),
         save_table=args.save_table)

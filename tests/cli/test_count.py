@@ -852,3 +852,85 @@ def test_a_user_file_that_fails_is_one_line(capsys, tmp_path, monkeypatch, spell
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert all(word in err for word in words), err
+
+
+# ---- exits on any model --------------------------------------------------------------------------------
+def _hook_macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """{Conv2d/Linear module: MACs} from forward hooks, for the closed forms below."""
+    import torch
+    from torch import nn
+
+    macs: dict[str, int] = {}
+
+    def hook(name):
+        def record(module, inputs, output):
+            if isinstance(module, nn.Conv2d):
+                unit = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+                macs[name] = output.numel() * unit
+            else:
+                macs[name] = inputs[0].numel() * module.out_features
+        return record
+
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            module.register_forward_hook(hook(name))
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, *input_shape))
+    return macs
+
+
+def test_exits_attach_to_any_model_with_either_head_design(capsys):
+    """torchvision ResNet-18 at 64x64: conv heads after layer1 (64 channels at 16x16) and
+    after layer3 (256 channels at 4x4), or pool heads at both: expected MACs = each segment's MACs x
+    the share of images reaching it."""
+    import torchvision
+
+    macs = _hook_macs(torchvision.models.resnet18(), (3, 64, 64))
+    segment = [sum(v for k, v in macs.items() if k.startswith(prefixes))
+               for prefixes in (("conv1", "layer1"), ("layer2", "layer3"), ("layer4", "fc"))]
+    # (head after layer1, head after layer3): layer3's map is 256 channels at 4x4
+    heads = {"conv": (16 * 16 * 9 * 64 * 64 + 64 * 1000, 4 * 4 * 9 * 256 * 256 + 256 * 1000),
+             "pool": (64 * 1000, 256 * 1000)}
+    for kind in ("conv", "pool"):
+        code = main(["count", "torchvision:resnet18", "--input", "3,64,64", "--exits", "layer3,layer1",
+                     "--exit-probs", "0.5,0.25", "--exit-head", kind, "--json"])
+        data = json.loads(capsys.readouterr().out)
+        assert code == 0 and data["exits"] == ["layer1", "layer3"] and data["exit_probs"] == [0.25, 0.5]
+        expected = segment[0] + heads[kind][0] + 0.75 * (segment[1] + heads[kind][1]) + 0.25 * segment[2]
+        assert data["macs"] == expected
+        head_params = {"conv": 9 * 64 * 64 + 2 * 64 + 9 * 256 * 256 + 2 * 256, "pool": 0}[kind] + 65000 + 257000
+        assert data["params"] == 11_689_512 + head_params  # torchvision's ResNet-18 has 11,689,512
+
+
+def test_exit_heads_on_token_outputs_pool_over_tokens(capsys):
+    """A ViT-B/16 on 32x32 images (4 patches + the class token): a pool head after encoder layer 5
+    is the mean over the 5 tokens and a 768 -> 1000 linear."""
+    base = ["count", "torchvision:vit_b_16", "--kwargs", "image_size=32", "--input", "3,32,32", "--json"]
+    assert main(base) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main([*base, "--exits", "encoder.layers.encoder_layer_5", "--exit-probs", "0", "--exit-head", "pool"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["macs"] == plain["macs"] + 768 * 1000 and data["params"] == plain["params"] + 768 * 1000 + 1000
+    code = main([*base, "--exits", "encoder.layers.encoder_layer_5"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--exit-head 'conv' needs an N x C x H x W" in err
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["torchvision:resnet18", "--exits", "layer9"], ["exits", "no module 'layer9'", "layer1"]),
+    (["torchvision:googlenet", "--exits", "aux1"], ["exits", "'aux1'", "never runs"]),
+])
+def test_bad_exits_on_any_model_are_one_line(capsys, argv, words):
+    code = main(["count", *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert all(word in err for word in words), err
+
+
+def test_zoo_exit_heads_of_another_design_are_traced(capsys):
+    """resnet20's layer1 map has 16 channels: a pool head is one 16 -> 10 linear (160 MACs, 170 params)."""
+    assert main(["count", "resnet20", "--json"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main(["count", "resnet20", "--exits", "layer1", "--exit-head", "pool", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["macs"] == plain["macs"] + 160 and data["params"] == plain["params"] + 170
