@@ -14,6 +14,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -855,7 +856,7 @@ def test_a_user_file_that_fails_is_one_line(capsys, tmp_path, monkeypatch, spell
 
 
 # ---- exits on any model --------------------------------------------------------------------------------
-def _hook_macs(model: "torch.nn.Module", input_shape: tuple[int, ...]) -> dict[str, int]:
+def _hook_macs(model: Any, input_shape: tuple[int, ...]) -> dict[str, int]:
     """{Conv2d/Linear module: MACs} from forward hooks, for the closed forms below."""
     import torch
     from torch import nn
