@@ -19,11 +19,12 @@ we trace, so the tracer can be replaced without touching callers.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,6 +125,8 @@ def channel_groups(model: nn.Module, example: torch.Tensor, *, seconds: float | 
     ``failure``, never an error: the model is then counted without groups (unpruned). Models on
     an accelerator, or where ``fork`` does not exist, are analysed in this process, unbounded.
     """
+    import torch_pruning  # noqa: F401 - imported here, once, not in every forked child (~0.8 s)
+
     seconds = GROUP_SECONDS if seconds is None else seconds
     members = None
     if _can_fork(model, example):
@@ -162,7 +165,6 @@ def _members_in_child(model: nn.Module, example: torch.Tensor, seconds: float) -
 
 
 def _child_members(model: nn.Module, example: torch.Tensor, on_meta: bool) -> tuple[Any, ...] | str:
-    torch.set_num_threads(1)
     if on_meta:
         try:
             model, example = model.to("meta"), example.to("meta")
@@ -639,7 +641,9 @@ def _trace_eval_model(model: nn.Module, input_shape: tuple[int, ...], name: str,
     exit_names = list(exits.keys()) if isinstance(exits, nn.ModuleDict) else []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        _step(f"{name}: channel groups (torch-pruning)")
         groups = channel_groups(model, example)
+        _step(f"{name}: tracing")
         recorder = _Recorder(model, groups, exit_names)
         analysis = analysis_type(model, (example,))
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
@@ -698,14 +702,39 @@ def module_from_spec(spec: str, num_classes: int | None, kwargs: dict[str, Any] 
         _check_zoo_name(prefix, attr)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. GoogLeNet's note on its future default initialisation
-            if prefix == "timm":
-                import timm
+            with _initialisation_skipped():
+                if prefix == "timm":
+                    import timm
 
-                return timm.create_model(attr, pretrained=False, **kwargs)  # its errors: build_and_trace
-            import torchvision
+                    return timm.create_model(attr, pretrained=False, **kwargs)  # its errors: build_and_trace
+                import torchvision
 
-            return torchvision.models.get_model(attr, weights=None, **kwargs)
+                return torchvision.models.get_model(attr, weights=None, **kwargs)
     return build_user(spec, user_callable(spec), kwargs)
+
+
+@contextlib.contextmanager
+def _initialisation_skipped() -> Iterator[None]:
+    """Random initialisation as a no-op (``torch.nn.init``'s in-place initialisers return their
+    tensor untouched): a count reads shapes, never values, and initialising ResNet-50 alone takes
+    as long as tracing it. Parameters keep whatever ``torch.empty`` gave them. The patch is
+    process-wide while a torchvision or timm model is built: another thread building a model at that
+    very moment would skip its initialisation too (user builders are never patched)."""
+    import torch.nn.init as init
+
+    names = [n for n in dir(init) if n.endswith("_") and not n.startswith("_") and callable(getattr(init, n))]
+    saved = {n: getattr(init, n) for n in names}
+    try:
+        for name in names:
+            setattr(init, name, _untouched)
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(init, name, function)
+
+
+def _untouched(tensor: Any, *_args: Any, **_kwargs: Any) -> Any:
+    return tensor
 
 
 def _check_zoo_name(prefix: str, attr: str) -> None:
@@ -805,6 +834,17 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
 
 
+class Step:
+    """What a count is doing now ("torchvision:swin_t: grouping"), for a progress line that another
+    thread reads; empty when no build or trace runs."""
+
+    now: str = ""
+
+
+def _step(text: str) -> None:
+    Step.now = text
+
+
 # A trace may use at most this fraction of the memory the machine has available.
 MEMORY_FRACTION = 0.5
 
@@ -865,6 +905,16 @@ def build_and_trace(build: Callable[[], nn.Module], input_shape: Sequence[int], 
 
     ``what`` names the options that set its size (e.g. "--input or --width-mult"), for the message.
     """
+    _step(f"{name}: estimating memory")
+    try:
+        return _build_and_trace(build, input_shape, name=name, provenance=provenance, what=what, exits=exits,
+                                exit_head=exit_head)
+    finally:
+        _step("")
+
+
+def _build_and_trace(build: Callable[[], nn.Module], input_shape: Sequence[int], *, name: str,
+                     provenance: dict[str, Any] | None, what: str, exits: Sequence[str], exit_head: str) -> LayerTable:
     estimate = estimate_bytes(build, input_shape)
     if estimate is not None:
         weights, outputs = estimate
@@ -876,6 +926,7 @@ def build_and_trace(build: Callable[[], nn.Module], input_shape: Sequence[int], 
                              f"{(weights + outputs) / gib:.1f} GiB ({weights / gib:.1f} GiB of weights, "
                              f"{outputs / gib:.1f} GiB of activations), more than half of the {2 * limit / gib:.1f} GiB "
                              f"available{lower}")
+    _step(f"{name}: building")
     try:
         model = build()
     except InputError:

@@ -11,7 +11,7 @@ from bitops.count import CountRequest
 from bitops.errors import InputError
 from bitops.jsonio import check_writable
 from bitops.policy import BITOPS_FORMULAS, BN_MODES, ELEMENTWISE_MODES, MATMUL_MODES, Policy
-from chaincomp.cli.options import add_json, default, emit, float_list, int_list, progress, same_or_bits
+from chaincomp.cli.options import add_json, default, emit, float_list, int_list, progress, same_or_bits, step_line
 
 __all__ = ["add_audit", "add_count"]
 
@@ -113,7 +113,8 @@ def run_count(args: argparse.Namespace) -> int:
         save_table=args.save_table)
     if args.csv is not None:
         check_writable("csv", args.csv)  # before the work
-    result = count(request)
+    with step_line("chaincomp count"):
+        result = count(request)
     if args.csv is not None:
         result.to_csv(args.csv)
     return emit(result, args.json, lambda: result.format(args.per_layer))

@@ -8,17 +8,20 @@ own actions, so the mapping lives here once and cannot drift from the options.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import sys
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import MISSING, fields
-from typing import Any
+from typing import Any, TextIO
 
 from bitops.errors import InputError
 
 __all__ = ["add_execution_options", "add_json", "default", "emit", "execution_options", "float_list", "int_list", "log", "option_message", "progress",
-           "same_or_bits"]
+           "same_or_bits", "step_line"]
 
 _LEADING = re.compile(r"[A-Za-z_][A-Za-z_0-9.]*")
 _QUOTED_FIELD = re.compile(r"`([a-z_]+)`")
@@ -100,6 +103,40 @@ def progress(unit: str, description: str) -> Callable[[int], Any]:
         return tqdm(total=total, desc=description, unit=unit, leave=False, disable=not sys.stderr.isatty())
 
     return make
+
+
+@contextlib.contextmanager
+def step_line(command: str, stream: TextIO | None = None, delay: float = 1.0, every: float = 0.5) -> Iterator[None]:
+    """While the body runs longer than ``delay`` seconds on a terminal, one stderr line, rewritten
+    in place, says what a count is doing (``bitops.trace.Step``: building, channel groups, tracing)
+    and for how long; it is cleared at the end. Nothing when the stream is not a terminal."""
+    stream = stream or sys.stderr
+    if not stream.isatty():
+        yield
+        return
+    stop = threading.Event()
+    start = time.monotonic()
+
+    def show() -> None:
+        shown = False
+        while not stop.wait(every if shown else delay):
+            trace = sys.modules.get("bitops.trace")  # never imported here: a shipped table needs no torch
+            now = getattr(getattr(trace, "Step", None), "now", "")
+            if now:
+                stream.write(f"\r\x1b[K{command}: {now} ({time.monotonic() - start:.0f} s)")
+                stream.flush()
+                shown = True
+        if shown:
+            stream.write("\r\x1b[K")
+            stream.flush()
+
+    thread = threading.Thread(target=show, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def emit(result: Any, as_json: bool, text: Callable[[], str] | None = None) -> int:

@@ -9,10 +9,12 @@ argument, rule and value, no traceback, no output file left behind.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -935,3 +937,23 @@ def test_zoo_exit_heads_of_another_design_are_traced(capsys):
     assert main(["count", "resnet20", "--exits", "layer1", "--exit-head", "pool", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["macs"] == plain["macs"] + 160 and data["params"] == plain["params"] + 170
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_long_trace_shows_what_it_does_on_a_terminal_and_clears_the_line():
+    from bitops import trace
+    from chaincomp.cli.options import step_line
+
+    terminal, pipe = _Terminal(), io.StringIO()
+    for stream in (terminal, pipe):
+        with step_line("chaincomp count", stream, delay=0.05, every=0.05):
+            trace._step("torchvision:swin_t: channel groups (torch-pruning)")
+            time.sleep(0.4)
+            trace._step("")
+    shown = terminal.getvalue()
+    assert "chaincomp count: torchvision:swin_t: channel groups (torch-pruning) (0 s)" in shown
+    assert shown.endswith("\r\x1b[K") and pipe.getvalue() == ""
