@@ -48,6 +48,7 @@ class CountRequest:
     reference: str | None = None  # reference of BitOpsCR / CR (default: ``model`` itself)
     exits: tuple[str, ...] = ()  # exit points (zoo) or modules (any other model) to attach exit heads after
     exit_head: str = "conv"  # exit head design: bitops.architectures.EXIT_HEADS
+    group_seconds: float | None = None  # bound on torch-pruning's channel-group analysis; None: 30 s
     exit_probs: tuple[float, ...] | None = None  # probability of leaving at each of ``exits``; None: 0 each
     heads_after_pruning: bool = False  # P before E: each head is built for its pruned stage
     count_unused: bool = False  # store the parameters of modules that never ran (GoogLeNet's aux heads)
@@ -92,6 +93,9 @@ class CountRequest:
                                  f"{','.join(self.exits)}), got {len(self.exit_probs)}")
             check_exit_probs("exit_probs", np.array(self.exit_probs), self.exits)
         check_exit_head("exit_head", self.exit_head)
+        if self.group_seconds is not None and (isinstance(self.group_seconds, bool) or not isinstance(
+                self.group_seconds, (int, float)) or not math.isfinite(self.group_seconds) or self.group_seconds <= 0):
+            raise InputError(f"group_seconds must be a finite number of seconds > 0, got {self.group_seconds!r}")
         if not isinstance(self.policy, Policy):
             raise InputError(f"policy must be a bitops.Policy, got {type(self.policy).__name__}")
 
@@ -145,7 +149,7 @@ def count(request: CountRequest) -> CountResult:
     counted = r.student or r.model
     traced_exits = r.exits if ":" in counted and not counted.endswith(".json") else ()
     full_table = load_model_table(ModelSpec(counted, r.input_shape, r.num_classes, r.width_mult, r.kwargs,
-                                            exits=traced_exits, exit_head=r.exit_head))
+                                            exits=traced_exits, exit_head=r.exit_head, group_seconds=r.group_seconds))
     if r.student or r.reference:
         ref_model = r.model if r.student else r.reference
         assert ref_model is not None

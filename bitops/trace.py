@@ -159,6 +159,8 @@ def _members_in_child(model: nn.Module, example: torch.Tensor, seconds: float) -
     answer: tuple[Any, ...] | str = "no answer"
     for on_meta in (True, False):
         answer = _run_forked(_child_members, (model, example, on_meta), deadline - time.monotonic())
+        if answer is None:
+            return f"torch-pruning's analysis took longer than {seconds:g} s"
         if not (isinstance(answer, str) and answer.startswith("meta:")):
             return answer
     return answer
@@ -181,8 +183,8 @@ def _child_members(model: nn.Module, example: torch.Tensor, on_meta: bool) -> tu
 
 def _run_forked(function: Callable[..., Any], args: tuple[Any, ...], seconds: float) -> Any:
     """``function(*args)`` in a forked child with its address space capped at what it has now plus
-    :data:`MEMORY_FRACTION` of the free memory; a string saying what stopped it when it did not
-    answer within ``seconds``."""
+    :data:`MEMORY_FRACTION` of the free memory; None when it did not answer within ``seconds``, a
+    string when it died."""
     import multiprocessing
 
     context = multiprocessing.get_context("fork")
@@ -201,7 +203,7 @@ def _run_forked(function: Callable[..., Any], args: tuple[Any, ...], seconds: fl
                 pass
             process.join(5)
             return f"torch-pruning's analysis died (exit code {process.exitcode})"
-        return f"torch-pruning's analysis took longer than {seconds:.0f} s"
+        return None
     finally:
         receive.close()
         if process.is_alive():
@@ -610,7 +612,7 @@ class _Recorder:
 
 
 def trace_model(model: nn.Module, input_shape: Sequence[int], *, name: str = "model",
-                provenance: dict[str, Any] | None = None) -> LayerTable:
+                provenance: dict[str, Any] | None = None, group_seconds: float | None = None) -> LayerTable:
     """Trace ``model`` on one zero input of ``input_shape`` (C, H, W, no batch) into a LayerTable."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fvcore's import touches the deprecated torch.jit.script
@@ -624,7 +626,7 @@ def trace_model(model: nn.Module, input_shape: Sequence[int], *, name: str = "mo
     try:
         for param in frozen:
             param.requires_grad_(True)
-        return _trace_eval_model(model, tuple(input_shape), name, provenance, JitModelAnalysis)
+        return _trace_eval_model(model, tuple(input_shape), name, provenance, JitModelAnalysis, group_seconds)
     finally:
         for module, training in modes.items():
             module.training = training
@@ -633,7 +635,7 @@ def trace_model(model: nn.Module, input_shape: Sequence[int], *, name: str = "mo
 
 
 def _trace_eval_model(model: nn.Module, input_shape: tuple[int, ...], name: str, provenance: dict[str, Any] | None,
-                      analysis_type: type) -> LayerTable:
+                      analysis_type: type, group_seconds: float | None = None) -> LayerTable:
     first_param = next(model.parameters(), None)
     example = torch.zeros(1, *input_shape) if first_param is None else \
         torch.zeros(1, *input_shape, dtype=first_param.dtype, device=first_param.device)
@@ -642,7 +644,7 @@ def _trace_eval_model(model: nn.Module, input_shape: tuple[int, ...], name: str,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _step(f"{name}: channel groups (torch-pruning)")
-        groups = channel_groups(model, example)
+        groups = channel_groups(model, example, seconds=group_seconds)
         _step(f"{name}: tracing")
         recorder = _Recorder(model, groups, exit_names)
         analysis = analysis_type(model, (example,))
@@ -899,7 +901,7 @@ def _available_bytes() -> int:
 
 def build_and_trace(build: Callable[[], nn.Module], input_shape: Sequence[int], *, name: str,
                     provenance: dict[str, Any] | None = None, what: str = "", exits: Sequence[str] = (),
-                    exit_head: str = "conv") -> LayerTable:
+                    exit_head: str = "conv", group_seconds: float | None = None) -> LayerTable:
     """Build a model and trace it, refusing first (one line, nothing allocated) when its weights and
     activations would take more than :data:`MEMORY_FRACTION` of the memory available.
 
@@ -908,13 +910,15 @@ def build_and_trace(build: Callable[[], nn.Module], input_shape: Sequence[int], 
     _step(f"{name}: estimating memory")
     try:
         return _build_and_trace(build, input_shape, name=name, provenance=provenance, what=what, exits=exits,
+                                group_seconds=group_seconds,
                                 exit_head=exit_head)
     finally:
         _step("")
 
 
 def _build_and_trace(build: Callable[[], nn.Module], input_shape: Sequence[int], *, name: str,
-                     provenance: dict[str, Any] | None, what: str, exits: Sequence[str], exit_head: str) -> LayerTable:
+                     provenance: dict[str, Any] | None, what: str, exits: Sequence[str], exit_head: str,
+                     group_seconds: float | None) -> LayerTable:
     estimate = estimate_bytes(build, input_shape)
     if estimate is not None:
         weights, outputs = estimate
@@ -934,9 +938,10 @@ def _build_and_trace(build: Callable[[], nn.Module], input_shape: Sequence[int],
     except Exception as err:  # e.g. a size torch cannot allocate where the estimate could not be made
         raise InputError(f"MODEL: {name}: building failed ({_first_line(err)})") from None
     if not exits:
-        return trace_model(model, input_shape, name=name, provenance=provenance)
+        return trace_model(model, input_shape, name=name, provenance=provenance, group_seconds=group_seconds)
     points = attach_exits(model, exits, exit_head, input_shape, name=name)
-    table = trace_model(model, input_shape, name=name, provenance={**(provenance or {}), "exit_head": exit_head})
+    table = trace_model(model, input_shape, name=name, provenance={**(provenance or {}), "exit_head": exit_head},
+                        group_seconds=group_seconds)
     return dataclasses.replace(table, exit_names=tuple(points))
 
 

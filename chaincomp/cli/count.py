@@ -85,6 +85,9 @@ def add_count(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--heads-after-pruning", action="store_true",
                    help="exit heads added after pruning (order P before E): each head is built for its pruned "
                         "stage, so its own channels follow the stage's kept width instead of --keep-ratio")
+    p.add_argument("--group-timeout", dest="group_seconds", type=float, metavar="SECONDS",
+                   help="bound on torch-pruning's channel-group analysis (default 30); past it the model is counted "
+                        "unpruned, its layers listed as having no channel groups")
     p.add_argument("--count-unused", action="store_true",
                    help="count the parameters of modules that never run in the traced forward pass (e.g. "
                         "GoogLeNet's auxiliary classifiers in eval mode) as stored; default: listed, not counted")
@@ -109,7 +112,8 @@ def run_count(args: argparse.Namespace) -> int:
         bits_file=args.bits_file, keep_ratio=args.keep_ratio, keep_file=args.keep_file, student=args.student,
         reference=args.reference, exits=exits, exit_head=args.exit_head,
         exit_probs=float_list("exit_probs", args.exit_probs) if args.exit_probs else None,
-        heads_after_pruning=args.heads_after_pruning, count_unused=args.count_unused, policy=_policy(args),
+        heads_after_pruning=args.heads_after_pruning, count_unused=args.count_unused,
+        group_seconds=args.group_seconds, policy=_policy(args),
         save_table=args.save_table)
     if args.csv is not None:
         check_writable("csv", args.csv)  # before the work
