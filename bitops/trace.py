@@ -56,11 +56,11 @@ _OP_CATEGORIES = {
     "aten::upsample_nearest2d": "other", "aten::upsample_bilinear2d": "other",
 }
 # Ops that are the identity in eval mode, where a count is taken: free, neither listed nor "not counted".
-_FREE_OPS = ("aten::unflatten", "aten::dropout", "aten::dropout_", "aten::feature_dropout", "aten::feature_dropout_",
+_FREE_OPS = ("aten::dropout", "aten::dropout_", "aten::feature_dropout", "aten::feature_dropout_",
              "aten::alpha_dropout", "aten::alpha_dropout_", "aten::feature_alpha_dropout",
              "aten::feature_alpha_dropout_")
 # Ops that copy, fill or describe a tensor without arithmetic (padding, masks built once, shape queries).
-_MOVEMENT_OPS = ("aten::pad", "aten::clone", "aten::numel", "aten::zero_", "aten::fill_", "aten::expand_as")
+_MOVEMENT_OPS = ("aten::unflatten", "aten::pad", "aten::clone", "aten::numel", "aten::zero_", "aten::fill_", "aten::expand_as")
 _MAC_OPS = ("aten::_convolution", "aten::linear", "aten::addmm", "aten::matmul", "aten::mm", "aten::bmm", "aten::einsum")
 
 
@@ -128,7 +128,6 @@ def channel_groups(model: nn.Module, example: torch.Tensor, *, seconds: float | 
     import torch_pruning  # noqa: F401 - imported here, once, not in every forked child (~0.8 s)
 
     seconds = GROUP_SECONDS if seconds is None else seconds
-    members = None
     if _can_fork(model, example):
         members = _members_in_child(model, example, seconds)
     else:
