@@ -64,6 +64,7 @@ def test_b_chaincomp_count(benchmark) -> None:
     table = benchmark.pedantic(load_model_table, args=(ModelSpec("torchvision:resnet50"),), warmup_rounds=1,
                                rounds=ROUNDS)
     macs = evaluate(table, uniform_config(table)).totals.macs
+    assert table.num_groups > 0 and not table.ungrouped  # the analysis ran, it was not skipped
     median = benchmark.stats.stats.median
     benchmark.extra_info.update(macs=macs, load_avg_1min=os.getloadavg()[0], groups=table.num_groups)
     if "fvcore" in _MEDIANS:

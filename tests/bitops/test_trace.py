@@ -577,3 +577,18 @@ def test_modules_that_never_run_are_listed_and_not_counted():
     assert table.unused == {"aux": aux}
     assert evaluate(table, uniform_config(table)).totals.params == n_params(model) - aux
     assert evaluate(table.counting_unused(), uniform_config(table)).totals.params == n_params(model)
+
+
+def test_channel_groups_do_not_depend_on_the_callers_gradient_mode():
+    """torch-pruning's graph is autograd's; the trace runs without gradients where it can, so the
+    analysis must switch them on itself (without it ResNet-20 came out with no groups at all)."""
+    from bitops.trace import channel_groups
+
+    model = zoo.build("resnet20").eval()
+    example = torch.zeros(1, *INPUT)
+    plain = channel_groups(model, example)
+    with torch.no_grad():
+        quiet = channel_groups(model, example)
+    assert len(plain.channels) > 0
+    assert (quiet.channels, quiet.labels, quiet.in_group, quiet.out_group) == \
+        (plain.channels, plain.labels, plain.in_group, plain.out_group)

@@ -959,18 +959,25 @@ def test_a_long_trace_shows_what_it_does_on_a_terminal_and_clears_the_line():
     assert shown.endswith("\r\x1b[K") and pipe.getvalue() == ""
 
 
-def test_channel_group_analysis_past_its_bound_counts_unpruned_and_refuses_pruning(capsys):
-    """Half a millisecond is not enough for torch-pruning on any model: every conv and linear of
-    ResNet-18 is listed as having no groups, the count goes on, and pruning is refused in one line."""
-    base = ["count", "torchvision:resnet18", "--input", "3,32,32", "--group-timeout", "0.0005"]
+def test_channel_group_analysis_past_its_bound_counts_unpruned_and_refuses_pruning(capsys, monkeypatch):
+    """An analysis that would take a minute (torch-pruning made to sleep in the forked child) is
+    stopped at --group-timeout: every conv and linear of ResNet-18 is listed as having no groups,
+    the count goes on with the same MACs and params, and pruning is refused in one line."""
+    import time as time_module
+
+    from bitops import trace
+
+    base = ["count", "torchvision:resnet18", "--input", "3,32,32"]
     assert main([*base, "--json"]) == 0
+    grouped = json.loads(capsys.readouterr().out)
+    analyse = trace._dependency_members
+    monkeypatch.setattr(trace, "_dependency_members", lambda *a: (time_module.sleep(60), analyse(*a))[1])
+    assert main([*base, "--group-timeout", "0.5", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["groups"] == [] and len(data["ungrouped"]) == 21  # 20 convs and the classifier
-    assert set(data["ungrouped"].values()) == {"torch-pruning's analysis took longer than 0.0005 s"}
-    assert main(["count", "torchvision:resnet18", "--input", "3,32,32", "--json"]) == 0
-    grouped = json.loads(capsys.readouterr().out)
+    assert set(data["ungrouped"].values()) == {"torch-pruning's analysis took longer than 0.5 s"}
     assert len(grouped["groups"]) > 0 and (data["macs"], data["params"]) == (grouped["macs"], grouped["params"])
-    code = main([*base, "--keep-ratio", "0.5"])
+    code = main([*base, "--group-timeout", "0.5", "--keep-ratio", "0.5"])
     err = capsys.readouterr().err
     assert code == 2 and "--keep-ratio: torchvision:resnet18 can be counted unpruned only: 21 layers" in err
     code = main(["count", "torchvision:resnet18", "--group-timeout", "0"])
