@@ -154,11 +154,9 @@ class _Pending:
         import time
 
         if self.child is None:
-            try:
-                return _group_map(self.model, *_dependency_members(self.model, self.example))
-            except Exception as err:  # noqa: BLE001 - torch-pruning's own failures, e.g. on a channel shuffle
-                return GroupMap(failure=f"torch-pruning failed ({_first_line(err)})")
-        answer = self.child.wait(self.deadline - time.monotonic())
+            answer = _child_members(self.model, self.example, False)
+        else:
+            answer = self.child.wait(self.deadline - time.monotonic())
         if isinstance(answer, str) and answer.startswith("meta:"):  # meta tensors cannot run it: the model itself
             answer = _Forked(_child_members, (self.model, self.example, False)).wait(self.deadline - time.monotonic())
         if answer is None:
@@ -175,6 +173,9 @@ def _can_fork(model: nn.Module, example: torch.Tensor) -> bool:
     return all(t.device.type in ("cpu", "meta") for t in tensors)
 
 
+_OUT_OF_MEMORY = "torch-pruning's analysis needed more than half of the free memory"
+
+
 def _child_members(model: nn.Module, example: torch.Tensor, on_meta: bool) -> tuple[Any, ...] | str:
     if on_meta:
         try:
@@ -185,7 +186,7 @@ def _child_members(model: nn.Module, example: torch.Tensor, on_meta: bool) -> tu
     try:
         return _dependency_members(model, example)
     except MemoryError:
-        return "torch-pruning's analysis needed more than half of the free memory"
+        return _OUT_OF_MEMORY
     except Exception as err:  # noqa: BLE001 - torch-pruning's own failures, e.g. on a channel shuffle
         return f"torch-pruning failed ({_first_line(err)})"
 
@@ -238,8 +239,8 @@ def _forked_main(function: Callable[..., Any], args: tuple[Any, ...], send: Any,
         pass  # no /proc: the time bound still holds
     try:
         result = function(*args)
-    except MemoryError:
-        result = "torch-pruning's analysis needed more than half of the free memory"
+    except MemoryError:  # raised outside the function's own handlers
+        result = _OUT_OF_MEMORY
     send.send(result)
     send.close()
 
