@@ -45,6 +45,7 @@ ZOO_NAMES: tuple[str, ...] = tuple(sorted([*RESNETS, *VGGS, *MOBILENETV2S]))
 EXIT_HEADS = {
     "conv": "conv3x3 -> BN -> ReLU -> global average pool -> linear (the paper's; a feature map only)",
     "pool": "global average pool (the mean over tokens for an N x L x C output) -> linear",
+    "pool4": "average pool to a 4 x 4 grid -> linear (16 C x classes MACs; a feature map only)",
 }
 
 

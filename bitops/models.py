@@ -25,7 +25,8 @@ from bitops.architectures import check_exit_head
 from bitops.errors import InputError
 from bitops.table import LayerTable, load_table, save_table
 
-__all__ = ["SHIPPED_CLASSES", "SHIPPED_DIR", "SHIPPED_INPUTS", "SHIPPED_WIDTHS", "ModelSpec", "load_model_table", "shipped_table", "zoo_names"]
+__all__ = ["SHIPPED_CLASSES", "SHIPPED_DIR", "SHIPPED_HEADS", "SHIPPED_INPUTS", "SHIPPED_WIDTHS", "ModelSpec",
+           "load_model_table", "shipped_table", "shipped_variants", "zoo_names"]
 
 SHIPPED_DIR = Path(__file__).parent / "shipped"
 SHIPPED_CLASSES = (10, 100)  # CIFAR-10 / SVHN / CINIC-10 heads, and CIFAR-100 heads
@@ -34,26 +35,46 @@ SHIPPED_WIDTHS = {"mobilenetv2_cifar": (0.5, 0.75)}
 # Other input sizes shipped too: the trainer's offline default (digits upsampled to 16x16), so the
 # simulator's default setup is costed without torch.
 SHIPPED_INPUTS = {"resnet8": ((3, 16, 16),), "resnet20": ((3, 16, 16),)}
+# Other exit head designs shipped too, at each of the model's shipped sizes: the trainer's default
+# teacher and student with pool heads, so a profile measured with them is costed without torch.
+SHIPPED_HEADS = {"resnet8": ("pool", "pool4"), "resnet20": ("pool", "pool4")}
 ZOO_INPUT_SHAPE = (3, 32, 32)
 
 
 def _shipped_path(name: str, num_classes: int, width_mult: float = 1.0,
-                  input_shape: tuple[int, ...] = ZOO_INPUT_SHAPE) -> Path:
+                  input_shape: tuple[int, ...] = ZOO_INPUT_SHAPE, exit_head: str = "conv") -> Path:
     width = "" if width_mult == 1.0 else f"-w{width_mult:g}"
     size = "" if tuple(input_shape) == ZOO_INPUT_SHAPE else f"-s{input_shape[1]}"
-    return SHIPPED_DIR / f"{name}{width}{size}-c{num_classes}.json"
+    head = "" if exit_head == "conv" else f"-h{exit_head}"
+    return SHIPPED_DIR / f"{name}{width}{size}{head}-c{num_classes}.json"
+
+
+def shipped_variants() -> list[tuple[str, int, float, tuple[int, ...], str]]:
+    """Every shipped table as (name, num_classes, width_mult, input_shape, exit_head)."""
+    from bitops.architectures import ZOO_NAMES
+
+    variants = []
+    for name in ZOO_NAMES:
+        sizes = [(w, ZOO_INPUT_SHAPE) for w in (1.0, *SHIPPED_WIDTHS.get(name, ()))]
+        sizes += [(1.0, tuple(shape)) for shape in SHIPPED_INPUTS.get(name, ())]
+        heads = ("conv", *SHIPPED_HEADS.get(name, ()))
+        for (width, shape), head, classes in itertools.product(sizes, heads, SHIPPED_CLASSES):
+            if head == "conv" or width == 1.0:
+                variants.append((name, classes, width, shape, head))
+    return variants
 
 
 def zoo_names() -> tuple[str, ...]:
     """Zoo models with shipped tables (a test checks this equals ``bitops.architectures.ZOO_NAMES``)."""
-    return tuple(sorted({p.name.rsplit("-c", 1)[0].split("-w")[0].split("-s")[0] for p in SHIPPED_DIR.glob("*-c*.json")}))
+    return tuple(sorted({p.name.rsplit("-c", 1)[0].split("-w")[0].split("-s")[0].split("-h")[0]
+                         for p in SHIPPED_DIR.glob("*-c*.json")}))
 
 
 def shipped_table(name: str, num_classes: int = 10, width_mult: float = 1.0,
-                  input_shape: tuple[int, ...] = ZOO_INPUT_SHAPE) -> LayerTable | None:
+                  input_shape: tuple[int, ...] = ZOO_INPUT_SHAPE, exit_head: str = "conv") -> LayerTable | None:
     if len(input_shape) != 3 or input_shape[0] != 3 or input_shape[1] != input_shape[2]:
         return None
-    path = _shipped_path(name, num_classes, width_mult, input_shape)
+    path = _shipped_path(name, num_classes, width_mult, input_shape, exit_head)
     return load_table(path) if path.exists() else None
 
 
@@ -107,8 +128,7 @@ def load_model_table(spec: ModelSpec) -> LayerTable:
             raise InputError(f"MODEL: unknown model {spec.model!r}; expected a zoo name ({', '.join(names)}), "
                              "torchvision:NAME, timm:NAME, module.path:callable, path/to/file.py:callable, or a LayerTable .json file")
         input_shape = tuple(spec.input_shape or ZOO_INPUT_SHAPE)
-        table = shipped_table(spec.model, spec.num_classes or 10, spec.width_mult, input_shape) \
-            if spec.exit_head == "conv" else None
+        table = shipped_table(spec.model, spec.num_classes or 10, spec.width_mult, input_shape, spec.exit_head)
         return table if table is not None else _trace_zoo(spec, input_shape)
     if spec.width_mult != 1.0:
         raise InputError(f"width_mult applies to zoo models only, got {spec.width_mult} for {spec.model}")
@@ -143,16 +163,15 @@ def _documented_input(model: str, factory: object) -> tuple[int, ...]:
 
 
 def regenerate_shipped(names: Sequence[str], out_dir: Path = SHIPPED_DIR) -> list[Path]:
-    """Trace every zoo model at 32x32 for each shipped class count and write the tables."""
+    """Trace the :func:`shipped_variants` of zoo models ``names`` and write their tables."""
     written = []
-    for name in names:
-        variants = [(w, ZOO_INPUT_SHAPE) for w in (1.0, *SHIPPED_WIDTHS.get(name, ()))]
-        variants += [(1.0, shape) for shape in SHIPPED_INPUTS.get(name, ())]
-        for (width, shape), classes in itertools.product(variants, SHIPPED_CLASSES):
-            table = _trace_zoo(ModelSpec(name, input_shape=shape, num_classes=classes, width_mult=width), shape)
-            path = out_dir / _shipped_path(name, classes, width, shape).name
-            save_table(table, path)
-            written.append(path)
+    for name, classes, width, shape, head in shipped_variants():
+        if name not in names:
+            continue
+        spec = ModelSpec(name, input_shape=shape, num_classes=classes, width_mult=width, exit_head=head)
+        path = out_dir / _shipped_path(name, classes, width, shape, head).name
+        save_table(_trace_zoo(spec, shape), path)
+        written.append(path)
     return written
 
 

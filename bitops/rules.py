@@ -135,6 +135,13 @@ def check_budget(field: str, value: Any) -> Any:
     return value
 
 
+def check_confidence(field: str, value: Any) -> Any:
+    """A one-sided confidence level: in [0.5, 1) (0.5 is the mean prediction itself)."""
+    if not (_is_real(value) and 0.5 <= value < 1):
+        raise InputError(f"{field} must be in [0.5, 1), got {value!r}")
+    return value
+
+
 def check_positive(field: str, value: Any) -> Any:
     """A finite number > 0 (learning rates, temperatures, width multipliers)."""
     if not (_is_real(value) and math.isfinite(value) and value > 0):

@@ -28,6 +28,7 @@ from bitops.rules import check_integer, check_positive
 __all__ = ["DEFAULT_INPUT_SHAPE", "StagedNet", "TokenMean", "build", "exit_head"]
 
 DEFAULT_INPUT_SHAPE = (3, 32, 32)
+GRID_EXIT = 4  # the side of the grid a pool4 exit head averages its map to
 
 # The 1280-wide last conv scales with width_mult below 1 as well, unlike the paper (Sec. 6.1) and
 # torchvision, which keep it at 1280: here width_mult means the same for every model.
@@ -69,15 +70,18 @@ class TokenMean(nn.Module):
 def exit_head(channels: int, num_classes: int, kind: str = "conv", tokens: bool = False) -> nn.Sequential:
     """Early-exit head (``bitops.architectures.EXIT_HEADS``): ``conv`` is conv3x3 -> BN -> ReLU ->
     global average pool -> linear, on an N x C x H x W map; ``pool`` is global average pool (over
-    the tokens of an N x L x C output when ``tokens``) -> linear."""
+    the tokens of an N x L x C output when ``tokens``) -> linear; ``pool4`` is an average pool to
+    a 4 x 4 grid -> linear, on a map (one smaller than 4 x 4 is spread over the grid, as
+    ``AdaptiveAvgPool2d`` does)."""
     check_exit_head("exit_head", kind)
-    if kind == "conv" and tokens:
-        raise InputError("exit_head 'conv' needs an N x C x H x W feature map; for a token-major N x L x C "
+    if kind != "pool" and tokens:
+        raise InputError(f"exit_head {kind!r} needs an N x C x H x W feature map; for a token-major N x L x C "
                          "output use exit_head 'pool'")
     head = _conv_bn(channels, channels, 3) if kind == "conv" else nn.Sequential()
-    head.add_module("pool", TokenMean() if tokens else nn.AdaptiveAvgPool2d(1))
+    grid = GRID_EXIT if kind == "pool4" else 1
+    head.add_module("pool", TokenMean() if tokens else nn.AdaptiveAvgPool2d(grid))
     head.add_module("flatten", nn.Flatten())
-    head.add_module("fc", nn.Linear(channels, num_classes))
+    head.add_module("fc", nn.Linear(channels * grid * grid, num_classes))
     return head
 
 

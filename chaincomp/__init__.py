@@ -7,17 +7,20 @@ its text)::
 
     chaincomp.count(model, **options)           # bitops.count.CountRequest fields + bitops.Policy fields
     chaincomp.audit(claims=None, example=None, conventions=None)
-    chaincomp.simulate(profile=None, grid=None, budgets=(0.2, 0.6, 1, 2), orders="all", allow_repeat=False)
+    chaincomp.simulate(profile=None, grid=None, budgets=(0.2, 0.6, 1, 2), orders="all", allow_repeat=False,
+                       confidence=0.5)
     chaincomp.orders(profile=None, grid=None, budgets=(0.2, 0.6, 1, 2))
     chaincomp.fit(runs, out, profile=None, allow_incomplete=False, refine_deltas=False, triples=())
     chaincomp.train(order, out, resume=False, allow_repeat=False, **training)   # trainer.options.TrainingOptions
     chaincomp.profile(method, out, grid=None, seeds=(0,), **training)
     chaincomp.confirm(out_dir, profile=None, grid=None, orders="all", top=None, budget=1, **training)
+    chaincomp.benchmark(out_dir, profile=None, grid=None, orders="all", budgets=(1, 2, 4), seeds=(2, 3),
+                        confidence=0.5, bootstrap=2000, **training)
     chaincomp.campaign.plan(out, single="", pairs="", triples=(), orders=(), seeds=(0,), grids=None, **training)
     chaincomp.campaign.run(campaign, jobs=1, ray=False, address=None, cpus_per_run=1, gpus_per_run=0, retries=1)
 
 ``import chaincomp`` imports neither torch nor numba: each function loads what it uses when it is
-first looked up (only train, profile and confirm import torch, when they train).
+first looked up (only train, profile, confirm and benchmark import torch, when they train).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ _API = {
     "audit": ("bitops.audit_report", "audit"),
     "campaign": ("trainer.campaign", None),  # a namespace: campaign.plan(out, ...), campaign.run(file, ...)
     "confirm": ("simulator.confirm_report", "confirm"),
+    "benchmark": ("simulator.benchmark", "benchmark"),
     "count": ("chaincomp.api", "count"),
     "fit": ("simulator.fit_report", "fit"),
     "orders": ("simulator.simulate", "analyse_orders"),
@@ -38,7 +42,7 @@ _API = {
     "train": ("trainer.run", "train"),
 }
 
-__all__ = ["__version__", "audit", "campaign", "confirm", "count", "fit", "orders", "profile", "simulate", "train"]
+__all__ = ["__version__", "audit", "benchmark", "campaign", "confirm", "count", "fit", "orders", "profile", "simulate", "train"]
 
 
 def _version() -> str:

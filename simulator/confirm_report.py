@@ -23,7 +23,7 @@ from trainer.options import TrainingOptions
 from trainer.options import chain_config as training_chain_config
 
 __all__ = ["DEFAULT_BUDGET", "DEFAULT_TOP", "ConfirmResult", "confirm", "confirm_json", "format_confirm",
-           "plot_confirm"]
+           "place_labels", "plot_confirm"]
 
 REPORT_TYPE = "chaincomp.Confirmation"
 REPORT_VERSION = 1
@@ -95,6 +95,7 @@ def plot_confirm(report: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
     for ax, key, label, log in ((axes[0], "accuracy", "accuracy (%)", False), (axes[1], "bitops_cr", "BitOpsCR", True)):
@@ -104,8 +105,6 @@ def plot_confirm(report: dict[str, Any], path: Path) -> None:
         if key == "accuracy":
             ax.errorbar(predicted, measured, xerr=[r["predicted"]["accuracy_std"] for r in report["orders"]],
                         fmt="none", ecolor="tab:blue", alpha=0.4, lw=1, zorder=2)
-        for r, x, y in zip(report["orders"], predicted, measured):
-            ax.annotate(r["order"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         low, high = min(predicted + measured), max(predicted + measured)
         if key == "accuracy":
             spread = [r["predicted"]["accuracy_std"] for r in report["orders"]]
@@ -117,15 +116,61 @@ def plot_confirm(report: dict[str, Any], path: Path) -> None:
         if log:
             ax.set_xscale("log")
             ax.set_yscale("log")
+            for axis in (ax.xaxis, ax.yaxis):  # plain numbers; a range under a decade gets linear-spaced ticks
+                if high / low < 10:
+                    axis.set_major_locator(MaxNLocator(5))
+                axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+                axis.set_minor_formatter(NullFormatter())
         tau = report["summary"][key]["kendall"]["tau"]
         ax.set_title(f"{label}: Kendall tau {'-' if tau is None else f'{tau:+.2f}'}", fontsize=9)
         ax.set_xlabel(f"predicted {label}")
         ax.set_ylabel(f"measured {label}")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
+    fig.tight_layout()  # labels are placed once the axes have their final size
+    for ax, key in ((axes[0], "accuracy"), (axes[1], "bitops_cr")):
+        place_labels(ax, [(r["predicted"][key], r["measured"][key]) for r in report["orders"]],
+                     [r["order"] for r in report["orders"]])
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# Where a label may sit around its point (offsets in points), tried in this order.
+_LABEL_OFFSETS = [(4, 4), (4, -10), (-26, 4), (-26, -10), (4, 12), (-26, 12), (4, -18), (-26, -18),
+                  (14, -4), (-36, -4), (4, 20), (-26, 20), (4, -26), (-26, -26)]
+
+
+def place_labels(ax: Any, points: list[tuple[float, float]], labels: list[str], fontsize: float = 7) -> None:
+    """Annotate each point with its label where the label's box overlaps no label placed before it
+    and no point (greedy over :data:`_LABEL_OFFSETS`, the least overlap when none is free); a label
+    moved off its first place gets a thin leader line."""
+    transform = ax.transData
+    scale = ax.figure.dpi / 72.0
+    centres = [transform.transform(p) for p in points]
+    width, height = 0.7 * fontsize * scale, 1.25 * fontsize * scale
+    placed: list[tuple[float, float, float, float]] = []
+
+    def overlap(box: tuple[float, float, float, float]) -> float:
+        x0, y0, x1, y1 = box
+        area = sum(max(0.0, min(x1, b[2]) - max(x0, b[0])) * max(0.0, min(y1, b[3]) - max(y0, b[1])) for b in placed)
+        hits = sum(x0 - 2 <= cx <= x1 + 2 and y0 - 2 <= cy <= y1 + 2 for cx, cy in centres)
+        return area + hits * width * height
+
+    for (px, py), (cx, cy), label in zip(points, centres, labels):
+        best = None
+        for dx, dy in _LABEL_OFFSETS:
+            x0, y0 = cx + dx * scale, cy + dy * scale
+            box = (x0, y0, x0 + width * len(label), y0 + height)
+            cost = overlap(box)
+            if best is None or cost < best[0]:
+                best = (cost, (dx, dy), box)
+            if cost == 0:
+                break
+        _, (dx, dy), box = best
+        placed.append(box)
+        arrow = None if (dx, dy) == _LABEL_OFFSETS[0] else {"arrowstyle": "-", "lw": 0.4, "color": "0.5"}
+        ax.annotate(label, (px, py), textcoords="offset points", xytext=(dx, dy), fontsize=fontsize,
+                    arrowprops=arrow)
 
 
 @dataclass(frozen=True)
@@ -154,7 +199,7 @@ def _training_template(profile: Profile, order: str, epochs: int | None, lr: flo
     base_training = setup.get("base_training") if isinstance(setup.get("base_training"), dict) else {}
     options = replace(TrainingOptions(**training), teacher=setup["teacher"],
                       student=setup.get("student", TrainingOptions.student), dataset=setup["dataset"],
-                      image_size=shape[-1])
+                      image_size=shape[-1], exit_head=setup.get("exit_head", "conv"))
     for name, given in (("epochs", epochs), ("lr", lr)):
         value = given if given is not None else base_training.get(name)
         if value is not None:

@@ -19,8 +19,15 @@ from bitops.rules import check_bits, check_budget, check_prune_ratio, check_thre
 from simulator.model import Grid
 from simulator.profile import Profile
 
-__all__ = ["DEFAULT_BUDGETS", "P_DENSIFY", "grid_for", "parse_budgets", "parse_orders"]
+__all__ = ["BOOTSTRAP", "DEFAULT_BENCH_BUDGETS", "DEFAULT_BENCH_CONFIDENCE", "DEFAULT_BENCH_SEEDS", "DEFAULT_BUDGETS", "DEFAULT_CONFIDENCE", "P_DENSIFY", "grid_for", "parse_budgets", "parse_orders"]
 
+# chaincomp benchmark: the budgets each order gets an operating point at, the held-out seeds, the
+# confidence of the operating points, and the bootstrap resamples of its intervals
+DEFAULT_BENCH_BUDGETS = (1.0, 2.0, 4.0)
+DEFAULT_BENCH_SEEDS = (2, 3)
+DEFAULT_BENCH_CONFIDENCE = 0.5
+BOOTSTRAP = 2000
+DEFAULT_CONFIDENCE = 0.5  # rank by the mean prediction; higher levels ask the spread to fit the budget too
 DEFAULT_BUDGETS = (0.2, 0.6, 1.0, 2.0)  # accuracy-loss budgets in points (the paper's Table 1 uses 1-2 points)
 P_DENSIFY = 13  # pruning ratios between the measured ones: costs are exact anywhere, accuracy interpolated
 

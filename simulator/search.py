@@ -8,13 +8,14 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
 from bitops.orders import METHODS
 from simulator.model import Prediction
 
-__all__ = ["PairResult", "budget_table", "pareto_front", "precedence", "rank_orders", "score", "topological_orders"]
+__all__ = ["PairResult", "best_within", "budget_table", "confidence_z", "pareto_front", "precedence", "rank_orders", "score", "topological_orders"]
 
 
 # Scores within this relative difference are a tie: the profile cannot tell the two orders apart.
@@ -32,9 +33,17 @@ def pareto_front(prediction: Prediction) -> np.ndarray:
     return np.array(front[::-1], dtype=np.int64)
 
 
-def best_within(prediction: Prediction, base_accuracy: float, budget: float) -> tuple[float, int] | None:
-    """Max BitOpsCR among combinations losing at most ``budget`` points of accuracy, and its index."""
-    ok = np.flatnonzero(base_accuracy - prediction.accuracy <= budget + 1e-12)
+def confidence_z(confidence: float) -> float:
+    """The standard normal quantile of ``confidence``: a prediction N(accuracy, std) loses at most
+    a budget with that probability when ``accuracy - z * std`` does (0 at 0.5: the mean alone)."""
+    return 0.0 if confidence == 0.5 else NormalDist().inv_cdf(confidence)
+
+
+def best_within(prediction: Prediction, base_accuracy: float, budget: float,
+                z: float = 0.0) -> tuple[float, int] | None:
+    """Max BitOpsCR among combinations losing at most ``budget`` points of accuracy (their accuracy
+    less ``z`` spreads, :func:`confidence_z`), and its index."""
+    ok = np.flatnonzero(base_accuracy - (prediction.accuracy - z * prediction.accuracy_std) <= budget + 1e-12)
     if ok.size == 0:
         return None
     i = ok[np.argmax(prediction.bitops_cr[ok])]
@@ -42,11 +51,12 @@ def best_within(prediction: Prediction, base_accuracy: float, budget: float) -> 
 
 
 def budget_table(predictions: Sequence[Prediction], base_accuracy: float,
-                 budgets: Sequence[float]) -> dict[str, list[float | None]]:
-    """Per order, the max BitOpsCR within each accuracy-loss budget (the paper's Table 1 layout)."""
+                 budgets: Sequence[float], z: float = 0.0) -> dict[str, list[float | None]]:
+    """Per order, the max BitOpsCR within each accuracy-loss budget (the paper's Table 1 layout),
+    at the confidence whose quantile is ``z``."""
     table = {}
     for p in predictions:
-        table[p.order] = [None if (hit := best_within(p, base_accuracy, b)) is None else hit[0] for b in budgets]
+        table[p.order] = [None if (hit := best_within(p, base_accuracy, b, z)) is None else hit[0] for b in budgets]
     return table
 
 

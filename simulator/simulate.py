@@ -16,18 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from bitops.errors import InputError
+from bitops.rules import check_confidence
 from bitops.result import Result
 from bitops.jsonio import check_plot, write_checked
 from bitops.models import ModelSpec, load_model_table
 from bitops.orders import METHODS
 from bitops.table import LayerTable
-from simulator.grid import DEFAULT_BUDGETS, grid_for, parse_budgets, parse_orders
+from simulator.grid import DEFAULT_BUDGETS, DEFAULT_CONFIDENCE, grid_for, parse_budgets, parse_orders
 from simulator.model import Grid, Prediction, predict
 from simulator.profile import Profile, load_profile
 from simulator.report import format_orders, format_simulation, orders_json, plot_fronts, simulation_json
 from simulator.search import insertion_check, precedence, topological_orders
 
-__all__ = ["OrdersResult", "Simulation", "SimulationResult", "analyse_orders", "simulate"]
+__all__ = ["DEFAULT_CONFIDENCE", "OrdersResult", "Simulation", "SimulationResult", "analyse_orders", "simulate"]
 
 GridSpec = str | Mapping[str, Sequence[Any]] | None
 # Predicting one combination holds ~310 bytes (settings, accuracy, cost arrays; measured); the limit
@@ -65,7 +66,8 @@ class Simulation:
             setup = self.profile.setup
             shape = tuple(setup.get("input_shape", (3, 32, 32)))
             self._tables[name] = load_model_table(ModelSpec(name, input_shape=shape,
-                                                            num_classes=int(setup.get("num_classes", 10))))
+                                                            num_classes=int(setup.get("num_classes", 10)),
+                                                            exit_head=setup.get("exit_head", "conv")))
         return self._tables[name]
 
     def predict(self, order: str) -> Prediction:
@@ -85,6 +87,8 @@ class SimulationResult(Result):
 
     predictions: list[Prediction]
     base_accuracy: float
+    budgets: tuple[float, ...] = ()
+    confidence: float = DEFAULT_CONFIDENCE
 
     def format(self) -> str:
         return format_simulation(self.data)
@@ -92,19 +96,23 @@ class SimulationResult(Result):
     def plot(self, path: str | Path) -> None:
         """Draw every order's Pareto front (atomic PNG)."""
         check_plot("plot", path)
-        write_checked("plot", path, lambda tmp: plot_fronts(self.predictions, self.base_accuracy, tmp))
+        write_checked("plot", path, lambda tmp: plot_fronts(self.predictions, self.base_accuracy, tmp,
+                                                                         self.budgets, self.confidence))
 
 
 def simulate(profile: str | Path | None = None, grid: GridSpec = None,
              budgets: str | float | Sequence[float] = DEFAULT_BUDGETS, orders: str | Sequence[str] = "all",
-             allow_repeat: bool = False) -> SimulationResult:
+             allow_repeat: bool = False, confidence: float = DEFAULT_CONFIDENCE) -> SimulationResult:
     """Predict ``orders`` ('all': every order of the methods the profile measured) over ``grid``
     (default: the profile's measured values, P densified), and rank them by max BitOpsCR within
-    each accuracy-loss budget in ``budgets`` (points)."""
+    each accuracy-loss budget in ``budgets`` (points) at ``confidence``: a combination counts as
+    within a budget when its predicted accuracy less ``z`` spreads is (``z`` the normal quantile
+    of ``confidence``; 0.5, the default, takes the mean prediction)."""
+    check_confidence("confidence", confidence)
     sim = Simulation.open(profile, grid, budgets)
     predictions = [sim.predict(o) for o in parse_orders(orders, allow_repeat, sim.methods)]
-    data = simulation_json(sim.profile, sim.profile_path, sim.grid, sim.budgets, predictions)
-    return SimulationResult(data, predictions, sim.profile.base_accuracy)
+    data = simulation_json(sim.profile, sim.profile_path, sim.grid, sim.budgets, predictions, confidence)
+    return SimulationResult(data, predictions, sim.profile.base_accuracy, tuple(sim.budgets), confidence)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from bitops.architectures import ZOO_NAMES, exit_points
+from bitops.architectures import ZOO_NAMES, check_exit_head, exit_points
 from bitops.errors import InputError
 from bitops.orders import validate_order
 from bitops.rules import (check_bits, check_integer, check_positive, check_probability, check_prune_ratio,
@@ -141,6 +141,7 @@ class ExitConfig:
     thresholds: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)  # measured, one row each
     threshold: float = 0.9  # the operating point a run reports its cost at
     epochs: int = 30  # head training at the base learning rate on the frozen backbone
+    head: str = "pool4"  # exit head design (bitops.architectures.EXIT_HEADS); chosen by measurement, README
 
     def __post_init__(self) -> None:
         # Lists (from JSON or argparse) are accepted and stored as tuples, so the config stays hashable.
@@ -157,6 +158,7 @@ class ExitConfig:
             check_threshold("thresholds", value)
         check_threshold("threshold", self.threshold)
         check_integer("epochs", self.epochs)
+        check_exit_head("head", self.head)
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ class TrainingOptions:
     thresholds: tuple[float, ...] = ExitConfig.thresholds
     threshold: float = ExitConfig.threshold
     exit_epochs: int = ExitConfig.epochs
+    exit_head: str = ExitConfig.head
     device: str = ChainConfig.device
     seed: int = ChainConfig.seed
 
@@ -64,7 +65,7 @@ FLAT_OF_PATH = {
     "quant.w_bits": "w_bits", "quant.a_bits": "a_bits", "quant.first_last_bits": "first_last_bits",
     "quant.input_bits": "input_bits", "quant.finetune_epochs": "finetune_epochs",
     "exits.exits": "exits", "exits.thresholds": "thresholds", "exits.threshold": "threshold",
-    "exits.epochs": "exit_epochs",
+    "exits.epochs": "exit_epochs", "exits.head": "exit_head",
 }
 _LEADING = re.compile(r"[A-Za-z_][A-Za-z_0-9.]*")
 
@@ -107,7 +108,7 @@ def chain_config(order: str, options: TrainingOptions = TrainingOptions(), allow
             quant=_part("quant", QuantConfig, w_bits=o.w_bits, a_bits=o.a_bits, first_last_bits=o.first_last_bits,
                         input_bits=o.input_bits, finetune_epochs=o.finetune_epochs),
             exits=_part("exits", ExitConfig, exits=o.exits, thresholds=o.thresholds, threshold=o.threshold,
-                        epochs=o.exit_epochs),
+                        epochs=o.exit_epochs, head=o.exit_head),
             device=o.device, seed=o.seed, allow_repeat=allow_repeat,
         )
     except InputError as err:

@@ -168,6 +168,7 @@ def run_profile(request: ProfileRequest, options: TrainingOptions, out: Path, ru
                   "student": request.grids["D"][0] if "D" in request.grids else chain.distill.student,
                   "dataset": data["name"],
                   "input_shape": list(data["input_shape"]), "num_classes": data["num_classes"],
+                  "exit_head": chain.exits.head,
                   "base_training": {"epochs": chain.base.epochs, "lr": chain.base.lr}},
         "base": {"model": chain.teacher, "accuracy": statistics.fmean(base_accs), "accuracy_std": _std(base_accs)},
         "methods": methods,

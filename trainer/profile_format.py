@@ -6,7 +6,8 @@ Format (``_type`` ``chaincomp.StageProfile``, ``_version`` 1)::
 
     provenance   how it was made: {"source": "measured", "command": ..., "versions": ..., "seeds": [...]}
                  or {"source": "hand", "citation": ...} for profiles entered by hand
-    setup        teacher, student, dataset, input_shape, num_classes
+    setup        teacher, student, dataset, input_shape, num_classes, exit_head (the design of E's
+                 heads, ``bitops.architectures.EXIT_HEADS``; "conv" when absent)
     base         {"model", "accuracy", "accuracy_std"}: the base (teacher) model's test accuracy
     methods      per letter: {"parameter": name, "points": [{"value", "accuracy", "accuracy_std",
                  "delta"} ...]}; D's value is a student name, P's the pruning ratio, Q's the weight
@@ -35,6 +36,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from bitops.architectures import check_exit_head
 from bitops.errors import InputError
 from bitops.jsonio import read_json, write_json_atomic
 from bitops.orders import METHODS, PARAMETERS, is_triple
@@ -213,6 +215,8 @@ def _check(data: Any) -> None:
     for key in ("provenance", "setup", "base", "methods"):
         if not isinstance(data.get(key), dict):
             raise InputError(f"{key!r} must be an object")
+    if "exit_head" in data["setup"]:
+        check_exit_head("setup.exit_head", data["setup"]["exit_head"])
     base = data["base"]
     _number(base.get("accuracy"), "base.accuracy")
     if base.get("accuracy_std") is not None:

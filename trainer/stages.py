@@ -51,6 +51,7 @@ __all__ = [
     "add_exits",
     "distill",
     "exit_report",
+    "head_kind",
     "kd_loss",
     "prune",
     "quantize",
@@ -109,6 +110,15 @@ def _exit_names(model: nn.Module) -> tuple[str, ...]:
     return tuple(exits.keys()) if isinstance(exits, nn.ModuleDict) else ()
 
 
+def head_kind(model: nn.Module) -> str:
+    """The design of ``model``'s exit heads (``conv`` when it has none): ``pool`` heads hold no
+    convolution (QConv2d is one), ``conv`` heads do."""
+    exits = getattr(model, "exits", None)
+    heads = list(exits.values()) if isinstance(exits, nn.ModuleDict) else []
+    convs = any(isinstance(m, nn.Conv2d) for h in heads for m in h.modules())
+    return "conv" if convs or not heads else "pool"
+
+
 def train_base(model: nn.Module, config: TrainConfig, data: Splits, device: torch.device, *,
                progress: bool = True) -> nn.Module:
     """The original model, trained in place at the full learning rate ``config.lr``."""
@@ -149,7 +159,7 @@ def distill(teacher: nn.Module, config: DistillConfig, data: Splits, device: tor
         raise InputError(f"student: {config.student} has no exit point {missing[0]!r} for the teacher's exit head there "
                          f"(ED); its exit points are {', '.join(student_points)}")
     student = zoo.build(config.student, num_classes=data.num_classes, width_mult=config.width_mult,
-                        exits=teacher_exits)
+                        exits=teacher_exits, exit_head_kind=head_kind(teacher))
     was_training = teacher.training
     teacher.to(device).eval()
 
@@ -295,7 +305,7 @@ def add_exits(model: nn.Module, config: ExitConfig, data: Splits, device: torch.
             check_bits("head_bits", bits)
     result = copy.deepcopy(model).to(device)
     features = _stage_features(result, _real_batch(data, device))
-    heads = {p: exit_head(features[p].shape[1], data.num_classes).to(device) for p in points}
+    heads = {p: exit_head(features[p].shape[1], data.num_classes, config.head).to(device) for p in points}
     if head_bits is not None:
         heads = {p: quantize_like(head, *head_bits, example_input=features[p]) for p, head in heads.items()}
     result.exits = nn.ModuleDict(heads)

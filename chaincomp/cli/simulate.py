@@ -9,9 +9,10 @@ import sys
 from chaincomp.cli.options import add_execution_options, add_json, emit, execution_options, log
 from chaincomp.cli.train import CONFIRM_TRAINING, add_training_options, training_options
 from simulator.confirm_report import DEFAULT_BUDGET, DEFAULT_TOP
-from simulator.grid import DEFAULT_BUDGETS
+from simulator.grid import (BOOTSTRAP, DEFAULT_BENCH_BUDGETS, DEFAULT_BENCH_CONFIDENCE, DEFAULT_BENCH_SEEDS,
+                            DEFAULT_BUDGETS, DEFAULT_CONFIDENCE)
 
-__all__ = ["add_confirm", "add_fit", "add_orders", "add_simulate"]
+__all__ = ["add_benchmark", "add_confirm", "add_fit", "add_orders", "add_simulate"]
 
 
 def _add_simulation_options(p: argparse.ArgumentParser) -> None:
@@ -31,6 +32,10 @@ def add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--orders", default="all", help="'all' (the 24 orders of D, P, Q, E) or a comma list, e.g. DPQE,PQ")
     p.add_argument("--allow-repeat", action="store_true", help="allow D, P, Q to repeat within an order")
     _add_simulation_options(p)
+    p.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE,
+                   help="rank by the largest BitOpsCR whose loss stays within each budget at this confidence "
+                        "(predicted accuracy less its normal quantile of spreads); 0.5 takes the mean prediction "
+                        "(default %(default)s)")
     p.add_argument("--plot", metavar="FILE.png", help="draw the Pareto front of every order")
     add_json(p)
     p.set_defaults(run=run_simulate)
@@ -42,7 +47,7 @@ def run_simulate(args: argparse.Namespace) -> int:
 
     if args.plot:
         check_plot("plot", args.plot)
-    result = simulate(args.profile, args.grid, args.budgets, args.orders, args.allow_repeat)
+    result = simulate(args.profile, args.grid, args.budgets, args.orders, args.allow_repeat, args.confidence)
     if args.plot:
         result.plot(args.plot)
     return emit(result, args.json)
@@ -138,3 +143,48 @@ def run_confirm(args: argparse.Namespace) -> int:
         result.plot(args.plot)
     return emit(result, args.json)
 
+
+
+def add_benchmark(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("benchmark", help="judge the simulator on every order at held-out seeds, beside baselines",
+                       description="Every order at its operating point (max predicted BitOpsCR within each budget) "
+                                   "trained at seeds the profile never saw (records in --out-dir, reused when "
+                                   "complete; shared prefixes trained once, on --jobs or --ray), then predicted vs "
+                                   "measured with bootstrap intervals for the simulator and three baselines "
+                                   "(additive: no interaction terms; cost-only; seed-noise: the other seed's run), "
+                                   "the predicted interval's coverage, and the pick per budget with its regret.")
+    p.add_argument("--profile", metavar="FILE.json", help="stage profile (default: the one shipped); its setup is "
+                                                          "what is trained")
+    p.add_argument("--grid", metavar="M=V,...;...", help="hyperparameters per method, as for simulate")
+    p.add_argument("--orders", default="all", help="'all' (the 24 orders of D, P, Q, E) or a comma list")
+    p.add_argument("--budget", dest="budgets", default=",".join(f"{b:g}" for b in DEFAULT_BENCH_BUDGETS),
+                   help="accuracy-loss budgets in points, one operating point per order each (default %(default)s)")
+    p.add_argument("--seeds", default=",".join(map(str, DEFAULT_BENCH_SEEDS)),
+                   help="held-out seeds to train at, none the profile's (default %(default)s)")
+    p.add_argument("--confidence", type=float, default=DEFAULT_BENCH_CONFIDENCE,
+                   help="operating points keep their loss within the budget at this confidence, as simulate "
+                        "--confidence (default %(default)s)")
+    p.add_argument("--bootstrap", type=int, default=BOOTSTRAP, help="bootstrap resamples of the orders for the "
+                                                                    "intervals (default %(default)s)")
+    p.add_argument("--out-dir", required=True, metavar="DIR", help="folder for the run records, NAME_sSEED.json each")
+    add_json(p)
+    group = p.add_argument_group("training (as for train; the setup comes from the profile)")
+    add_training_options(group, tuple(n for n in CONFIRM_TRAINING if n != "seed"), from_profile=("epochs", "lr"))
+    add_execution_options(p)
+    p.set_defaults(run=run_benchmark)
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    from simulator.benchmark import benchmark
+
+    try:
+        result = benchmark(args.out_dir, profile=args.profile, grid=args.grid, orders=args.orders,
+                           budgets=args.budgets, seeds=args.seeds, confidence=args.confidence,
+                           bootstrap=args.bootstrap, log=log,
+                           **training_options(args, tuple(n for n in CONFIRM_TRAINING if n != "seed")),
+                           **execution_options(args))
+    except KeyboardInterrupt:
+        print(f"chaincomp benchmark: interrupted; {args.out_dir} keeps the finished runs and stages (run the same "
+              "command again to continue)", file=sys.stderr)
+        return 130
+    return emit(result, args.json)

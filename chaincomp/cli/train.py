@@ -10,6 +10,7 @@ from typing import Any
 
 from chaincomp.cli.options import (add_execution_options, add_json, default, emit, execution_options, float_list,
                                    int_list, log, same_or_bits)
+from bitops.architectures import EXIT_HEADS
 from trainer.options import TrainingOptions
 
 __all__ = ["CONFIRM_TRAINING", "TRAINING", "add_profile", "add_train", "add_training_options", "training_options"]
@@ -39,6 +40,7 @@ _HELP = {
     "thresholds": "confidence thresholds E reports",
     "threshold": "the threshold the record's BitOps use",
     "exit_epochs": "epochs training the exit heads (heads quantized from scratch, QE, need ~30)",
+    "exit_head": "exit head design: " + "; ".join(f"{k}: {v}" for k, v in EXIT_HEADS.items()),
     "device": "auto (CUDA when present), cpu, cuda or cuda:N",
     "seed": "seed of the splits, the initialisation and the shuffling",
 }

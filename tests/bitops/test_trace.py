@@ -428,19 +428,24 @@ def test_shipped_zoo_names_are_the_zoo():
     assert models.zoo_names() == architectures.ZOO_NAMES
 
 
-SHIPPED = [pytest.param(name, classes, width, id=f"{name}-w{width:g}-c{classes}")
-           for name in architectures.ZOO_NAMES for width in (1.0, *getattr(models, "SHIPPED_WIDTHS", {}).get(name, ()))
-           for classes in models.SHIPPED_CLASSES]
+SHIPPED = [pytest.param(*variant, id=models._shipped_path(*variant).name) for variant in models.shipped_variants()]
+
+
+def test_every_shipped_file_is_a_variant():
+    files = {p.name for p in models.SHIPPED_DIR.glob("*.json")}
+    assert files == {models._shipped_path(*variant).name for variant in models.shipped_variants()}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "classes", "width_mult"), SHIPPED)
-def test_shipped_table_equals_a_fresh_trace(name, classes, width_mult):
-    shipped = models.shipped_table(name, classes, width_mult)
-    assert shipped is not None, f"no shipped table for {name} at width {width_mult} and {classes} classes"
-    fresh = models._trace_zoo(models.ModelSpec(name, num_classes=classes, width_mult=width_mult), INPUT)
+@pytest.mark.parametrize(("name", "classes", "width_mult", "shape", "head"), SHIPPED)
+def test_shipped_table_equals_a_fresh_trace(name, classes, width_mult, shape, head):
+    shipped = models.shipped_table(name, classes, width_mult, shape, head)
+    assert shipped is not None, f"no shipped table for {name} at width {width_mult}, {classes} classes, {shape}, {head}"
+    fresh = models._trace_zoo(models.ModelSpec(name, num_classes=classes, width_mult=width_mult, exit_head=head),
+                              shape)
     expected, actual = fresh.to_json_dict(), shipped.to_json_dict()
     assert actual["provenance"]["num_classes"] == classes and actual["provenance"]["width_mult"] == width_mult
+    assert actual["provenance"].get("exit_head", "conv") == head
     for key in sorted((set(expected) | set(actual)) - {"provenance", "layers", "ops"}):
         assert actual.get(key) == expected.get(key), key
     for part in ("layers", "ops"):

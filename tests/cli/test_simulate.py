@@ -142,6 +142,42 @@ def test_text_report_agrees_with_json(capsys, profile_file, all_orders_json):
     assert row == [f"{all_orders_json['budget_table'][o][2]:.0f}x" for o in ranking]
     assert f"Pareto front of {ranking[0]}" in out
     assert "note: the profile has no interaction terms" in out
+    named = next(line for line in lines if line.startswith("ranking of 24 orders"))
+    assert "the top 8 shown, every order in --json" in named
+    assert [item.split()[1] for item in named.split("): ", 1)[1].split(", ")] == ranking[:8]
+
+
+def test_text_front_shows_points_within_the_largest_budget(capsys, profile_file, all_orders_json):
+    """The text front: at most 8 points, all within the largest budget, its two ends among them,
+    and the counts of what is hidden equal to those of the JSON front."""
+    _, out, _ = run(capsys, "simulate", "--profile", str(profile_file), "--budget", BUDGETS)
+    lines = out.splitlines()
+    best = all_orders_json["ranking"][0]["order"]
+    front = all_orders_json["orders"][best]["front"]
+    within = [p for p in front if BASE_ACCURACY - p["accuracy"] <= 10 + 1e-12]
+    start = lines.index(next(line for line in lines if line.startswith(f"Pareto front of {best} within")))
+    shown = [line for line in lines[start + 1:] if line.startswith("  ") and line.strip()[0].isdigit()]
+    crs = [float(line.split()[0].rstrip("x")) for line in shown]
+    assert 2 <= len(shown) == min(8, len(within))
+    assert crs == sorted(crs)
+    assert crs[0] == pytest.approx(within[0]["bitops_cr"], abs=0.05)
+    assert crs[-1] == pytest.approx(within[-1]["bitops_cr"], abs=0.05)
+    accuracies = [float(line.split()[1].rstrip("%")) for line in shown]
+    assert all(BASE_ACCURACY - a <= 10 + 0.005 for a in accuracies)
+    if len(front) > len(shown):
+        assert (f"({len(shown)} of {len(front)} points shown: {len(within) - len(shown)} more within the budget, "
+                f"{len(front) - len(within)} beyond it; all in --json)") in out
+
+
+def test_front_points_spread_evenly():
+    from simulator.report import front_points
+
+    front = [{"accuracy": 100.0 - i, "bitops_cr": float(i)} for i in range(30)]
+    picked, within = front_points(front, 100.0, 20.0, 8)
+    assert within == 21
+    assert [p["bitops_cr"] for p in picked] == [0.0, 3.0, 6.0, 9.0, 11.0, 14.0, 17.0, 20.0]
+    assert front_points(front, 100.0, 3.0, 8) == (front[:4], 4)
+    assert front_points(front, 200.0, 3.0, 8) == ([front[0]], 0)  # none within: the most accurate alone
 
 
 def test_orders_option(capsys, profile_file):
@@ -178,6 +214,34 @@ def test_plot_writes_a_png(capsys, profile_file, tmp_path):
     assert code == 0, err
     assert target.read_bytes()[:8] == PNG_MAGIC
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fronts.png"]  # written atomically, no temp left
+
+
+def test_confirm_plot_labels_do_not_overlap(tmp_path):
+    """Ten orders crowded into a small range: the labels' rendered boxes (matplotlib's own extents,
+    not the placement's estimate) overlap neither each other nor a point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from simulator.confirm_report import place_labels
+
+    rng = np.random.default_rng(3)
+    points = [(95 + x, 95 + y) for x, y in rng.random((10, 2))]
+    labels = ["".join(p) for p in list(permutations("DPQE"))[:10]]
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.scatter(*zip(*points))
+    ax.set_xlim(94.5, 96.5)
+    ax.set_ylim(94.5, 96.5)
+    fig.tight_layout()
+    place_labels(ax, points, labels)
+    fig.canvas.draw()
+    boxes = [t.get_window_extent() for t in ax.texts]
+    assert [t.get_text() for t in ax.texts] == labels
+    for i, a in enumerate(boxes):
+        assert not any(a.overlaps(b) for b in boxes[i + 1:]), labels[i]
+        assert not any(a.contains(*ax.transData.transform(p)) for p in points), labels[i]
+    plt.close(fig)
 
 
 # ---- orders ------------------------------------------------------------------------------------

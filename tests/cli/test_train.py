@@ -293,15 +293,16 @@ def test_recorded_exit_rates_are_the_checkpoints(dpqe: Run) -> None:
 @pytest.fixture(scope="module")
 def order_run(tmp_path_factory: pytest.TempPathFactory):
     """``chaincomp train --order ORDER`` (fast settings), each order run once: (record, final model)."""
-    done: dict[str, tuple[dict[str, Any], zoo.StagedNet]] = {}
+    done: dict[tuple[str, str], tuple[dict[str, Any], zoo.StagedNet]] = {}
 
-    def run(order: str) -> tuple[dict[str, Any], zoo.StagedNet]:
-        if order not in done:
-            out = tmp_path_factory.mktemp(f"order_{order}") / "run.json"
-            rc, _, err = run_cli(["train", "--order", order, *FAST, "--out", str(out)])
+    def run(order: str, head: str = "conv") -> tuple[dict[str, Any], zoo.StagedNet]:
+        """The paper's conv heads by default: their own channels show what P does to a head."""
+        if (order, head) not in done:
+            out = tmp_path_factory.mktemp(f"order_{order}_{head}") / "run.json"
+            rc, _, err = run_cli(["train", "--order", order, *FAST, "--exit-head", head, "--out", str(out)])
             assert rc == 0, err
-            done[order] = read_record(out), load_checkpoint(out.with_suffix(".pt"))["model"]
-        return done[order]
+            done[order, head] = read_record(out), load_checkpoint(out.with_suffix(".pt"))["model"]
+        return done[order, head]
 
     return run
 
@@ -366,6 +367,17 @@ def _count_params(*options: str) -> int:
 def test_ep_measured_params_match_the_count_command(order_run) -> None:
     record, model = order_run("EP")
     assert record["stages"][-1]["cost"]["params"] == n_params(model) == _count_params()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("order", ["EP", "PE"])
+def test_pool4_heads_measured_params_match_the_count_command(order_run, order) -> None:
+    """The trainer's default head: its linear reads a 4 x 4 grid of the stage, so P removes 16 of
+    its inputs per channel the stage loses, before (EP) or after (PE) the head is made alike."""
+    record, model = order_run(order, "pool4")
+    for point, head in model.exits.items():
+        assert head.fc.in_features == 16 * _stage_width(model, point)
+    assert record["stages"][-1]["cost"]["params"] == n_params(model) == _count_params("--exit-head", "pool4")
 
 
 @pytest.mark.slow

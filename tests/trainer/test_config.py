@@ -29,7 +29,8 @@ def test_to_json_reads_back_equal():
     config = ChainConfig(order="DPQE", exits=ExitConfig(exits=["layer1"], thresholds=[0.5, 0.9]))
     stored = json.loads(json.dumps(config.to_json()))
     assert stored == config.to_json()
-    assert stored["exits"] == {"exits": ["layer1"], "thresholds": [0.5, 0.9], "threshold": 0.9, "epochs": 30}
+    assert stored["exits"] == {"exits": ["layer1"], "thresholds": [0.5, 0.9], "threshold": 0.9, "epochs": 30,
+                               "head": "pool4"}
     assert stored["prune"]["ratio"] == PruneConfig().ratio and stored["order"] == "DPQE"
 
 

@@ -1,0 +1,430 @@
+"""``chaincomp benchmark``: the simulator judged on trainings it never saw, beside baselines.
+
+1. Every order of the profile's methods (the 24 of D, P, Q, E by default) at its operating point
+   for each accuracy-loss budget: the largest predicted BitOpsCR whose loss stays within the
+   budget at ``confidence`` (:func:`simulator.search.best_within`); an order with no such point
+   at a budget is left out there (and counted as such).
+2. Each distinct (order, settings) trained at every held-out seed (seeds the profile was not
+   measured on), as one campaign through the campaign executors (shared prefixes train once;
+   complete records are reused, so an interrupted benchmark continues).
+3. Predicted vs measured, per seed, then averaged over the seeds, with bootstrap intervals that
+   resample orders (an order's points at every budget go together): Kendall's tau and Spearman's
+   rho of accuracy, BitOpsCR and the ranking score (the geometric mean over the budgets of the
+   BitOpsCR within the budget, 1 where the measured loss is beyond it), the accuracy's mean
+   |error| and RMSE, the measured / predicted BitOpsCR, and how often the predicted 90% interval
+   holds the measured accuracy (coverage).
+4. The same numbers for three baselines on the same runs: ``additive`` (the profile without its
+   interaction terms), ``cost-only`` (every order's accuracy predicted the same, so the ranking is
+   by predicted BitOpsCR) and ``seed-noise`` (the other held-out seed's measurement of the same
+   run: what no predictor can beat).
+5. The pick: per budget and seed, the order ranked first; its measured loss (against the base
+   model of the same seed), whether it stayed within the budget, and its regret (the best measured
+   BitOpsCR within the budget among all trained orders / the pick's).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bitops.errors import InputError
+from bitops.jsonio import hold_lock
+from bitops.result import Result
+from bitops.rules import check_confidence, check_integer
+from simulator.confirm import _ranks, chain_config
+from simulator.model import Grid, Prediction, predict
+from simulator.profile import Profile
+from simulator.search import best_within, confidence_z, score
+from simulator.simulate import GridSpec, Simulation
+from simulator.grid import (BOOTSTRAP, DEFAULT_BENCH_BUDGETS, DEFAULT_BENCH_CONFIDENCE, DEFAULT_BENCH_SEEDS,
+                            parse_budgets, parse_orders)
+
+__all__ = ["DEFAULT_BENCH_BUDGETS", "DEFAULT_BENCH_SEEDS", "BenchmarkResult", "benchmark", "format_benchmark"]
+
+REPORT_TYPE = "chaincomp.Benchmark"
+REPORT_VERSION = 1
+INTERVAL = 0.9  # the level of the bootstrap intervals and of the predicted accuracy interval coverage checks
+PREDICTORS = ("simulator", "additive", "cost-only", "seed-noise")
+
+
+@dataclass(frozen=True)
+class Point:
+    """An order at its operating point for one budget, as the simulator and the additive baseline predict it."""
+
+    order: str
+    budget: float
+    settings: dict[str, Any]
+    accuracy: float
+    accuracy_std: float
+    bitops_cr: float
+    additive_accuracy: float
+    additive_std: float
+
+    @property
+    def run(self) -> str:
+        """The run's name (its record is ``NAME_sSEED.json``): the order and its settings."""
+        parts = [self.order] + [f"{m}{v:g}" if isinstance(v, float) else f"{m}{v}" for m, v in self.settings.items()]
+        return re.sub(r"[^A-Za-z0-9_.-]", "-", "_".join(parts))
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def operating_points(sim: Simulation, additive: Profile, orders: Sequence[str], budgets: Sequence[float],
+                     confidence: float) -> tuple[list[Point], dict[float, list[str]]]:
+    """Each order's operating point per budget, and per budget the orders that have none."""
+    z = confidence_z(confidence)
+    base = sim.profile.base_accuracy
+    points, missing = [], {b: [] for b in budgets}
+    for order in orders:
+        p = sim.predict(order)
+        for budget in budgets:
+            hit = best_within(p, base, budget, z)
+            if hit is None:
+                missing[budget].append(order)
+                continue
+            i = hit[1]
+            settings = {order[pos]: _plain(values[i]) for pos, values in p.settings.items()}
+            a = _predict_one(additive, order, settings, sim)
+            points.append(Point(order, budget, settings, float(p.accuracy[i]), float(p.accuracy_std[i]),
+                                float(p.bitops_cr[i]), float(a.accuracy[0]), float(a.accuracy_std[0])))
+    return points, missing
+
+
+def _predict_one(profile: Profile, order: str, settings: dict[str, Any], sim: Simulation) -> Prediction:
+    grid = Grid({m: (v,) for m, v in settings.items()})
+    return predict(profile, order, grid, sim.table, profile.setup["teacher"])
+
+
+def without_terms(profile: Profile) -> Profile:
+    """The additive baseline: the profile's single-method curves alone."""
+    return replace(profile, accuracy_terms={}, exit_scales={}, triple_terms={})
+
+
+# ---- statistics ------------------------------------------------------------------------------------
+
+def _tau(x: Sequence[float], y: Sequence[float]) -> float | None:
+    from scipy.stats import kendalltau
+
+    if len(x) < 2:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant input: scipy warns and returns nan
+        value = float(kendalltau(_ranks(x), _ranks(y)).statistic)
+    return None if math.isnan(value) else value
+
+
+def _rho(x: Sequence[float], y: Sequence[float]) -> float | None:
+    from scipy.stats import spearmanr
+
+    if len(x) < 2:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value = float(spearmanr(_ranks(x), _ranks(y)).statistic)
+    return None if math.isnan(value) else value
+
+
+def _metrics(rows: list[dict[str, Any]], budgets: Sequence[float], orders: Sequence[str]) -> dict[str, float | None]:
+    """One predictor on one seed's rows (each: order, budget, predicted acc/std/cr, measured acc/loss/cr)."""
+    out: dict[str, float | None] = {}
+    have_acc = [r for r in rows if r["pred_acc"] is not None]
+    if have_acc:
+        err = np.array([r["acc"] - r["pred_acc"] for r in have_acc])
+        out["accuracy_tau"] = _tau([r["pred_acc"] for r in have_acc], [r["acc"] for r in have_acc])
+        out["accuracy_spearman"] = _rho([r["pred_acc"] for r in have_acc], [r["acc"] for r in have_acc])
+        out["mean_abs_error"] = float(np.mean(np.abs(err)))
+        out["rmse"] = float(np.sqrt(np.mean(err ** 2)))
+        with_std = [r for r in have_acc if r["pred_std"] is not None]
+        z = confidence_z(0.5 + INTERVAL / 2)
+        out["coverage"] = (float(np.mean([abs(r["acc"] - r["pred_acc"]) <= z * r["pred_std"] for r in with_std]))
+                           if with_std else None)
+    else:
+        out.update(accuracy_tau=None, accuracy_spearman=None, mean_abs_error=None, rmse=None, coverage=None)
+    out["bitops_cr_tau"] = _tau([r["pred_cr"] for r in rows], [r["cr"] for r in rows])
+    out["bitops_cr_ratio"] = float(np.exp(np.mean(np.log([r["cr"] / r["pred_cr"] for r in rows])))) if rows else None
+    out["bitops_cr_within_5pct"] = float(np.mean([abs(r["cr"] / r["pred_cr"] - 1) <= 0.05 for r in rows])) if rows else None
+    # the ranking score per order: geometric mean over the budgets of the BitOpsCR within it (1 where not)
+    predicted, measured = [], []
+    for order in orders:
+        mine = {r["budget"]: r for r in rows if r["order"] == order}
+        predicted.append(score([mine[b]["pred_score"] if b in mine else None for b in budgets]))
+        measured.append(score([mine[b]["cr"] if b in mine and mine[b]["loss"] <= b + 1e-12 else None for b in budgets]))
+    out["score_tau"] = _tau(predicted, measured)
+    out["score_spearman"] = _rho(predicted, measured)
+    return out
+
+
+def _summaries(rows_by_seed: dict[int, list[dict[str, Any]]], budgets: Sequence[float], orders: Sequence[str],
+               rng: np.random.Generator, draws: int) -> dict[str, dict[str, Any]]:
+    """Each metric averaged over the seeds, with a bootstrap interval over orders."""
+    def averaged(choice: Sequence[str]) -> dict[str, float | None]:
+        per_seed = []
+        for rows in rows_by_seed.values():
+            # a resample may hold an order twice: its rows are renamed so they count twice
+            picked = [dict(r, order=f"{r['order']}#{k}") for k, o in enumerate(choice) for r in rows if r["order"] == o]
+            per_seed.append(_metrics(picked, budgets, [f"{o}#{k}" for k, o in enumerate(choice)]))
+        keys = per_seed[0].keys()
+        return {k: (None if any(m[k] is None for m in per_seed) else float(np.mean([m[k] for m in per_seed])))
+                for k in keys}
+
+    point = averaged(list(orders))
+    samples: dict[str, list[float]] = {k: [] for k in point}
+    for _ in range(draws):
+        draw = averaged(list(rng.choice(list(orders), size=len(orders), replace=True)))
+        for k, v in draw.items():
+            if v is not None:
+                samples[k].append(v)
+    tail = (1 - INTERVAL) / 2
+    return {k: {"value": v, "interval": (None if v is None or len(samples[k]) < draws / 2 else
+                                         [float(np.quantile(samples[k], tail)), float(np.quantile(samples[k], 1 - tail))])}
+            for k, v in point.items()}
+
+
+# ---- the benchmark ---------------------------------------------------------------------------------
+
+def _rows(points: Sequence[Point], records: dict[tuple[str, int], dict[str, Any]], seed: int, other: int | None,
+          predictor: str) -> list[dict[str, Any]]:
+    rows = []
+    for p in points:
+        record = records[(p.run, seed)]
+        base, final = record["stages"][0]["accuracy"], record["stages"][-1]
+        row = {"order": p.order, "budget": p.budget, "acc": final["accuracy"], "loss": base - final["accuracy"],
+               "cr": final["cost"]["bitops_cr"], "pred_cr": p.bitops_cr, "pred_score": None}
+        if predictor == "simulator":
+            row.update(pred_acc=p.accuracy, pred_std=p.accuracy_std)
+        elif predictor == "additive":
+            row.update(pred_acc=p.additive_accuracy, pred_std=p.additive_std)
+        elif predictor == "cost-only":
+            row.update(pred_acc=None, pred_std=None)
+        else:  # seed-noise: the same run at the other held-out seed predicts this one
+            twin = records[(p.run, other)]
+            row.update(pred_acc=twin["stages"][-1]["accuracy"], pred_std=None,
+                       pred_cr=twin["stages"][-1]["cost"]["bitops_cr"])
+        row["pred_score"] = row["pred_cr"]
+        rows.append(row)
+    return rows
+
+
+def _picks(points: Sequence[Point], records: dict[tuple[str, int], dict[str, Any]], budgets: Sequence[float],
+           seeds: Sequence[int]) -> list[dict[str, Any]]:
+    """Per (budget, seed): the predicted best order, its measured loss, within budget, regret."""
+    picks = []
+    for budget in budgets:
+        here = [p for p in points if p.budget == budget]
+        if not here:
+            picks.append({"budget": budget, "order": None})
+            continue
+        pick = max(here, key=lambda p: p.bitops_cr)
+        for seed in seeds:
+            def measured(p: Point) -> tuple[float, float]:
+                record = records[(p.run, seed)]
+                return record["stages"][0]["accuracy"] - record["stages"][-1]["accuracy"], \
+                    record["stages"][-1]["cost"]["bitops_cr"]
+
+            loss, cr = measured(pick)
+            within = [measured(p)[1] for p in here if measured(p)[0] <= budget + 1e-12]
+            best = max(within) if within else None
+            ok = loss <= budget + 1e-12
+            picks.append({"budget": budget, "seed": seed, "order": pick.order, "settings": pick.settings,
+                          "predicted_bitops_cr": pick.bitops_cr, "measured_loss": loss, "measured_bitops_cr": cr,
+                          "within_budget": ok, "best_within_bitops_cr": best,
+                          "regret": (best / cr) if ok and best else None})
+    return picks
+
+
+def benchmark_json(sim: Simulation, points: Sequence[Point], missing: dict[float, list[str]],
+                   records: dict[tuple[str, int], dict[str, Any]], budgets: Sequence[float], seeds: Sequence[int],
+                   confidence: float, orders: Sequence[str], draws: int = BOOTSTRAP,
+                   bootstrap_seed: int = 0) -> dict[str, Any]:
+    predictors = {}
+    for name in PREDICTORS:
+        if name == "seed-noise" and len(seeds) < 2:
+            continue
+        by_seed = {s: _rows(points, records, s, seeds[(k + 1) % len(seeds)], name) for k, s in enumerate(seeds)}
+        predictors[name] = _summaries(by_seed, budgets, orders, np.random.default_rng(bootstrap_seed), draws)
+    picks = _picks(points, records, budgets, seeds)
+    held = [p for p in picks if p["order"] is not None]
+    regrets = [p["regret"] for p in held if p["regret"] is not None]
+    runs = []
+    for p in points:
+        for s in seeds:
+            final = records[(p.run, s)]["stages"][-1]
+            runs.append({"order": p.order, "budget": p.budget, "seed": s, "settings": p.settings, "run": p.run,
+                         "predicted": {"accuracy": p.accuracy, "accuracy_std": p.accuracy_std, "bitops_cr": p.bitops_cr,
+                                       "additive_accuracy": p.additive_accuracy},
+                         "measured": {"accuracy": final["accuracy"],
+                                      "base_accuracy": records[(p.run, s)]["stages"][0]["accuracy"],
+                                      "bitops_cr": final["cost"]["bitops_cr"]}})
+    return {
+        "_type": REPORT_TYPE, "_version": REPORT_VERSION,
+        "profile": {"path": sim.profile_path or "(shipped default)", "setup": sim.profile.setup,
+                    "seeds": sim.profile.provenance.get("seeds"), "base_accuracy": sim.profile.base_accuracy},
+        "budgets": list(budgets), "seeds": list(seeds), "confidence": confidence, "orders": list(orders),
+        "interval": INTERVAL, "bootstrap": draws,
+        "points": len(points), "runs": len({p.run for p in points}) * len(seeds),
+        "unreachable": {f"{b:g}": v for b, v in missing.items() if v},
+        "predictors": predictors,
+        "picks": picks,
+        "pick_summary": {"cases": len(held), "within_budget": sum(p["within_budget"] for p in held),
+                         "median_regret": float(np.median(regrets)) if regrets else None,
+                         "max_regret": float(max(regrets)) if regrets else None},
+        "measurements": runs,
+    }
+
+
+def _cell(metric: dict[str, Any], fmt: str) -> str:
+    v = metric["value"]
+    if v is None:
+        return "-"
+    text = format(v, fmt)
+    if metric["interval"]:
+        lo, hi = metric["interval"]
+        text += f" [{format(lo, fmt)}, {format(hi, fmt)}]"
+    return text
+
+
+COLUMNS = (("accuracy_tau", "acc tau", "+.2f"), ("accuracy_spearman", "acc rho", "+.2f"),
+           ("mean_abs_error", "acc |err|", ".2f"), ("rmse", "acc rmse", ".2f"), ("coverage", "cover 90%", ".2f"),
+           ("bitops_cr_tau", "BitOpsCR tau", "+.2f"), ("bitops_cr_ratio", "meas/pred", ".3f"),
+           ("bitops_cr_within_5pct", "within 5%", ".2f"), ("score_tau", "score tau", "+.2f"),
+           ("score_spearman", "score rho", "+.2f"))
+
+
+def format_benchmark(report: dict[str, Any]) -> str:
+    prof = report["profile"]
+    lines = [f"benchmark: {len(report['orders'])} orders x budgets {', '.join(f'{b:g}' for b in report['budgets'])} "
+             f"points at confidence {report['confidence']:g}: {report['points']} operating points, "
+             f"{report['runs']} trainings at held-out seeds {', '.join(map(str, report['seeds']))} "
+             f"(profile {prof['path']}, measured at seeds {prof['seeds']})"]
+    for budget, orders in report["unreachable"].items():
+        lines.append(f"  no point predicted within {budget} points for {len(orders)} orders: {', '.join(orders)}")
+    lines += ["", f"metric (mean over the seeds; [{report['interval']:.0%} bootstrap interval over orders])"]
+    names = list(report["predictors"])
+    width = 24
+    lines.append(f"{'':<13}" + "".join(f"{n:>{width}}" for n in names))
+    for key, label, fmt in COLUMNS:
+        lines.append(f"{label:<13}" + "".join(f"{_cell(report['predictors'][n][key], fmt):>{width}}" for n in names))
+    s = report["pick_summary"]
+    lines += ["", f"pick (the order ranked first per budget, trained): within budget in {s['within_budget']} of "
+              f"{s['cases']} (budget, seed) cases; regret median "
+              + ("-" if s["median_regret"] is None else f"{s['median_regret']:.2f}x")
+              + ", max " + ("-" if s["max_regret"] is None else f"{s['max_regret']:.2f}x")]
+    for p in report["picks"]:
+        if p["order"] is None:
+            lines.append(f"  {p['budget']:g} points: no order predicted within it")
+            continue
+        regret = "-" if p["regret"] is None else f"{p['regret']:.2f}x"
+        lines.append(f"  {p['budget']:g} points, seed {p['seed']}: {p['order']} lost {p['measured_loss']:.2f} "
+                     f"({'within' if p['within_budget'] else 'OVER'}), BitOpsCR {p['measured_bitops_cr']:.0f}x "
+                     f"(predicted {p['predicted_bitops_cr']:.0f}x), regret {regret}")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class BenchmarkResult(Result):
+    """The benchmark's report; ``to_dict()`` is ``benchmark --json``."""
+
+    def format(self) -> str:
+        return format_benchmark(self.data)
+
+
+def _train(points: Sequence[Point], seeds: Sequence[int], sim: Simulation, directory: Path, training: dict[str, Any],
+           epochs: int | None, lr: float | None, execution: Any, log: Callable[[str], None]
+           ) -> dict[tuple[str, int], dict[str, Any]]:
+    from simulator.confirm import Candidate
+    from simulator.confirm_report import _training_template
+    from trainer.campaign import run_campaign
+    from trainer.campaign_format import Campaign, CampaignRun, write_campaign
+    from trainer.record import read_record
+
+    unique = {p.run: p for p in points}
+    runs = []
+    num_classes = int(sim.profile.setup.get("num_classes", 10))
+    for seed in seeds:
+        for name, p in unique.items():
+            template = _training_template(sim.profile, p.order, epochs, lr, {**training, "seed": seed})
+            candidate = Candidate(p.order, 0, 0.0, p.settings, True, p.accuracy, p.accuracy_std, p.bitops_cr, 0.0, False)
+            config = chain_config(template, candidate, sim.profile)
+            config.check_before_training(num_classes)
+            runs.append(CampaignRun(f"{name}_s{seed}", f"{name}_s{seed}.json", config))
+    campaign = Campaign(tuple(runs), command="chaincomp benchmark")
+    path = directory / ".benchmark.campaign.json"
+    write_campaign(campaign, path)
+    result = run_campaign(campaign, path, execution.executor(), retries=execution.retries, log=log)
+    failed = [row for row in result.data["runs"] if row["status"] == "failed"]
+    if failed:
+        raise InputError(f"{len(failed)} of the {len(runs)} trainings failed ({failed[0]['name']}: {failed[0]['error']}); "
+                         f"the finished ones are kept in {str(directory)!r}: run the same command again to continue")
+    return {(name, seed): read_record(directory / f"{name}_s{seed}.json") for seed in seeds for name in unique}
+
+
+def benchmark(out_dir: str | Path, *, profile: str | Path | None = None, grid: GridSpec = None,
+              orders: str | Sequence[str] = "all", budgets: str | Sequence[float] = DEFAULT_BENCH_BUDGETS,
+              seeds: Sequence[int] = DEFAULT_BENCH_SEEDS, confidence: float = DEFAULT_BENCH_CONFIDENCE,
+              epochs: int | None = None, lr: float | None = None, bootstrap: int = BOOTSTRAP,
+              log: Callable[[str], None] = lambda message: None, **training: Any) -> BenchmarkResult:
+    """Train every order at its operating point per budget at held-out ``seeds`` (records in
+    ``out_dir``, reused when complete) and judge the simulator and three baselines on them.
+    ``training``: as :func:`simulator.confirm_report.confirm`'s."""
+    from trainer.executors import Execution
+
+    execution = Execution.take(training)
+    check_confidence("confidence", confidence)
+    check_integer("bootstrap", bootstrap, 1)
+    parsed = parse_budgets(budgets, "budgets")
+    seeds = _check_seeds(seeds)
+    directory = _check_out_dir(out_dir)
+    sim = Simulation.open(profile, grid, parsed)
+    seen = set(sim.profile.provenance.get("seeds") or ())
+    reused = sorted(seen & set(seeds))
+    if reused:
+        raise InputError(f"seeds: {reused[0]} is a seed the profile was measured on ({sorted(seen)}); a benchmark "
+                         "judges the simulator on seeds it never saw")
+    names = parse_orders(orders, False, sim.methods)
+    points, missing = operating_points(sim, without_terms(sim.profile), names, parsed, confidence)
+    if not points:
+        raise InputError("budgets: no order has a point predicted within any of them; give larger budgets")
+    try:
+        directory.mkdir(exist_ok=True)
+    except OSError as err:
+        raise InputError(f"out_dir: cannot create {str(out_dir)!r} ({err.strerror})") from None
+    log(f"benchmark: {len(points)} operating points, {len({p.run for p in points})} distinct runs x {len(seeds)} seeds")
+    with hold_lock("out_dir", directory):
+        records = _train(points, seeds, sim, directory, training, epochs, lr, execution, log)
+    return BenchmarkResult(benchmark_json(sim, points, missing, records, parsed, seeds, confidence, names, bootstrap))
+
+
+def _check_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
+    if isinstance(seeds, str):
+        try:
+            seeds = [int(s) for s in seeds.split(",") if s.strip()]
+        except ValueError:
+            raise InputError(f"seeds must be comma-separated integers, got {seeds!r}") from None
+    values = tuple(seeds)
+    if not values:
+        raise InputError("seeds must list at least one seed")
+    for s in values:
+        check_integer("seeds", s, 0)
+    if len(set(values)) != len(values):
+        raise InputError(f"seeds must be distinct, got {list(values)}")
+    return values
+
+
+def _check_out_dir(out_dir: str | Path) -> Path:
+    if not str(out_dir).strip():
+        raise InputError(f"out_dir must name a folder, got {str(out_dir)!r}")
+    directory = Path(out_dir)
+    if not directory.parent.is_dir():
+        raise InputError(f"out_dir: cannot create {str(out_dir)!r}: directory {str(directory.parent)!r} does not exist")
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"out_dir: {str(out_dir)!r} is a file, not a directory")
+    return directory
