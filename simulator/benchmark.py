@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import re
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,10 +37,10 @@ from bitops.errors import InputError
 from bitops.jsonio import hold_lock
 from bitops.result import Result
 from bitops.rules import check_confidence, check_integer
-from simulator.confirm import _ranks, chain_config
+from simulator.confirm import chain_config
 from simulator.model import Grid, Prediction, predict
 from simulator.profile import Profile
-from simulator.search import best_within, confidence_z, score
+from simulator.search import best_within, confidence_z
 from simulator.simulate import GridSpec, Simulation
 from simulator.grid import (BOOTSTRAP, DEFAULT_BENCH_BUDGETS, DEFAULT_BENCH_CONFIDENCE, DEFAULT_BENCH_SEEDS,
                             parse_budgets, parse_orders)
@@ -111,26 +110,38 @@ def without_terms(profile: Profile) -> Profile:
 
 # ---- statistics ------------------------------------------------------------------------------------
 
-def _tau(x: Sequence[float], y: Sequence[float]) -> float | None:
-    from scipy.stats import kendalltau
+def _signs(values: Sequence[float]) -> np.ndarray:
+    """sign(x_i - x_j) for every pair, 0 where the two are equal to a relative 1e-9 (predictions
+    summed in another order of stages differ in the last bits, and must not be ranked on that)."""
+    x = np.asarray(values, dtype=np.float64)
+    d = x[:, None] - x[None, :]
+    tol = np.maximum(1e-9 * np.maximum(np.abs(x)[:, None], np.abs(x)[None, :]), 1e-9)
+    return np.where(np.abs(d) <= tol, 0.0, np.sign(d))
 
+
+def _tau(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Kendall's tau-b: concordant minus discordant pairs over the pairs untied in each; None
+    where undefined (fewer than 2 values, or one side constant)."""
     if len(x) < 2:
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # constant input: scipy warns and returns nan
-        value = float(kendalltau(_ranks(x), _ranks(y)).statistic)
-    return None if math.isnan(value) else value
+    sx, sy = _signs(x), _signs(y)
+    norm = math.sqrt(float((sx * sx).sum()) * float((sy * sy).sum()))
+    return None if norm == 0 else float((sx * sy).sum()) / norm
 
 
 def _rho(x: Sequence[float], y: Sequence[float]) -> float | None:
-    from scipy.stats import spearmanr
-
+    """Spearman's rho: the correlation of the (tie-averaged) ranks; None where undefined."""
     if len(x) < 2:
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        value = float(spearmanr(_ranks(x), _ranks(y)).statistic)
-    return None if math.isnan(value) else value
+    rx, ry = _signs(x).sum(axis=1), _signs(y).sum(axis=1)  # rank * 2 - (n - 1): the same correlation
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    norm = math.sqrt(float(rx @ rx) * float(ry @ ry))
+    return None if norm == 0 else float(rx @ ry) / norm
+
+
+def _geometric_score(values: Sequence[float | None]) -> float:
+    """:func:`simulator.search.score`: the geometric mean, an unreachable budget counting as 1x."""
+    return math.exp(math.fsum(math.log(v) if v is not None else 0.0 for v in values) / len(values))
 
 
 def _metrics(rows: list[dict[str, Any]], budgets: Sequence[float], orders: Sequence[str]) -> dict[str, float | None]:
@@ -138,26 +149,32 @@ def _metrics(rows: list[dict[str, Any]], budgets: Sequence[float], orders: Seque
     out: dict[str, float | None] = {}
     have_acc = [r for r in rows if r["pred_acc"] is not None]
     if have_acc:
-        err = np.array([r["acc"] - r["pred_acc"] for r in have_acc])
-        out["accuracy_tau"] = _tau([r["pred_acc"] for r in have_acc], [r["acc"] for r in have_acc])
-        out["accuracy_spearman"] = _rho([r["pred_acc"] for r in have_acc], [r["acc"] for r in have_acc])
-        out["mean_abs_error"] = float(np.mean(np.abs(err)))
-        out["rmse"] = float(np.sqrt(np.mean(err ** 2)))
-        with_std = [r for r in have_acc if r["pred_std"] is not None]
+        pred = [r["pred_acc"] for r in have_acc]
+        meas = [r["acc"] for r in have_acc]
+        err = np.subtract(meas, pred)
+        out["accuracy_tau"] = _tau(pred, meas)
+        out["accuracy_spearman"] = _rho(pred, meas)
+        out["mean_abs_error"] = float(np.abs(err).mean())
+        out["rmse"] = math.sqrt(float((err ** 2).mean()))
         z = confidence_z(0.5 + INTERVAL / 2)
-        out["coverage"] = (float(np.mean([abs(r["acc"] - r["pred_acc"]) <= z * r["pred_std"] for r in with_std]))
-                           if with_std else None)
+        held = [abs(r["acc"] - r["pred_acc"]) <= z * r["pred_std"] for r in have_acc if r["pred_std"] is not None]
+        out["coverage"] = sum(held) / len(held) if held else None
     else:
         out.update(accuracy_tau=None, accuracy_spearman=None, mean_abs_error=None, rmse=None, coverage=None)
     out["bitops_cr_tau"] = _tau([r["pred_cr"] for r in rows], [r["cr"] for r in rows])
-    out["bitops_cr_ratio"] = float(np.exp(np.mean(np.log([r["cr"] / r["pred_cr"] for r in rows])))) if rows else None
-    out["bitops_cr_within_5pct"] = float(np.mean([abs(r["cr"] / r["pred_cr"] - 1) <= 0.05 for r in rows])) if rows else None
+    ratios = [r["cr"] / r["pred_cr"] for r in rows]
+    out["bitops_cr_ratio"] = math.exp(math.fsum(map(math.log, ratios)) / len(ratios)) if rows else None
+    out["bitops_cr_within_5pct"] = sum(abs(q - 1) <= 0.05 for q in ratios) / len(ratios) if rows else None
     # the ranking score per order: geometric mean over the budgets of the BitOpsCR within it (1 where not)
+    by_order: dict[str, dict[float, dict[str, Any]]] = {o: {} for o in orders}
+    for r in rows:
+        by_order[r["order"]][r["budget"]] = r
     predicted, measured = [], []
     for order in orders:
-        mine = {r["budget"]: r for r in rows if r["order"] == order}
-        predicted.append(score([mine[b]["pred_score"] if b in mine else None for b in budgets]))
-        measured.append(score([mine[b]["cr"] if b in mine and mine[b]["loss"] <= b + 1e-12 else None for b in budgets]))
+        mine = by_order[order]
+        predicted.append(_geometric_score([mine[b]["pred_score"] if b in mine else None for b in budgets]))
+        measured.append(_geometric_score([mine[b]["cr"] if b in mine and mine[b]["loss"] <= b + 1e-12 else None
+                                          for b in budgets]))
     out["score_tau"] = _tau(predicted, measured)
     out["score_spearman"] = _rho(predicted, measured)
     return out
@@ -166,11 +183,13 @@ def _metrics(rows: list[dict[str, Any]], budgets: Sequence[float], orders: Seque
 def _summaries(rows_by_seed: dict[int, list[dict[str, Any]]], budgets: Sequence[float], orders: Sequence[str],
                rng: np.random.Generator, draws: int) -> dict[str, dict[str, Any]]:
     """Each metric averaged over the seeds, with a bootstrap interval over orders."""
+    grouped = [{o: [r for r in rows if r["order"] == o] for o in orders} for rows in rows_by_seed.values()]
+
     def averaged(choice: Sequence[str]) -> dict[str, float | None]:
         per_seed = []
-        for rows in rows_by_seed.values():
+        for groups in grouped:
             # a resample may hold an order twice: its rows are renamed so they count twice
-            picked = [dict(r, order=f"{r['order']}#{k}") for k, o in enumerate(choice) for r in rows if r["order"] == o]
+            picked = [dict(r, order=f"{o}#{k}") for k, o in enumerate(choice) for r in groups[o]]
             per_seed.append(_metrics(picked, budgets, [f"{o}#{k}" for k, o in enumerate(choice)]))
         keys = per_seed[0].keys()
         return {k: (None if any(m[k] is None for m in per_seed) else float(np.mean([m[k] for m in per_seed])))
@@ -192,24 +211,28 @@ def _summaries(rows_by_seed: dict[int, list[dict[str, Any]]], budgets: Sequence[
 # ---- the benchmark ---------------------------------------------------------------------------------
 
 def _rows(points: Sequence[Point], records: dict[tuple[str, int], dict[str, Any]], seed: int, other: int | None,
-          predictor: str) -> list[dict[str, Any]]:
+          predictor: str, base_accuracy: float) -> list[dict[str, Any]]:
+    """One seed's runs as ``predictor`` sees them. ``pred_score`` is the point's part of the ranking
+    score: its predicted BitOpsCR where its predicted loss is within the budget (always, for
+    cost-only), None (1x) where not."""
     rows = []
     for p in points:
         record = records[(p.run, seed)]
         base, final = record["stages"][0]["accuracy"], record["stages"][-1]
         row = {"order": p.order, "budget": p.budget, "acc": final["accuracy"], "loss": base - final["accuracy"],
-               "cr": final["cost"]["bitops_cr"], "pred_cr": p.bitops_cr, "pred_score": None}
+               "cr": final["cost"]["bitops_cr"], "pred_cr": p.bitops_cr}
         if predictor == "simulator":
-            row.update(pred_acc=p.accuracy, pred_std=p.accuracy_std)
+            row.update(pred_acc=p.accuracy, pred_std=p.accuracy_std, pred_loss=base_accuracy - p.accuracy)
         elif predictor == "additive":
-            row.update(pred_acc=p.additive_accuracy, pred_std=p.additive_std)
+            row.update(pred_acc=p.additive_accuracy, pred_std=p.additive_std,
+                       pred_loss=base_accuracy - p.additive_accuracy)
         elif predictor == "cost-only":
-            row.update(pred_acc=None, pred_std=None)
+            row.update(pred_acc=None, pred_std=None, pred_loss=0.0)
         else:  # seed-noise: the same run at the other held-out seed predicts this one
-            twin = records[(p.run, other)]
-            row.update(pred_acc=twin["stages"][-1]["accuracy"], pred_std=None,
-                       pred_cr=twin["stages"][-1]["cost"]["bitops_cr"])
-        row["pred_score"] = row["pred_cr"]
+            twin = records[(p.run, other)]["stages"]
+            row.update(pred_acc=twin[-1]["accuracy"], pred_std=None, pred_cr=twin[-1]["cost"]["bitops_cr"],
+                       pred_loss=twin[0]["accuracy"] - twin[-1]["accuracy"])
+        row["pred_score"] = row["pred_cr"] if row["pred_loss"] <= p.budget + 1e-12 else None
         rows.append(row)
     return rows
 
@@ -249,7 +272,8 @@ def benchmark_json(sim: Simulation, points: Sequence[Point], missing: dict[float
     for name in PREDICTORS:
         if name == "seed-noise" and len(seeds) < 2:
             continue
-        by_seed = {s: _rows(points, records, s, seeds[(k + 1) % len(seeds)], name) for k, s in enumerate(seeds)}
+        by_seed = {s: _rows(points, records, s, seeds[(k + 1) % len(seeds)], name, sim.profile.base_accuracy)
+                   for k, s in enumerate(seeds)}
         predictors[name] = _summaries(by_seed, budgets, orders, np.random.default_rng(bootstrap_seed), draws)
     picks = _picks(points, records, budgets, seeds)
     held = [p for p in picks if p["order"] is not None]

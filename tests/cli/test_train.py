@@ -216,10 +216,20 @@ def test_dpqe_numbers_are_sensible(dpqe: Run) -> None:
 
 @pytest.mark.slow
 def test_dpqe_output_and_checkpoint(dpqe: Run) -> None:
-    lines = dpqe.stdout.strip().splitlines()
+    table, sweep = dpqe.stdout.strip().split("\n\n")
+    lines = table.splitlines()
     assert [line.split()[0] for line in lines[1:]] == ["base", "D", "P", "Q", "E"]
     final_rate = dpqe.record["stages"][-1]["exit"]["rates"]["final"]
     assert f"{100 * (1 - final_rate):.0f}%" in lines[-1]
+    # the threshold sweep: one line per measured threshold, the record's numbers
+    rows = dpqe.record["stages"][-1]["exit"]["thresholds"]
+    sweep_lines = sweep.splitlines()[2:]
+    assert len(sweep_lines) == len(rows)
+    for line, row in zip(sweep_lines, rows):
+        cells = line.split()
+        assert float(cells[0]) == row["threshold"] and cells[1] == f"{row['accuracy']:.2f}"
+        assert cells[2:-1] == [f"{100 * v:.0f}%" for v in row["rates"].values()]
+        assert cells[-1] == f"{row['cost']['bitops_cr']:.1f}x"
     checkpoint_path = dpqe.out.with_suffix(".pt")
     assert checkpoint_path.is_file()
     payload = dpqe.checkpoint
