@@ -37,7 +37,8 @@ from bitops.errors import InputError
 from bitops.jsonio import hold_lock
 from bitops.result import Result
 from bitops.rules import check_confidence, check_integer
-from simulator.confirm import chain_config
+from simulator.confirm import Candidate, _plain, chain_config
+from simulator.confirm_report import _training_template, check_out_dir
 from simulator.model import Grid, Prediction, predict
 from simulator.profile import Profile
 from simulator.search import best_within, confidence_z
@@ -71,10 +72,6 @@ class Point:
         """The run's name (its record is ``NAME_sSEED.json``): the order and its settings."""
         parts = [self.order] + [f"{m}{v:g}" if isinstance(v, float) else f"{m}{v}" for m, v in self.settings.items()]
         return re.sub(r"[^A-Za-z0-9_.-]", "-", "_".join(parts))
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def operating_points(sim: Simulation, additive: Profile, orders: Sequence[str], budgets: Sequence[float],
@@ -364,8 +361,6 @@ class BenchmarkResult(Result):
 def _train(points: Sequence[Point], seeds: Sequence[int], sim: Simulation, directory: Path, training: dict[str, Any],
            epochs: int | None, lr: float | None, execution: Any, log: Callable[[str], None]
            ) -> dict[tuple[str, int], dict[str, Any]]:
-    from simulator.confirm import Candidate
-    from simulator.confirm_report import _training_template
     from trainer.campaign import run_campaign
     from trainer.campaign_format import Campaign, CampaignRun, write_campaign
     from trainer.record import read_record
@@ -406,7 +401,7 @@ def benchmark(out_dir: str | Path, *, profile: str | Path | None = None, grid: G
     check_integer("bootstrap", bootstrap, 1)
     parsed = parse_budgets(budgets, "budgets")
     seeds = _check_seeds(seeds)
-    directory = _check_out_dir(out_dir)
+    directory = check_out_dir(out_dir)
     sim = Simulation.open(profile, grid, parsed)
     seen = set(sim.profile.provenance.get("seeds") or ())
     reused = sorted(seen & set(seeds))
@@ -441,14 +436,3 @@ def _check_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
     if len(set(values)) != len(values):
         raise InputError(f"seeds must be distinct, got {list(values)}")
     return values
-
-
-def _check_out_dir(out_dir: str | Path) -> Path:
-    if not str(out_dir).strip():
-        raise InputError(f"out_dir must name a folder, got {str(out_dir)!r}")
-    directory = Path(out_dir)
-    if not directory.parent.is_dir():
-        raise InputError(f"out_dir: cannot create {str(out_dir)!r}: directory {str(directory.parent)!r} does not exist")
-    if directory.exists() and not directory.is_dir():
-        raise InputError(f"out_dir: {str(out_dir)!r} is a file, not a directory")
-    return directory

@@ -22,7 +22,7 @@ from trainer.config import ChainConfig
 from trainer.options import TrainingOptions
 from trainer.options import chain_config as training_chain_config
 
-__all__ = ["DEFAULT_BUDGET", "DEFAULT_TOP", "ConfirmResult", "confirm", "confirm_json", "format_confirm",
+__all__ = ["DEFAULT_BUDGET", "DEFAULT_TOP", "ConfirmResult", "check_out_dir", "confirm", "confirm_json", "format_confirm",
            "place_labels", "plot_confirm"]
 
 REPORT_TYPE = "chaincomp.Confirmation"
@@ -207,6 +207,19 @@ def _training_template(profile: Profile, order: str, epochs: int | None, lr: flo
     return training_chain_config(order, options)
 
 
+def check_out_dir(out_dir: str | Path) -> Path:
+    """The folder run records go to: a name, in an existing directory, not a file (made later, once
+    everything else is checked)."""
+    if not str(out_dir).strip():
+        raise InputError(f"out_dir must name a folder, got {str(out_dir)!r}")
+    directory = Path(out_dir)
+    if not directory.parent.is_dir():
+        raise InputError(f"out_dir: cannot create {str(out_dir)!r}: directory {str(directory.parent)!r} does not exist")
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"out_dir: {str(out_dir)!r} is a file, not a directory")
+    return directory
+
+
 def confirm(out_dir: str | Path, *, profile: str | Path | None = None, grid: GridSpec = None,
             orders: str | Sequence[str] = "all", top: int | None = None, budget: float | str = DEFAULT_BUDGET,
             epochs: int | None = None, lr: float | None = None, log: Callable[[str], None] = lambda message: None,
@@ -225,13 +238,7 @@ def confirm(out_dir: str | Path, *, profile: str | Path | None = None, grid: Gri
     budgets = parse_budgets(budget, "budget")
     if len(budgets) != 1:
         raise InputError(f"budget takes one accuracy-loss budget in points, got {budget!r}")
-    if not str(out_dir).strip():
-        raise InputError(f"out_dir must name a folder, got {str(out_dir)!r}")
-    directory = Path(out_dir)
-    if not directory.parent.is_dir():
-        raise InputError(f"out_dir: cannot create {str(out_dir)!r}: directory {str(directory.parent)!r} does not exist")
-    if directory.exists() and not directory.is_dir():
-        raise InputError(f"out_dir: {str(out_dir)!r} is a file, not a directory")
+    directory = check_out_dir(out_dir)
     sim = Simulation.open(profile, grid, budgets)
     ranked = parse_orders(orders, False, sim.methods)
     count = min(DEFAULT_TOP, len(ranked)) if top is None else top

@@ -100,6 +100,13 @@ def run_fit(args: argparse.Namespace) -> int:
     return emit(result, args.json)
 
 
+def _interrupted(command: str, out_dir: str) -> int:
+    """Ctrl-C in a command that trains into ``out_dir``: what is kept, how to go on; exit 130."""
+    print(f"chaincomp {command}: interrupted; {out_dir} keeps the finished runs and stages (run the same "
+          "command again to continue)", file=sys.stderr)
+    return 130
+
+
 def add_confirm(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("confirm", help="train the predicted best order and rivals for real; predicted vs measured",
                        description="Simulate, take the best order and --top - 1 rivals spread over the ranking (the "
@@ -136,9 +143,7 @@ def run_confirm(args: argparse.Namespace) -> int:
                          budget=args.budget, log=log, **training_options(args, CONFIRM_TRAINING),
                          **execution_options(args))
     except KeyboardInterrupt:
-        print(f"chaincomp confirm: interrupted; {args.out_dir} keeps the finished runs and stages (run the same "
-              "command again to continue)", file=sys.stderr)
-        return 130
+        return _interrupted("confirm", args.out_dir)
     if args.plot:
         result.plot(args.plot)
     return emit(result, args.json)
@@ -184,7 +189,5 @@ def run_benchmark(args: argparse.Namespace) -> int:
                            **training_options(args, tuple(n for n in CONFIRM_TRAINING if n != "seed")),
                            **execution_options(args))
     except KeyboardInterrupt:
-        print(f"chaincomp benchmark: interrupted; {args.out_dir} keeps the finished runs and stages (run the same "
-              "command again to continue)", file=sys.stderr)
-        return 130
+        return _interrupted("benchmark", args.out_dir)
     return emit(result, args.json)
