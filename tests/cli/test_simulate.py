@@ -169,6 +169,28 @@ def test_text_front_shows_points_within_the_largest_budget(capsys, profile_file,
                 f"{len(front) - len(within)} beyond it; all in --json)") in out
 
 
+def test_confidence_asks_the_spread_to_fit_the_budget(capsys, profile_file):
+    """At confidence 0.9 a budget cell is the largest BitOpsCR whose predicted accuracy less 1.2816
+    spreads (the normal 90% quantile, written out) loses at most the budget; the points are the
+    JSON front's, which holds every candidate such a cell can come from."""
+    plain = run_json(capsys, "simulate", "--profile", str(profile_file), "--budget", BUDGETS)
+    sure = run_json(capsys, "simulate", "--profile", str(profile_file), "--budget", BUDGETS, "--confidence", "0.9")
+    assert sure["confidence"] == 0.9 and plain["confidence"] == 0.5
+    from simulator.simulate import simulate
+
+    z = 1.2815515655446004
+    changed = 0
+    for p in simulate(str(profile_file), budgets=BUDGETS).predictions:  # every combination, not just fronts
+        for b, budget in enumerate(plain["budgets"]):
+            ok = BASE_ACCURACY - (p.accuracy - z * p.accuracy_std) <= budget + 1e-12
+            expected = float(p.bitops_cr[ok].max()) if ok.any() else None
+            assert sure["budget_table"][p.order][b] == (pytest.approx(expected, rel=1e-12) if expected else None)
+            changed += sure["budget_table"][p.order][b] != plain["budget_table"][p.order][b]
+    assert changed > 0  # the hand profile's spreads move some cells
+    _, out, _ = run(capsys, "simulate", "--profile", str(profile_file), "--budget", BUDGETS, "--confidence", "0.9")
+    assert "at confidence 0.9: predicted accuracy - 1.28 std within the budget" in out
+
+
 def test_front_points_spread_evenly():
     from simulator.report import front_points
 
