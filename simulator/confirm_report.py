@@ -109,10 +109,13 @@ def plot_confirm(report: dict[str, Any], path: Path) -> None:
         if key == "accuracy":
             spread = [r["predicted"]["accuracy_std"] for r in report["orders"]]
             low = min(low, *(p - e for p, e in zip(predicted, spread)))
-            high = max(high, *(p + e for p, e in zip(predicted, spread)))
+            high = min(100.0, max(high, *(p + e for p, e in zip(predicted, spread))))  # an accuracy ends at 100%
         pad = (high / low) ** 0.05 if log else 0.05 * (high - low or 1.0)
         span = [low / pad, high * pad] if log else [low - pad, high + pad]
         ax.plot(span, span, color="grey", ls=":", lw=1, label="y = x")
+        if not log:
+            ax.set_xlim(span)
+            ax.set_ylim(span)
         if log:
             ax.set_xscale("log")
             ax.set_yscale("log")
