@@ -90,6 +90,7 @@ class Run:
     stages: tuple[Stage, ...]  # the stages after the base, in order (only the finished ones)
     setup: dict[str, Any]  # teacher, dataset, input_shape, num_classes the run was made in
     base_training: dict[str, Any] | None = None  # the base model's epochs and lr, as the record states them
+    seed: int | None = None  # the run's seed (config.seed), what cross-validation holds out by
 
 
 # ---- the linear algebra --------------------------------------------------------------------------

@@ -9,9 +9,11 @@ import copy
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from bitops.errors import InputError
 from bitops.result import Result
@@ -19,6 +21,7 @@ from bitops.jsonio import check_writable, write_checked
 from bitops.orders import CONFIG_FIELDS, METHODS, PARAMETERS, is_triple
 from simulator.fit import (EXIT_PAIRS, DeltaFit, Equation, FitResult, LinearFit, Run, Stage, TermFit, Unidentified,
                            column_name, fit_runs, measured_point)
+from simulator.model import Grid, predict
 from simulator.profile import Profile, load_profile, parse_profile
 from trainer.record import read_record
 
@@ -75,7 +78,9 @@ def read_run(path: str | Path) -> Run:
                stages=tuple(parsed),
                setup={"teacher": config.get("teacher"), "dataset": data.get("name"),
                       "input_shape": data.get("input_shape"), "num_classes": data.get("num_classes")},
-               base_training=config.get("base") if isinstance(config.get("base"), dict) else None)
+               base_training=config.get("base") if isinstance(config.get("base"), dict) else None,
+               seed=config["seed"] if isinstance(config.get("seed"), int) and not isinstance(config["seed"], bool)
+               else None)
 
 
 def check_run(run: Run, profile: Profile, allow_incomplete: bool) -> None:
@@ -329,6 +334,12 @@ def format_fit(report: dict[str, Any], largest: int = 10) -> str:
     if outside:
         lines.append(f"note: {outside} equations use a hyperparameter outside the profile's measured range "
                      "(its curve is clamped there)")
+    cv = report.get("cross_validation")
+    if cv:
+        f, a = cv["fitted"], cv["additive"]
+        lines += ["", f"cross-validated, leave one seed out ({cv['runs']} runs; seeds {cv['seeds']}): the final "
+                  f"model's loss, mean |error| {f['mean_abs_error']:.2f} points with the fitted terms (rmse "
+                  f"{f['rmse']:.2f}), {a['mean_abs_error']:.2f} without them (additive; rmse {a['rmse']:.2f})"]
     return "\n".join(lines)
 
 
@@ -342,6 +353,54 @@ class FitReport(Result):
 
     def format(self) -> str:
         return format_fit(self.data)
+
+
+def _final_loss(profile: Profile, run: Run, load: Any) -> float:
+    """The accuracy ``run``'s final model loses against the base, as ``profile`` predicts it."""
+    settings = {stage.method: stage.value for stage in run.stages}
+    grid = Grid({m: (v,) for m, v in settings.items()})
+    prediction = predict(profile, run.order[:len(run.stages)], grid, load, profile.setup["teacher"])
+    return profile.base_accuracy - float(prediction.accuracy[0])
+
+
+def cross_validate(runs: Sequence[Run], profile: Profile, refine_deltas: bool,
+                   triples: Sequence[str]) -> dict[str, Any] | None:
+    """Leave one seed out: fit on the other seeds' runs, predict the held-out runs' final loss
+    (against their own base model), for the fitted profile and for it without interaction terms
+    (additive). None when the runs hold fewer than two seeds, or repeat a method (not simulated)."""
+    seeds = sorted({r.seed for r in runs if r.seed is not None})
+    usable = [r for r in runs if r.seed is not None and r.stages and len(set(r.order)) == len(r.order)]
+    if len(seeds) < 2 or not usable:
+        return None
+    from functools import cache
+
+    from bitops.models import ModelSpec, load_model_table
+
+    setup = profile.setup
+
+    @cache
+    def load(name: str) -> Any:
+        return load_model_table(ModelSpec(name, input_shape=tuple(setup.get("input_shape", (3, 32, 32))),
+                                          num_classes=int(setup.get("num_classes", 10)),
+                                          exit_head=setup.get("exit_head", "conv")))
+
+    errors: dict[str, list[float]] = {"fitted": [], "additive": []}
+    for seed in seeds:
+        train = [r for r in runs if r.seed != seed]
+        held = [r for r in usable if r.seed == seed]
+        if not train or not held:
+            continue
+        fitted = parse_profile(fitted_profile(profile, fit_runs(train, profile, refine_deltas, list(triples)), [], None))
+        additive = replace(fitted, accuracy_terms={}, exit_scales={}, triple_terms={})
+        for run in held:
+            measured = run.base_accuracy - run.stages[-1].accuracy
+            errors["fitted"].append(measured - _final_loss(fitted, run, load))
+            errors["additive"].append(measured - _final_loss(additive, run, load))
+    if not errors["fitted"]:
+        return None
+    return {"by": "seed", "seeds": seeds, "runs": len(errors["fitted"]),
+            **{name: {"mean_abs_error": float(np.mean(np.abs(e))), "rmse": float(np.sqrt(np.mean(np.square(e))))}
+               for name, e in errors.items()}}
 
 
 def fit(runs: Sequence[str | Path], out: str | Path, *, profile: str | Path | None = None,
@@ -360,9 +419,12 @@ def fit(runs: Sequence[str | Path], out: str | Path, *, profile: str | Path | No
                              f"got {triple!r}")
     base = load_profile(profile)
     paths = [str(r) for r in runs]
-    result = fit_runs(read_runs(paths, base, allow_incomplete), base, refine_deltas, list(triples))
+    read = read_runs(paths, base, allow_incomplete)
+    result = fit_runs(read, base, refine_deltas, list(triples))
     base_path = None if profile is None else str(profile)
     data = fitted_profile(base, result, paths, base_path, command)
     text = json.dumps(data, indent=1) + "\n"
     write_checked("out", target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    return FitReport(fit_json(result, str(out), base_path, base_training_warnings(result.runs, base)), data)
+    report = fit_json(result, str(out), base_path, base_training_warnings(result.runs, base))
+    report["cross_validation"] = cross_validate(read, base, refine_deltas, triples)
+    return FitReport(report, data)

@@ -536,3 +536,40 @@ def test_fit_and_confirm_modules_import_no_torch():
             "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'trainer')); "
             "assert set(loaded) <= {'trainer', 'trainer.config', 'trainer.record', 'trainer.profile_format'}, loaded")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---- cross-validation ----------------------------------------------------------------------------------
+
+def test_leave_one_seed_out_is_exact_for_noise_free_runs_and_the_additive_error_is_the_terms(tmp_path):
+    """The same 48 noise-free runs at seeds 0 and 1: fitted on one seed, the terms predict the other
+    exactly; without them the error of each run is what its terms add, by the chain model written
+    with and without the true terms (fitting.chain_accuracy)."""
+    from tests.simulator.fitting import ALL_RUNS, TRUE_ACCURACY, TRUE_SCALE, base_profile, chain_accuracy, make_record
+    from tests.simulator.fitting import with_terms
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for seed in (0, 1):
+        for n, (order, settings) in enumerate(ALL_RUNS):
+            record = make_record(order, settings, rng, 0.0, 0.0)
+            record["config"]["seed"] = seed
+            path = tmp_path / f"{n:02d}-{order}-s{seed}.json"
+            path.write_text(json.dumps(record), encoding="utf-8")
+            paths.append(str(path))
+    report, _ = fit(tmp_path, paths)
+    cv = report["cross_validation"]
+    assert cv["by"] == "seed" and cv["seeds"] == [0, 1] and cv["runs"] == 2 * len(ALL_RUNS)
+    assert cv["fitted"]["mean_abs_error"] == pytest.approx(0.0, abs=1e-9)
+    truth = parse_profile(with_terms(base_profile(), TRUE_ACCURACY, TRUE_SCALE))
+    plain = parse_profile(base_profile())
+    gaps = [chain_accuracy(truth, order, s) - chain_accuracy(plain, order, s) for order, s in ALL_RUNS]
+    assert cv["additive"]["mean_abs_error"] == pytest.approx(np.mean(np.abs(gaps)), abs=1e-9)
+    assert cv["additive"]["rmse"] == pytest.approx(math.sqrt(np.mean(np.square(gaps))), abs=1e-9)
+
+
+def test_no_cross_validation_with_one_seed(tmp_path):
+    from tests.simulator.fitting import ALL_RUNS
+
+    paths = write_records(tmp_path, ALL_RUNS, np.random.default_rng(1), 0.0, 0.0)
+    report, _ = fit(tmp_path, paths)
+    assert report["cross_validation"] is None
