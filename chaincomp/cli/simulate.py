@@ -107,6 +107,14 @@ def _interrupted(command: str, out_dir: str) -> int:
     return 130
 
 
+def _add_trained_profile(p: argparse.ArgumentParser) -> None:
+    """--profile, --grid, --orders of the commands that train the profile's orders (confirm, benchmark)."""
+    p.add_argument("--profile", metavar="FILE.json", help="stage profile (default: the one shipped); its setup "
+                                                          "(teacher, student, dataset, input size) is what is trained")
+    p.add_argument("--grid", metavar="M=V,...;...", help="hyperparameters per method, as for simulate")
+    p.add_argument("--orders", default="all", help="'all' (the 24 orders of D, P, Q, E) or a comma list")
+
+
 def add_confirm(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("confirm", help="train the predicted best order and rivals for real; predicted vs measured",
                        description="Simulate, take the best order and --top - 1 rivals spread over the ranking (the "
@@ -114,10 +122,7 @@ def add_confirm(sub: argparse._SubParsersAction) -> None:
                                    "(run records in --out-dir, reused when complete, so confirm resumes; the orders' "
                                    "shared stage prefixes trained once, on --jobs or --ray), and report "
                                    "predicted vs measured accuracy and BitOpsCR with Kendall's tau.")
-    p.add_argument("--profile", metavar="FILE.json", help="stage profile (default: the one shipped); its setup "
-                                                          "(teacher, student, dataset, input size) is what is trained")
-    p.add_argument("--grid", metavar="M=V,...;...", help="hyperparameters per method, as for simulate")
-    p.add_argument("--orders", default="all", help="'all' (the 24 orders of D, P, Q, E) or a comma list to rank")
+    _add_trained_profile(p)
     p.add_argument("--top", type=int, help="orders to train: the best, the predicted worst and the rest spread "
                                            f"between (default {DEFAULT_TOP}, or every order when fewer)")
     p.add_argument("--budget", default=f"{DEFAULT_BUDGET:g}", help="accuracy-loss budget in points the ranking and "
@@ -158,10 +163,7 @@ def add_benchmark(sub: argparse._SubParsersAction) -> None:
                                    "measured with bootstrap intervals for the simulator and three baselines "
                                    "(additive: no interaction terms; cost-only; seed-noise: the other seed's run), "
                                    "the predicted interval's coverage, and the pick per budget with its regret.")
-    p.add_argument("--profile", metavar="FILE.json", help="stage profile (default: the one shipped); its setup is "
-                                                          "what is trained")
-    p.add_argument("--grid", metavar="M=V,...;...", help="hyperparameters per method, as for simulate")
-    p.add_argument("--orders", default="all", help="'all' (the 24 orders of D, P, Q, E) or a comma list")
+    _add_trained_profile(p)
     p.add_argument("--budget", dest="budgets", default=",".join(f"{b:g}" for b in DEFAULT_BENCH_BUDGETS),
                    help="accuracy-loss budgets in points, one operating point per order each (default %(default)s)")
     p.add_argument("--seeds", default=",".join(map(str, DEFAULT_BENCH_SEEDS)),
