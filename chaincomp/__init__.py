@@ -10,7 +10,8 @@ its text)::
     chaincomp.simulate(profile=None, grid=None, budgets=(0.2, 0.6, 1, 2), orders="all", allow_repeat=False,
                        confidence=0.5)
     chaincomp.orders(profile=None, grid=None, budgets=(0.2, 0.6, 1, 2))
-    chaincomp.fit(runs, out, profile=None, allow_incomplete=False, refine_deltas=False, triples=())
+    chaincomp.fit(runs, out, profile=None, allow_incomplete=False, refine_deltas=False, triples=(), ridge=0.0,
+                  select=False)
     chaincomp.train(order, out, resume=False, allow_repeat=False, **training)   # trainer.options.TrainingOptions
     chaincomp.profile(method, out, grid=None, seeds=(0,), **training)
     chaincomp.confirm(out_dir, profile=None, grid=None, orders="all", top=None, budget=1, **training)

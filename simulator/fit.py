@@ -46,7 +46,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -56,7 +56,7 @@ from simulator.profile import Profile
 from simulator.structure import structure
 
 __all__ = ["ACCURACY_PAIRS", "EXIT_PAIRS", "DeltaFit", "Equation", "FitResult", "LinearFit", "Run", "Stage", "TermFit",
-           "Unidentified", "column_name", "delta_columns", "fit_runs", "measured_point", "solve"]
+           "Unidentified", "column_name", "delta_columns", "family", "fit_runs", "measured_point", "solve"]
 
 ACCURACY_PAIRS = tuple((i, j) for i, j in itertools.permutations(METHODS, 2))  # the 12 ordered pairs
 EXIT_PAIRS = tuple(p for p in ACCURACY_PAIRS if "E" in p)  # the 6 whose exit rates may scale
@@ -115,28 +115,43 @@ class LinearFit:
         return len(self.residuals) - self.rank
 
 
-def solve(design: np.ndarray, observed: np.ndarray) -> LinearFit:
+def solve(design: np.ndarray, observed: np.ndarray, penalty: np.ndarray | None = None) -> LinearFit:
     """OLS through the SVD; an unknown is identified when its unit vector is in the row space.
 
     Standard errors: ``sigma^2 (A^T A)^+`` on the diagonal, sigma^2 = RSS / (n - rank).
+
+    ``penalty`` (one value >= 0 per unknown): ridge, the minimiser of
+    ``|A x - b|^2 + sum_k penalty_k x_k^2``. What is identified is still the least-squares
+    notion (the written profile leaves the rest out, whatever the penalty makes of it); the
+    standard errors are the ridge estimator's, ``sigma^2 M^+ A^T A M^+`` with ``M = A^T A +
+    diag(penalty)``, sigma^2 = RSS / (n - trace of the hat matrix).
     """
     n, p = design.shape
     if n == 0:
         nothing = np.full(p, np.nan)
         return LinearFit(nothing, nothing, np.zeros(p, bool), [[] for _ in range(p)], np.zeros(0), 0)
-    u, s, vt = np.linalg.svd(design, full_matrices=True)
+    u, s, vt = np.linalg.svd(design, full_matrices=n < p)  # vt: all p right singular vectors either way
     rank = int(np.sum(s > RANK_TOLERANCE * max(s.max(initial=0.0), 1.0)))
     v_r, s_r, u_r = vt[:rank].T, s[:rank], u[:, :rank]
-    estimate = v_r @ ((u_r.T @ observed) / s_r)
-    residuals = observed - design @ estimate
     null = vt[rank:].T  # p x (p - rank): directions the equations cannot see
     identified = np.linalg.norm(null, axis=1) < 1e-8 if null.size else np.ones(p, dtype=bool)
     overlap = null @ null.T
     confounded = [[k for k in range(p) if k != j and abs(overlap[j, k]) > 1e-8] for j in range(p)]
-    dof = n - rank
-    variance = float(residuals @ residuals) / dof if dof > 0 else float("nan")
-    cov_diag = np.einsum("ij,j,ij->i", v_r, 1.0 / s_r ** 2, v_r) * variance
-    std_error = np.where(identified, np.sqrt(cov_diag), np.nan)
+    if penalty is not None and np.any(penalty > 0):
+        gram = design.T @ design
+        inverse = np.linalg.pinv(gram + np.diag(penalty), hermitian=True)
+        estimate = inverse @ (design.T @ observed)
+        residuals = observed - design @ estimate
+        hat_trace = float(np.trace(inverse @ gram))
+        variance = float(residuals @ residuals) / (n - hat_trace) if n - hat_trace > 1e-9 else float("nan")
+        cov_diag = np.einsum("ij,jk,ki->i", inverse, gram, inverse) * variance
+    else:
+        estimate = v_r @ ((u_r.T @ observed) / s_r)
+        residuals = observed - design @ estimate
+        dof = n - rank
+        variance = float(residuals @ residuals) / dof if dof > 0 else float("nan")
+        cov_diag = np.einsum("ij,j,ij->i", v_r, 1.0 / s_r ** 2, v_r) * variance
+    std_error = np.where(identified, np.sqrt(np.maximum(cov_diag, 0.0)), np.nan)
     return LinearFit(estimate=np.where(identified, estimate, np.nan), std_error=std_error, identified=identified,
                      confounded=confounded, residuals=residuals, rank=rank)
 
@@ -402,6 +417,8 @@ class FitResult:
     unidentified: list[Unidentified]
     deltas: list[DeltaFit]  # empty unless the deltas were refined
     base_accuracy: float | None = None  # refining: the runs' mean base accuracy (None otherwise)
+    ridge: float = 0.0  # the penalty on the accuracy terms
+    dropped: tuple[str, ...] = ()  # the accuracy-term families left out
 
 
 def _confounded(fit: LinearFit, c: int, names: Sequence[str]) -> str:
@@ -468,8 +485,14 @@ def _delta_name(method: str, value: Any) -> str:
     return f"{method}={value:g}" if isinstance(value, float) else f"{method}={value}"
 
 
+def family(key: Key) -> str | None:
+    """The family of a column: "DP" for the D->P pair terms at every value, "DPQ" for a three-method
+    term; None for a delta correction (never dropped nor penalised)."""
+    return key[1] + key[2] if key[0] == "term" else key[1] + key[2] + key[3] if key[0] == "triple" else None
+
+
 def fit_runs(runs: Sequence[Run], profile: Profile, refine_deltas: bool = False,
-             triples: Sequence[str] = ()) -> FitResult:
+             triples: Sequence[str] = (), ridge: float = 0.0, dropped: Sequence[str] = ()) -> FitResult:
     """Least-squares interaction terms (accuracy and exit scales) from checked runs.
 
     ``refine_deltas``: also fit a correction to the profile's delta at each measured point a run's
@@ -477,15 +500,33 @@ def fit_runs(runs: Sequence[Run], profile: Profile, refine_deltas: bool = False,
     and take the runs' mean base accuracy as the profile's.
     ``triples``: three-method terms to fit too ("DPQ": Q after P, both after D), one unknown per
     pair of values of the later two; every other three-method term is taken as 0.
+    ``ridge``: a penalty on the accuracy terms (not on the delta corrections), ``ridge * x^2`` each.
+    ``dropped``: accuracy-term families ("DP": the pair at every value; "DPQ") left out (taken as
+    0), as ``simulator.fit_select`` chooses them.
     """
     keys = delta_columns(runs, profile) if refine_deltas else []
     acc_eq, columns = accuracy_equations(runs, profile, keys, triples)
     acc_design = np.array([e.row for e in acc_eq]).reshape(len(acc_eq), len(columns))
-    acc_fit = solve(acc_design, np.array([e.observed - e.fixed for e in acc_eq]))
+    families = [family(key) for key in columns]
+    left_out = [key for key, f in zip(columns, families) if f is not None and f in set(dropped)]
+    keep = [c for c, key in enumerate(columns) if key not in left_out]
+    if left_out:
+        columns = [columns[c] for c in keep]
+        acc_design = acc_design[:, keep]
+        acc_eq = [replace(e, row=e.row[keep]) for e in acc_eq]
+    penalty = np.array([0.0 if family(key) is None else float(ridge) for key in columns])
+    acc_fit = solve(acc_design, np.array([e.observed - e.fixed for e in acc_eq]), penalty if ridge else None)
     exit_eq, notes = exit_equations(runs, profile)
     exit_design = np.array([e.row for e in exit_eq]).reshape(len(exit_eq), len(EXIT_PAIRS))
     exit_fit = solve(exit_design, np.array([e.observed for e in exit_eq]))
     terms, missing = _accuracy_terms(acc_fit, acc_design, columns)
+    for name in sorted({family(key) for key in left_out}):
+        why = "left out: it does not lower the cross-validated error (fit --select)"
+        if len(name) == 2:
+            missing = [u for u in missing if (u.before, u.after, u.first) != (name[0], name[1], None)]
+            missing.append(Unidentified(name[0], name[1], "accuracy", why))
+        else:
+            missing.append(Unidentified(name[1], name[2], "accuracy", why, first=name[0]))
     if "E" in profile.curves:
         exit_terms, exit_missing = _exit_terms(exit_fit, exit_design, _covered(runs))
     else:
@@ -505,4 +546,4 @@ def fit_runs(runs: Sequence[Run], profile: Profile, refine_deltas: bool = False,
             deltas.append(DeltaFit(method, value, base, None, None, count, _confounded(acc_fit, c, names)))
     base = float(np.mean([run.base_accuracy for run in runs])) if refine_deltas else None
     return FitResult(list(runs), acc_fit, acc_eq, columns, exit_fit, exit_eq, notes, terms + exit_terms,
-                     missing + exit_missing, deltas, base)
+                     missing + exit_missing, deltas, base, float(ridge), tuple(sorted({family(k) for k in left_out})))

@@ -21,6 +21,7 @@ from bitops.jsonio import check_writable, write_checked
 from bitops.orders import CONFIG_FIELDS, METHODS, PARAMETERS, is_triple
 from simulator.fit import (EXIT_PAIRS, DeltaFit, Equation, FitResult, LinearFit, Run, Stage, TermFit, Unidentified,
                            column_name, fit_runs, measured_point)
+from simulator.fit_select import CVDesign, Selection, select_model
 from simulator.model import Grid, predict
 from simulator.profile import Profile, load_profile, parse_profile
 from trainer.record import read_record
@@ -137,7 +138,7 @@ def _fit_summary(fit: LinearFit, equations: Sequence[Equation]) -> dict[str, Any
 
 
 def fitted_profile(profile: Profile, result: FitResult, run_paths: Sequence[str], base_path: str | None,
-                   command: str = "") -> dict[str, Any]:
+                   command: str = "", selection: Selection | None = None) -> dict[str, Any]:
     """The base profile with its interactions replaced by the fitted (identified) terms."""
     data = copy.deepcopy(profile.raw)
     residual = {"accuracy": f"residual rms {result.accuracy.rms:.3g} points over {len(result.accuracy_equations)} "
@@ -189,6 +190,9 @@ def fitted_profile(profile: Profile, result: FitResult, run_paths: Sequence[str]
         "unidentified": [_unidentified_json(u) for u in [*result.unidentified, *_incomplete_triples(result)]],
         "replaced_interactions": profile.raw.get("interactions", []),
         "refined_deltas": [_delta_json(d) for d in result.deltas],
+        "ridge": result.ridge,
+        "dropped": list(result.dropped),
+        "selection": None if selection is None else {k: v for k, v in selection.to_dict().items() if k != "tried"},
     }
     data["provenance"] = provenance
     parse_profile(data, "the fitted profile")  # what we write must read back
@@ -258,7 +262,8 @@ def base_training_warnings(runs: Sequence[Run], profile: Profile) -> list[str]:
 def fit_json(result: FitResult, out: str, base_path: str | None, warnings: Sequence[str] = ()) -> dict[str, Any]:
     return {
         "_type": "chaincomp.Fit", "_version": 1, "out": out, "base_profile": base_path or "(shipped default)",
-        "base_accuracy": result.base_accuracy, "warnings": list(warnings),
+        "base_accuracy": result.base_accuracy, "warnings": list(warnings), "ridge": result.ridge,
+        "dropped": list(result.dropped),
         "runs": [{"path": r.path, "order": r.order, "status": r.status, "stages": len(r.stages)} for r in result.runs],
         "terms": [{"first": t.first, "before": t.before, "after": t.after, "kind": t.kind, "before_value": t.before_value,
                    "value": t.value, "estimate": t.estimate, "std_error": t.std_error, "equations": t.equations}
@@ -281,7 +286,8 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def format_fit(report: dict[str, Any], largest: int = 10) -> str:
     acc, ex = report["accuracy"], report["exit_scale"]
-    lines = [f"fit of {len(report['runs'])} run records against {report['base_profile']} -> {report['out']}"]
+    lines = [f"fit of {len(report['runs'])} run records against {report['base_profile']} -> {report['out']}"
+             + (f" (ridge {report['ridge']:g} on the accuracy terms)" if report.get("ridge") else "")]
     lines += [f"warning: {w}" for w in report["warnings"]] + [""]
     lines += [f"accuracy terms (points j gains when it runs after i, at j's value): {acc['equations']} equations, "
               f"rank {acc['rank']}, residual rms {_fmt(acc['rms'], '.3f')}",
@@ -340,7 +346,25 @@ def format_fit(report: dict[str, Any], largest: int = 10) -> str:
         lines += ["", f"cross-validated, leave one seed out ({cv['runs']} runs; seeds {cv['seeds']}): the final "
                   f"model's loss, mean |error| {f['mean_abs_error']:.2f} points with the fitted terms (rmse "
                   f"{f['rmse']:.2f}), {a['mean_abs_error']:.2f} without them (additive; rmse {a['rmse']:.2f})"]
+    lines += _selection_lines(report.get("selection"))
     return "\n".join(lines)
+
+
+def _selection_lines(selection: dict[str, Any] | None) -> list[str]:
+    if not selection:
+        return []
+    schemes = [s for s in ("seed", "order") if s in selection["chosen"]]
+    lines = ["", f"model chosen by cross-validation (--select; {selection['criterion']}): ridge "
+             f"{selection['ridge']:g}, kept {', '.join(selection['kept']) or 'no term'}; left out "
+             f"{', '.join(selection['dropped']) or 'none'}",
+             f"  {'held out by':<20}" + "".join(f"{'one ' + s + ': |err|, rmse':>24}" for s in schemes)]
+    for label, key in (("chosen", "chosen"), ("all terms, no ridge", "least_squares"), ("additive", "additive")):
+        cells = [selection[key][s] for s in schemes]
+        lines.append(f"  {label:<20}" + "".join(f"{_fmt(c['mean_abs_error'], '.2f') + ', ' + _fmt(c['rmse'], '.2f'):>24}"
+                                                for c in cells))
+    lines.append("  (errors of the final model's accuracy change, in points; the choice was made on these same "
+                 "folds, so the chosen model's are optimistic: judge it on held-out seeds with chaincomp benchmark)")
+    return lines
 
 
 # ---- the entry point -----------------------------------------------------------------------------
@@ -363,8 +387,8 @@ def _final_loss(profile: Profile, run: Run, load: Any) -> float:
     return profile.base_accuracy - float(prediction.accuracy[0])
 
 
-def cross_validate(runs: Sequence[Run], profile: Profile, refine_deltas: bool,
-                   triples: Sequence[str]) -> dict[str, Any] | None:
+def cross_validate(runs: Sequence[Run], profile: Profile, refine_deltas: bool, triples: Sequence[str],
+                   ridge: float = 0.0, dropped: Sequence[str] = ()) -> dict[str, Any] | None:
     """Leave one seed out: fit on the other seeds' runs, predict the held-out runs' final loss
     (against their own base model), for the fitted profile and for it without interaction terms
     (additive). None when the runs hold fewer than two seeds, or repeat a method (not simulated)."""
@@ -390,7 +414,8 @@ def cross_validate(runs: Sequence[Run], profile: Profile, refine_deltas: bool,
         held = [r for r in usable if r.seed == seed]
         if not train or not held:
             continue
-        fitted = parse_profile(fitted_profile(profile, fit_runs(train, profile, refine_deltas, list(triples)), [], None))
+        fitted = parse_profile(fitted_profile(profile, fit_runs(train, profile, refine_deltas, list(triples), ridge, dropped),
+                                             [], None))
         additive = replace(fitted, accuracy_terms={}, exit_scales={}, triple_terms={})
         for run in held:
             measured = run.base_accuracy - run.stages[-1].accuracy
@@ -405,9 +430,12 @@ def cross_validate(runs: Sequence[Run], profile: Profile, refine_deltas: bool,
 
 def fit(runs: Sequence[str | Path], out: str | Path, *, profile: str | Path | None = None,
         allow_incomplete: bool = False, refine_deltas: bool = False, triples: Sequence[str] = (),
-        command: str = "") -> FitReport:
+        ridge: float = 0.0, select: bool = False, command: str = "") -> FitReport:
     """Fit the interaction terms of ``profile`` (default: the shipped one) from run records and
-    write the fitted profile to ``out`` (atomically, after the fit succeeded)."""
+    write the fitted profile to ``out`` (atomically, after the fit succeeded).
+
+    ``ridge``: a penalty on the accuracy terms. ``select``: choose the penalty and the term
+    families kept by cross-validation over the runs (:mod:`simulator.fit_select`) instead."""
     if not runs:
         raise InputError("runs: give at least one run record (RUN.json, written by chaincomp train)")
     target = check_writable("out", out)
@@ -417,14 +445,26 @@ def fit(runs: Sequence[str | Path], out: str | Path, *, profile: str | Path | No
         if not is_triple(triple):
             raise InputError(f"triples entries are three different letters of D, P, Q, E, the last two P, Q or E; "
                              f"got {triple!r}")
+    if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not math.isfinite(ridge) or ridge < 0:
+        raise InputError(f"ridge must be a finite number >= 0, got {ridge!r}")
+    if select and ridge:
+        raise InputError(f"ridge: give a penalty (got {ridge!r}) or select, not both: select chooses the penalty")
     base = load_profile(profile)
     paths = [str(r) for r in runs]
     read = read_runs(paths, base, allow_incomplete)
-    result = fit_runs(read, base, refine_deltas, list(triples))
+    selection, dropped = None, ()
+    if select:
+        selection = select_model(CVDesign.build(read, base, refine_deltas, list(triples)))
+        if selection is None:
+            raise InputError("select: the runs hold neither two seeds nor two orders to hold out; give more runs, "
+                             "or fit without select")
+        ridge, dropped = selection.ridge, selection.dropped
+    result = fit_runs(read, base, refine_deltas, list(triples), float(ridge), dropped)
     base_path = None if profile is None else str(profile)
-    data = fitted_profile(base, result, paths, base_path, command)
+    data = fitted_profile(base, result, paths, base_path, command, selection)
     text = json.dumps(data, indent=1) + "\n"
     write_checked("out", target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     report = fit_json(result, str(out), base_path, base_training_warnings(result.runs, base))
-    report["cross_validation"] = cross_validate(read, base, refine_deltas, triples)
+    report["cross_validation"] = cross_validate(read, base, refine_deltas, triples, float(ridge), dropped)
+    report["selection"] = None if selection is None else selection.to_dict()
     return FitReport(report, data)

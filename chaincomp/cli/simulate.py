@@ -87,6 +87,13 @@ def add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--triples", default="", metavar="IJK,...",
                    help="three-method terms to fit too, e.g. DPQ,DQP (Q after P, both after D); the later two "
                         "letters are P, Q or E; every other three-method term is taken as 0")
+    p.add_argument("--ridge", type=float, default=0.0, metavar="LAMBDA",
+                   help="ridge penalty on the accuracy terms, LAMBDA * term^2 each, like LAMBDA equations saying "
+                        "the term is 0 (default 0: least squares)")
+    p.add_argument("--select", action="store_true",
+                   help="choose the ridge penalty and which term families (a pair at every value, a three-method "
+                        "term) to keep by cross-validation over the runs: leave one seed out and leave one order out, "
+                        "pooled rmse of the final model's accuracy change; a family is kept only where it lowers it")
     add_json(p)
     p.set_defaults(run=run_fit)
 
@@ -96,7 +103,8 @@ def run_fit(args: argparse.Namespace) -> int:
 
     triples = tuple(t.strip() for t in args.triples.split(",") if t.strip())
     result = fit(args.runs, args.out, profile=args.profile, allow_incomplete=args.allow_incomplete,
-                 refine_deltas=args.refine_deltas, triples=triples, command="chaincomp " + " ".join(args.argv))
+                 refine_deltas=args.refine_deltas, triples=triples, ridge=args.ridge, select=args.select,
+                 command="chaincomp " + " ".join(args.argv))
     return emit(result, args.json)
 
 
