@@ -40,7 +40,7 @@ from bitops.rules import check_confidence, check_integer
 from simulator.confirm import Candidate, _plain, chain_config
 from simulator.confirm_report import _training_template, check_out_dir
 from simulator.model import Grid, Prediction, predict
-from simulator.profile import Profile
+from simulator.profile import Profile, load_profile
 from simulator.search import best_within, confidence_z
 from simulator.simulate import GridSpec, Simulation
 from simulator.grid import (BOOTSTRAP, DEFAULT_BENCH_BUDGETS, DEFAULT_BENCH_CONFIDENCE, DEFAULT_BENCH_SEEDS,
@@ -51,7 +51,7 @@ __all__ = ["DEFAULT_BENCH_BUDGETS", "DEFAULT_BENCH_SEEDS", "BenchmarkResult", "b
 REPORT_TYPE = "chaincomp.Benchmark"
 REPORT_VERSION = 1
 INTERVAL = 0.9  # the level of the bootstrap intervals and of the predicted accuracy interval coverage checks
-PREDICTORS = ("simulator", "additive", "cost-only", "seed-noise")
+PREDICTORS = ("simulator", "challenger", "additive", "cost-only", "seed-noise")
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,7 @@ class Point:
     bitops_cr: float
     additive_accuracy: float
     additive_std: float
+    challenger: tuple[float, float, float] | None = None  # --challenger's accuracy, std, BitOpsCR at these settings
 
     @property
     def run(self) -> str:
@@ -75,8 +76,10 @@ class Point:
 
 
 def operating_points(sim: Simulation, additive: Profile, orders: Sequence[str], budgets: Sequence[float],
-                     confidence: float) -> tuple[list[Point], dict[float, list[str]]]:
-    """Each order's operating point per budget, and per budget the orders that have none."""
+                     confidence: float, challenger: Profile | None = None
+                     ) -> tuple[list[Point], dict[float, list[str]]]:
+    """Each order's operating point per budget, and per budget the orders that have none; with
+    ``challenger``, its predictions at the same settings too."""
     z = confidence_z(confidence)
     base = sim.profile.base_accuracy
     points, missing = [], {b: [] for b in budgets}
@@ -90,8 +93,11 @@ def operating_points(sim: Simulation, additive: Profile, orders: Sequence[str], 
             i = hit[1]
             settings = {order[pos]: _plain(values[i]) for pos, values in p.settings.items()}
             a = _predict_one(additive, order, settings, sim)
+            c = None if challenger is None else _predict_one(challenger, order, settings, sim)
             points.append(Point(order, budget, settings, float(p.accuracy[i]), float(p.accuracy_std[i]),
-                                float(p.bitops_cr[i]), float(a.accuracy[0]), float(a.accuracy_std[0])))
+                                float(p.bitops_cr[i]), float(a.accuracy[0]), float(a.accuracy_std[0]),
+                                None if c is None else (float(c.accuracy[0]), float(c.accuracy_std[0]),
+                                                        float(c.bitops_cr[0]))))
     return points, missing
 
 
@@ -208,7 +214,7 @@ def _summaries(rows_by_seed: dict[int, list[dict[str, Any]]], budgets: Sequence[
 # ---- the benchmark ---------------------------------------------------------------------------------
 
 def _rows(points: Sequence[Point], records: dict[tuple[str, int], dict[str, Any]], seed: int, other: int | None,
-          predictor: str, base_accuracy: float) -> list[dict[str, Any]]:
+          predictor: str, base_accuracy: float, challenger_base: float | None = None) -> list[dict[str, Any]]:
     """One seed's runs as ``predictor`` sees them. ``pred_score`` is the point's part of the ranking
     score: its predicted BitOpsCR where its predicted loss is within the budget (always, for
     cost-only), None (1x) where not."""
@@ -220,6 +226,9 @@ def _rows(points: Sequence[Point], records: dict[tuple[str, int], dict[str, Any]
                "cr": final["cost"]["bitops_cr"], "pred_cr": p.bitops_cr}
         if predictor == "simulator":
             row.update(pred_acc=p.accuracy, pred_std=p.accuracy_std, pred_loss=base_accuracy - p.accuracy)
+        elif predictor == "challenger":
+            acc, std, cr = p.challenger
+            row.update(pred_acc=acc, pred_std=std, pred_cr=cr, pred_loss=challenger_base - acc)
         elif predictor == "additive":
             row.update(pred_acc=p.additive_accuracy, pred_std=p.additive_std,
                        pred_loss=base_accuracy - p.additive_accuracy)
@@ -235,15 +244,19 @@ def _rows(points: Sequence[Point], records: dict[tuple[str, int], dict[str, Any]
 
 
 def _picks(points: Sequence[Point], records: dict[tuple[str, int], dict[str, Any]], budgets: Sequence[float],
-           seeds: Sequence[int]) -> list[dict[str, Any]]:
-    """Per (budget, seed): the predicted best order, its measured loss, within budget, regret."""
+           seeds: Sequence[int], chooser: Callable[[float, Sequence[Point]], Point | None] | None = None
+           ) -> list[dict[str, Any]]:
+    """Per (budget, seed): the predicted best order, its measured loss, within budget, regret.
+    ``chooser(budget, points)``: another predictor's pick among the trained points (default: the
+    simulator's, the largest predicted BitOpsCR; every point of a budget is within it)."""
     picks = []
     for budget in budgets:
         here = [p for p in points if p.budget == budget]
-        if not here:
+        pick = max(here, key=lambda p: p.bitops_cr) if chooser is None and here else (
+            chooser(budget, here) if here else None)
+        if pick is None:
             picks.append({"budget": budget, "order": None})
             continue
-        pick = max(here, key=lambda p: p.bitops_cr)
         for seed in seeds:
             def measured(p: Point) -> tuple[float, float]:
                 record = records[(p.run, seed)]
@@ -255,7 +268,7 @@ def _picks(points: Sequence[Point], records: dict[tuple[str, int], dict[str, Any
             best = max(within) if within else None
             ok = loss <= budget + 1e-12
             picks.append({"budget": budget, "seed": seed, "order": pick.order, "settings": pick.settings,
-                          "predicted_bitops_cr": pick.bitops_cr, "measured_loss": loss, "measured_bitops_cr": cr,
+                          "predicted_bitops_cr": pick.bitops_cr if chooser is None else pick.challenger[2], "measured_loss": loss, "measured_bitops_cr": cr,
                           "within_budget": ok, "best_within_bitops_cr": best,
                           "regret": (best / cr) if ok and best else None})
     return picks
@@ -264,24 +277,35 @@ def _picks(points: Sequence[Point], records: dict[tuple[str, int], dict[str, Any
 def benchmark_json(sim: Simulation, points: Sequence[Point], missing: dict[float, list[str]],
                    records: dict[tuple[str, int], dict[str, Any]], budgets: Sequence[float], seeds: Sequence[int],
                    confidence: float, orders: Sequence[str], draws: int = BOOTSTRAP,
-                   bootstrap_seed: int = 0) -> dict[str, Any]:
+                   bootstrap_seed: int = 0, challenger: Profile | None = None,
+                   challenger_path: str | None = None) -> dict[str, Any]:
     predictors = {}
     for name in PREDICTORS:
-        if name == "seed-noise" and len(seeds) < 2:
+        if (name == "seed-noise" and len(seeds) < 2) or (name == "challenger" and challenger is None):
             continue
-        by_seed = {s: _rows(points, records, s, seeds[(k + 1) % len(seeds)], name, sim.profile.base_accuracy)
+        by_seed = {s: _rows(points, records, s, seeds[(k + 1) % len(seeds)], name, sim.profile.base_accuracy,
+                            None if challenger is None else challenger.base_accuracy)
                    for k, s in enumerate(seeds)}
         predictors[name] = _summaries(by_seed, budgets, orders, np.random.default_rng(bootstrap_seed), draws)
     picks = _picks(points, records, budgets, seeds)
-    held = [p for p in picks if p["order"] is not None]
-    regrets = [p["regret"] for p in held if p["regret"] is not None]
+    challenger_picks = None
+    if challenger is not None:
+        z = confidence_z(confidence)
+
+        def choose(budget: float, here: Sequence[Point]) -> Point | None:
+            within = [p for p in here if challenger.base_accuracy - (p.challenger[0] - z * p.challenger[1])
+                      <= budget + 1e-12]
+            return max(within, key=lambda p: p.challenger[2]) if within else None
+
+        challenger_picks = _picks(points, records, budgets, seeds, choose)
     runs = []
     for p in points:
         for s in seeds:
             final = records[(p.run, s)]["stages"][-1]
             runs.append({"order": p.order, "budget": p.budget, "seed": s, "settings": p.settings, "run": p.run,
                          "predicted": {"accuracy": p.accuracy, "accuracy_std": p.accuracy_std, "bitops_cr": p.bitops_cr,
-                                       "additive_accuracy": p.additive_accuracy},
+                                       "additive_accuracy": p.additive_accuracy,
+                                       **({} if p.challenger is None else {"challenger": list(p.challenger)})},
                          "measured": {"accuracy": final["accuracy"],
                                       "base_accuracy": records[(p.run, s)]["stages"][0]["accuracy"],
                                       "bitops_cr": final["cost"]["bitops_cr"]}})
@@ -293,13 +317,23 @@ def benchmark_json(sim: Simulation, points: Sequence[Point], missing: dict[float
         "interval": INTERVAL, "bootstrap": draws,
         "points": len(points), "runs": len({p.run for p in points}) * len(seeds),
         "unreachable": {f"{b:g}": v for b, v in missing.items() if v},
+        "challenger": None if challenger is None else {"path": challenger_path,
+                                                        "base_accuracy": challenger.base_accuracy},
         "predictors": predictors,
         "picks": picks,
-        "pick_summary": {"cases": len(held), "within_budget": sum(p["within_budget"] for p in held),
-                         "median_regret": float(np.median(regrets)) if regrets else None,
-                         "max_regret": float(max(regrets)) if regrets else None},
+        "pick_summary": _pick_summary(picks),
+        "challenger_picks": challenger_picks,
+        "challenger_pick_summary": None if challenger_picks is None else _pick_summary(challenger_picks),
         "measurements": runs,
     }
+
+
+def _pick_summary(picks: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    held = [p for p in picks if p["order"] is not None]
+    regrets = [p["regret"] for p in held if p["regret"] is not None]
+    return {"cases": len(held), "within_budget": sum(p["within_budget"] for p in held),
+            "median_regret": float(np.median(regrets)) if regrets else None,
+            "max_regret": float(max(regrets)) if regrets else None}
 
 
 def _cell(metric: dict[str, Any], fmt: str) -> str:
@@ -326,6 +360,8 @@ def format_benchmark(report: dict[str, Any]) -> str:
              f"points at confidence {report['confidence']:g}: {report['points']} operating points, "
              f"{report['runs']} trainings at held-out seeds {', '.join(map(str, report['seeds']))} "
              f"(profile {prof['path']}, measured at seeds {prof['seeds']})"]
+    if report.get("challenger"):
+        lines.append(f"challenger: {report['challenger']['path']}, judged on the same trained points")
     for budget, orders in report["unreachable"].items():
         lines.append(f"  no point predicted within {budget} points for {len(orders)} orders: {', '.join(orders)}")
     lines += ["", f"metric (mean over the seeds; [{report['interval']:.0%} bootstrap interval over orders])"]
@@ -334,12 +370,18 @@ def format_benchmark(report: dict[str, Any]) -> str:
     lines.append(f"{'':<13}" + "".join(f"{n:>{width}}" for n in names))
     for key, label, fmt in COLUMNS:
         lines.append(f"{label:<13}" + "".join(f"{_cell(report['predictors'][n][key], fmt):>{width}}" for n in names))
-    s = report["pick_summary"]
-    lines += ["", f"pick (the order ranked first per budget, trained): within budget in {s['within_budget']} of "
-              f"{s['cases']} (budget, seed) cases; regret median "
-              + ("-" if s["median_regret"] is None else f"{s['median_regret']:.2f}x")
-              + ", max " + ("-" if s["max_regret"] is None else f"{s['max_regret']:.2f}x")]
-    for p in report["picks"]:
+    lines += _pick_lines("pick (the order ranked first per budget, trained)", report["pick_summary"], report["picks"])
+    if report.get("challenger_picks") is not None:
+        lines += _pick_lines(f"challenger's pick (among the same trained points; {report['challenger']['path']})",
+                             report["challenger_pick_summary"], report["challenger_picks"])
+    return "\n".join(lines)
+
+
+def _pick_lines(title: str, s: dict[str, Any], picks: Sequence[dict[str, Any]]) -> list[str]:
+    lines = ["", f"{title}: within budget in {s['within_budget']} of {s['cases']} (budget, seed) cases; regret median "
+             + ("-" if s["median_regret"] is None else f"{s['median_regret']:.2f}x")
+             + ", max " + ("-" if s["max_regret"] is None else f"{s['max_regret']:.2f}x")]
+    for p in picks:
         if p["order"] is None:
             lines.append(f"  {p['budget']:g} points: no order predicted within it")
             continue
@@ -347,7 +389,7 @@ def format_benchmark(report: dict[str, Any]) -> str:
         lines.append(f"  {p['budget']:g} points, seed {p['seed']}: {p['order']} lost {p['measured_loss']:.2f} "
                      f"({'within' if p['within_budget'] else 'OVER'}), BitOpsCR {p['measured_bitops_cr']:.0f}x "
                      f"(predicted {p['predicted_bitops_cr']:.0f}x), regret {regret}")
-    return "\n".join(lines)
+    return lines
 
 
 @dataclass(frozen=True)
@@ -390,9 +432,12 @@ def benchmark(out_dir: str | Path, *, profile: str | Path | None = None, grid: G
               orders: str | Sequence[str] = "all", budgets: str | Sequence[float] = DEFAULT_BENCH_BUDGETS,
               seeds: Sequence[int] = DEFAULT_BENCH_SEEDS, confidence: float = DEFAULT_BENCH_CONFIDENCE,
               epochs: int | None = None, lr: float | None = None, bootstrap: int = BOOTSTRAP,
+              challenger: str | Path | None = None,
               log: Callable[[str], None] = lambda message: None, **training: Any) -> BenchmarkResult:
     """Train every order at its operating point per budget at held-out ``seeds`` (records in
     ``out_dir``, reused when complete) and judge the simulator and three baselines on them.
+    ``challenger``: another profile of the same setup, judged on the same trained points (its
+    predictions at their settings; its pick among them).
     ``training``: as :func:`simulator.confirm_report.confirm`'s."""
     from trainer.executors import Execution
 
@@ -409,7 +454,13 @@ def benchmark(out_dir: str | Path, *, profile: str | Path | None = None, grid: G
         raise InputError(f"seeds: {reused[0]} is a seed the profile was measured on ({sorted(seen)}); a benchmark "
                          "judges the simulator on seeds it never saw")
     names = parse_orders(orders, False, sim.methods)
-    points, missing = operating_points(sim, without_terms(sim.profile), names, parsed, confidence)
+    rival = None
+    if challenger is not None:
+        rival = load_profile(challenger)
+        if rival.setup != sim.profile.setup:
+            raise InputError(f"challenger: {str(challenger)!r} is a profile of another setup ({rival.setup}) than "
+                             f"--profile's ({sim.profile.setup}); a challenger is judged on the same trainings")
+    points, missing = operating_points(sim, without_terms(sim.profile), names, parsed, confidence, rival)
     if not points:
         raise InputError("budgets: no order has a point predicted within any of them; give larger budgets")
     try:
@@ -419,7 +470,8 @@ def benchmark(out_dir: str | Path, *, profile: str | Path | None = None, grid: G
     log(f"benchmark: {len(points)} operating points, {len({p.run for p in points})} distinct runs x {len(seeds)} seeds")
     with hold_lock("out_dir", directory):
         records = _train(points, seeds, sim, directory, training, epochs, lr, execution, log)
-    return BenchmarkResult(benchmark_json(sim, points, missing, records, parsed, seeds, confidence, names, bootstrap))
+    return BenchmarkResult(benchmark_json(sim, points, missing, records, parsed, seeds, confidence, names, bootstrap,
+                                          challenger=rival, challenger_path=None if challenger is None else str(challenger)))
 
 
 def _check_seeds(seeds: Sequence[int]) -> tuple[int, ...]:

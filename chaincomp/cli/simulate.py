@@ -181,6 +181,9 @@ def add_benchmark(sub: argparse._SubParsersAction) -> None:
                         "--confidence (default %(default)s)")
     p.add_argument("--bootstrap", type=int, default=BOOTSTRAP, help="bootstrap resamples of the orders for the "
                                                                     "intervals (default %(default)s)")
+    p.add_argument("--challenger", metavar="FILE.json",
+                   help="another profile of the same setup (e.g. fit --select's), judged on the same trained points "
+                        "beside --profile: its predictions at their settings and its pick among them")
     p.add_argument("--out-dir", required=True, metavar="DIR", help="folder for the run records, NAME_sSEED.json each")
     add_json(p)
     group = p.add_argument_group("training (as for train; the setup comes from the profile)")
@@ -195,7 +198,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
     try:
         result = benchmark(args.out_dir, profile=args.profile, grid=args.grid, orders=args.orders,
                            budgets=args.budgets, seeds=args.seeds, confidence=args.confidence,
-                           bootstrap=args.bootstrap, log=log,
+                           bootstrap=args.bootstrap, challenger=args.challenger, log=log,
                            **training_options(args, tuple(n for n in CONFIRM_TRAINING if n != "seed")),
                            **execution_options(args))
     except KeyboardInterrupt:

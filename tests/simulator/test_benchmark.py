@@ -185,6 +185,50 @@ def test_text_report_lists_every_predictor(tmp_path, monkeypatch, capsys):
     assert "pick (the order ranked first per budget, trained): within budget in" in out
 
 
+def test_a_challenger_without_terms_is_the_additive_baseline_and_picks_by_its_own_predictions(tmp_path, monkeypatch,
+                                                                                              capsys):
+    """The challenger is the profile with its term removed: every statistic equals the additive
+    baseline's (computed by another route, ``without_terms``), and its pick per budget is the point
+    with the largest BitOpsCR among those its own prediction puts within the budget."""
+    monkeypatch.setattr(bench, "_train", fake_records)
+    path = profile_with_a_term(tmp_path)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["interactions"] = []
+    rival = tmp_path / "rival.json"
+    rival.write_text(json.dumps(data), encoding="utf-8")
+    code = main(["benchmark", "--profile", str(path), "--orders", ",".join(ORDERS), "--budget", "4,8",
+                 "--out-dir", str(tmp_path / "runs"), "--bootstrap", "300", "--challenger", str(rival), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    got = json.loads(out)
+    challenger, additive = got["predictors"]["challenger"], got["predictors"]["additive"]
+    for key in ("accuracy_tau", "mean_abs_error", "rmse", "coverage", "score_tau"):
+        assert challenger[key]["value"] == pytest.approx(additive[key]["value"], abs=1e-12), key
+    for pick in got["challenger_picks"]:
+        rows = [r for r in by_seed(got, pick["seed"]) if r["budget"] == pick["budget"]]
+        within = [r for r in rows if BASE_ACCURACY - r["predicted"]["challenger"][0] <= pick["budget"] + 1e-12]
+        best = max(within, key=lambda r: r["predicted"]["challenger"][2])
+        assert pick["order"] == best["order"]
+    code = main(["benchmark", "--profile", str(path), "--orders", ",".join(ORDERS), "--budget", "4,8",
+                 "--out-dir", str(tmp_path / "runs"), "--bootstrap", "50", "--challenger", str(rival)])
+    out, _ = capsys.readouterr()
+    header = next(line for line in out.splitlines() if line.strip().startswith("simulator"))
+    assert header.split() == ["simulator", "challenger", "additive", "cost-only", "seed-noise"]
+    assert "challenger's pick (among the same trained points" in out
+
+
+def test_a_challenger_of_another_setup_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "_train", lambda *a, **k: pytest.fail("nothing may train"))
+    path = profile_with_a_term(tmp_path)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["setup"]["teacher"] = "resnet8"
+    rival = tmp_path / "rival.json"
+    rival.write_text(json.dumps(data), encoding="utf-8")
+    code = main(["benchmark", "--profile", str(path), "--out-dir", str(tmp_path / "runs"), "--challenger", str(rival)])
+    _, err = capsys.readouterr()
+    assert code == 2 and "challenger:" in err and "another setup" in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--seeds", "1,2"], "--seeds: 1 is a seed the profile was measured on ([0, 1])"),
     (["--seeds", "2,x"], "--seeds must be comma-separated integers, got '2,x'"),
