@@ -166,6 +166,7 @@ def fitted_profile(profile: Profile, result: FitResult, run_paths: Sequence[str]
                                  "log_std_error": t.std_error,
                                  "source": f"fit of RUN files {_files(run_paths)}, {residual['exit_scale']}"})
     data["interactions"] = interactions
+    data.pop("spread", None)  # calibrated for the terms replaced here; fit --select calibrates anew
     for d in result.deltas:
         if d.correction is None:
             continue
@@ -347,6 +348,12 @@ def format_fit(report: dict[str, Any], largest: int = 10) -> str:
                   f"model's loss, mean |error| {f['mean_abs_error']:.2f} points with the fitted terms (rmse "
                   f"{f['rmse']:.2f}), {a['mean_abs_error']:.2f} without them (additive; rmse {a['rmse']:.2f})"]
     lines += _selection_lines(report.get("selection"))
+    spread = report.get("spread")
+    if spread:
+        lines += ["", f"spreads calibrated on the same held-out runs ({spread['runs']}, by seed and by order): "
+                  f"{spread['floor']:.2f} points of training noise added in quadrature, so the predicted 90% "
+                  f"interval holds {spread['coverage_after']:.0%} of them (it held {spread['coverage_before']:.0%}; "
+                  f"median spread {spread['median_spread_before']:.2f} -> {spread['median_spread_after']:.2f})"]
     return "\n".join(lines)
 
 
@@ -387,15 +394,7 @@ def _final_loss(profile: Profile, run: Run, load: Any) -> float:
     return profile.base_accuracy - float(prediction.accuracy[0])
 
 
-def cross_validate(runs: Sequence[Run], profile: Profile, refine_deltas: bool, triples: Sequence[str],
-                   ridge: float = 0.0, dropped: Sequence[str] = ()) -> dict[str, Any] | None:
-    """Leave one seed out: fit on the other seeds' runs, predict the held-out runs' final loss
-    (against their own base model), for the fitted profile and for it without interaction terms
-    (additive). None when the runs hold fewer than two seeds, or repeat a method (not simulated)."""
-    seeds = sorted({r.seed for r in runs if r.seed is not None})
-    usable = [r for r in runs if r.seed is not None and r.stages and len(set(r.order)) == len(r.order)]
-    if len(seeds) < 2 or not usable:
-        return None
+def _table_loader(profile: Profile) -> Any:
     from functools import cache
 
     from bitops.models import ModelSpec, load_model_table
@@ -408,14 +407,34 @@ def cross_validate(runs: Sequence[Run], profile: Profile, refine_deltas: bool, t
                                           num_classes=int(setup.get("num_classes", 10)),
                                           exit_head=setup.get("exit_head", "conv")))
 
+    return load
+
+
+def _held_out(runs: Sequence[Run], profile: Profile, refine_deltas: bool, triples: Sequence[str], ridge: float,
+              dropped: Sequence[str], by: str):
+    """(fitted profile, held-out runs) per fold: one seed, or one order, held out; the held-out runs
+    are those the chain model predicts (no repeated method)."""
+    label = (lambda r: r.seed) if by == "seed" else (lambda r: r.order[:len(r.stages)])
+    usable = [r for r in runs if label(r) is not None and r.stages and len(set(r.order)) == len(r.order)]
+    groups = sorted({label(r) for r in usable}, key=str)
+    if len(groups) < 2:
+        return
+    for group in groups:
+        train = [r for r in runs if label(r) != group]
+        held = [r for r in usable if label(r) == group]
+        if train and held:
+            fit = fit_runs(train, profile, refine_deltas, list(triples), ridge, dropped)
+            yield parse_profile(fitted_profile(profile, fit, [], None)), held
+
+
+def cross_validate(runs: Sequence[Run], profile: Profile, refine_deltas: bool, triples: Sequence[str],
+                   ridge: float = 0.0, dropped: Sequence[str] = ()) -> dict[str, Any] | None:
+    """Leave one seed out: fit on the other seeds' runs, predict the held-out runs' final loss
+    (against their own base model), for the fitted profile and for it without interaction terms
+    (additive). None when the runs hold fewer than two seeds, or repeat a method (not simulated)."""
+    load = _table_loader(profile)
     errors: dict[str, list[float]] = {"fitted": [], "additive": []}
-    for seed in seeds:
-        train = [r for r in runs if r.seed != seed]
-        held = [r for r in usable if r.seed == seed]
-        if not train or not held:
-            continue
-        fitted = parse_profile(fitted_profile(profile, fit_runs(train, profile, refine_deltas, list(triples), ridge, dropped),
-                                             [], None))
+    for fitted, held in _held_out(runs, profile, refine_deltas, triples, ridge, dropped, "seed"):
         additive = replace(fitted, accuracy_terms={}, exit_scales={}, triple_terms={})
         for run in held:
             measured = run.base_accuracy - run.stages[-1].accuracy
@@ -423,9 +442,43 @@ def cross_validate(runs: Sequence[Run], profile: Profile, refine_deltas: bool, t
             errors["additive"].append(measured - _final_loss(additive, run, load))
     if not errors["fitted"]:
         return None
-    return {"by": "seed", "seeds": seeds, "runs": len(errors["fitted"]),
+    return {"by": "seed", "seeds": sorted({r.seed for r in runs if r.seed is not None}), "runs": len(errors["fitted"]),
             **{name: {"mean_abs_error": float(np.mean(np.abs(e))), "rmse": float(np.sqrt(np.mean(np.square(e))))}
                for name, e in errors.items()}}
+
+
+Z90 = 1.6448536269514722  # the two-sided 90% interval is the prediction +- Z90 spreads
+
+
+def calibrate_spread(runs: Sequence[Run], profile: Profile, refine_deltas: bool, triples: Sequence[str],
+                     ridge: float = 0.0, dropped: Sequence[str] = ()) -> dict[str, Any] | None:
+    """The noise of a new training, added in quadrature to the chain model's spreads, that makes its
+    90% interval hold 90% of held-out runs: each run held out by seed and by order (as ``fit
+    --select``), its measured final accuracy against the fitted profile's predicted accuracy and
+    spread s (the base accuracy's included: a new seed trains a new base model). A run's interval
+    holds it once the floor reaches sqrt(max(0, (error / 1.645)^2 - s^2)); the floor is the 90%
+    quantile of those. None when no fold can be held out."""
+    load = _table_loader(profile)
+    needed, spreads, errors = [], [], []
+    for by in ("seed", "order"):
+        for fitted, held in _held_out(runs, profile, refine_deltas, triples, ridge, dropped, by):
+            for run in held:
+                grid = Grid({stage.method: (stage.value,) for stage in run.stages})
+                p = predict(fitted, run.order[:len(run.stages)], grid, load, fitted.setup["teacher"])
+                error, spread = run.stages[-1].accuracy - float(p.accuracy[0]), float(p.accuracy_std[0])
+                needed.append(math.sqrt(max(0.0, (error / Z90) ** 2 - spread ** 2)))
+                spreads.append(spread)
+                errors.append(abs(error))
+    if not needed:
+        return None
+    floor = float(np.quantile(needed, 0.9, method="inverted_cdf"))
+    after = np.sqrt(np.square(spreads) + floor ** 2)
+    return {"floor": floor, "runs": len(needed), "by": ["seed", "order"],
+            "coverage_before": float(np.mean(np.asarray(errors) <= Z90 * np.asarray(spreads))),
+            "coverage_after": float(np.mean(np.asarray(errors) <= Z90 * after + 1e-12)),
+            "median_spread_before": float(np.median(spreads)), "median_spread_after": float(np.median(after)),
+            "source": "fit --select: the smallest floor whose 90% intervals hold 90% of the runs held out by seed "
+                      "and by order (simulator.fit_report.calibrate_spread)"}
 
 
 def fit(runs: Sequence[str | Path], out: str | Path, *, profile: str | Path | None = None,
@@ -462,9 +515,14 @@ def fit(runs: Sequence[str | Path], out: str | Path, *, profile: str | Path | No
     result = fit_runs(read, base, refine_deltas, list(triples), float(ridge), dropped)
     base_path = None if profile is None else str(profile)
     data = fitted_profile(base, result, paths, base_path, command, selection)
+    calibration = calibrate_spread(read, base, refine_deltas, triples, float(ridge), dropped) if select else None
+    if calibration is not None:
+        data["spread"] = calibration
+        parse_profile(data, "the fitted profile")
     text = json.dumps(data, indent=1) + "\n"
     write_checked("out", target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     report = fit_json(result, str(out), base_path, base_training_warnings(result.runs, base))
     report["cross_validation"] = cross_validate(read, base, refine_deltas, triples, float(ridge), dropped)
     report["selection"] = None if selection is None else selection.to_dict()
+    report["spread"] = calibration
     return FitReport(report, data)

@@ -126,6 +126,7 @@ def _accuracy(profile: Profile, order: str, grid: Grid, index: list[np.ndarray])
         variance += triple.std(before, after) ** 2
         outside |= triple.outside(before, after)
     # an accuracy is a share of the test set: sums past either end say how far the terms reach, not more
+    variance += profile.spread_floor ** 2  # the noise of a new training, where the profile calibrated it
     return np.clip(accuracy, 0.0, 100.0), np.sqrt(variance), outside
 
 

@@ -149,6 +149,7 @@ class Profile:
     term_sources: dict[tuple[str, str, str], str]
     raw: dict[str, Any]
     triple_terms: dict[tuple[str, str, str], TripleTerm] = field(default_factory=dict)
+    spread_floor: float = 0.0  # added in quadrature to every predicted spread (the profile's "spread")
 
     def curve(self, method: str) -> Curve:
         if method not in self.curves:
@@ -213,7 +214,8 @@ def _build(data: dict[str, Any]) -> Profile:
     return Profile(base_accuracy=float(base["accuracy"]),
                    base_std=0.0 if base.get("accuracy_std") is None else float(base["accuracy_std"]),
                    curves=curves, accuracy_terms=accuracy_terms, exit_scales=exit_scales, setup=data["setup"],
-                   provenance=data["provenance"], term_sources=sources, raw=data, triple_terms=triples)
+                   provenance=data["provenance"], term_sources=sources, raw=data, triple_terms=triples,
+                   spread_floor=float(data["spread"]["floor"]) if "spread" in data else 0.0)
 
 
 def _triple(key: tuple[str, str, str], points: list[dict[str, Any]]) -> TripleTerm:

@@ -13,6 +13,9 @@ Format (``_type`` ``chaincomp.StageProfile``, ``_version`` 1)::
                  "delta"} ...]}; D's value is a student name, P's the pruning ratio, Q's the weight
                  bits (with "a_bits" and "first_last_bits" beside "parameter"), E's the threshold,
                  each E point also with "exit_rates" {exit: rate, ..., "final": rate} and E with "exits"
+    spread       optional {"floor": s, "source": ...}: the simulator adds s >= 0 points in quadrature to
+                 every predicted spread, the noise of a new training (``fit --select`` calibrates it on
+                 held-out runs; absent: 0)
     interactions order-interaction terms (empty when only single methods were measured; the
                  simulator's ``fit`` estimates them from run records), each with a "source":
                  {"before": i, "after": j, "accuracy": x}: method j gains x points (loses when
@@ -221,6 +224,12 @@ def _check(data: Any) -> None:
     _number(base.get("accuracy"), "base.accuracy")
     if base.get("accuracy_std") is not None:
         _number(base["accuracy_std"], "base.accuracy_std")
+    if "spread" in data:
+        spread = data["spread"]
+        if not isinstance(spread, dict):
+            raise InputError("spread must be an object {\"floor\": s, \"source\": ...}")
+        if _number(spread.get("floor"), "spread.floor") < 0:
+            raise InputError(f"spread.floor must be >= 0, got {spread['floor']!r}")
     unknown = sorted(set(data["methods"]) - set(METHODS))
     if unknown:
         raise InputError(f"methods: unknown method {unknown[0]!r}; methods are D, P, Q, E")

@@ -171,3 +171,72 @@ def test_select_needs_something_to_hold_out(tmp_path):
                           "--select"])
     assert rc == 2 and "select: the runs hold neither two seeds nor two orders" in err
     assert SETUP["dataset"] == "digits"
+
+
+# ---- spreads calibrated on held-out runs -------------------------------------------------------------
+
+def test_select_calibrates_the_smallest_noise_floor_whose_intervals_hold_90_percent(tmp_path):
+    """Recomputed here from the written profile's floor: every run held out by seed and by order,
+    the fitted profile's prediction with the floor added in quadrature by hand."""
+    from simulator.fit_report import Z90, _held_out
+    from simulator.model import Grid, predict
+
+    paths = _runs(tmp_path, 0.6, accuracy={("D", "P"): -4.0, ("Q", "P"): -2.5})
+    report, written = fit(tmp_path, paths, "--select")
+    floor = written["spread"]["floor"]
+    assert report["spread"]["floor"] == floor > 0
+    profile = parse_profile(base_profile())
+    runs = read_runs(paths, profile)
+    selection = report["selection"]
+    errors, spreads = [], []
+    for by in ("seed", "order"):
+        for fitted, held in _held_out(runs, profile, False, (), selection["ridge"], selection["dropped"], by):
+            assert fitted.spread_floor == 0.0
+            for r in held:
+                p = predict(fitted, r.order, Grid({s.method: (s.value,) for s in r.stages}), _load, SETUP["teacher"])
+                errors.append(abs(r.stages[-1].accuracy - p.accuracy[0]))
+                spreads.append(p.accuracy_std[0])
+    errors, spreads = np.array(errors), np.array(spreads)
+
+    def coverage(f: float) -> float:
+        return float(np.mean(errors <= Z90 * np.sqrt(spreads ** 2 + f ** 2) + 1e-12))
+
+    assert len(errors) == report["spread"]["runs"]
+    assert coverage(floor) >= 0.9 > coverage(floor * (1 - 1e-6))
+    assert report["spread"]["coverage_after"] == pytest.approx(coverage(floor))
+    assert report["spread"]["coverage_before"] == pytest.approx(coverage(0.0))
+
+
+def test_the_floor_adds_in_quadrature_and_a_refit_drops_an_inherited_one(tmp_path):
+    from simulator.model import Grid, predict
+
+    data = base_profile()
+    plain = parse_profile(data)
+    data["spread"] = {"floor": 1.5, "source": "test"}
+    floored = parse_profile(data)
+    grid = Grid({"D": ("resnet8",), "P": (0.25, 0.5, 0.75), "Q": (1, 2)})
+    a = predict(plain, "DPQ", grid, _load, SETUP["teacher"])
+    b = predict(floored, "DPQ", grid, _load, SETUP["teacher"])
+    np.testing.assert_allclose(b.accuracy_std ** 2, a.accuracy_std ** 2 + 1.5 ** 2, rtol=1e-12)
+    np.testing.assert_array_equal(a.accuracy, b.accuracy)
+    base = tmp_path / "floored.json"
+    base.write_text(json.dumps(data), encoding="utf-8")
+    paths = _runs(tmp_path, 0.0, seeds=(0,))
+    out = tmp_path / "refit.json"
+    rc, _, err = run_cli(["fit", *paths, "-o", str(out), "--profile", str(base)])
+    assert rc == 0, err
+    assert "spread" not in json.loads(out.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("spread, message", [
+    ({"floor": -0.5}, "spread.floor must be >= 0, got -0.5"),
+    ({"floor": "x"}, "spread.floor must be a finite number"),
+    ([1.0], "spread must be an object"),
+])
+def test_a_bad_spread_is_refused(spread, message):
+    from bitops.errors import InputError
+
+    data = base_profile()
+    data["spread"] = spread
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        parse_profile(data)
