@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from bitops.errors import InputError
-from bitops.jsonio import hold_lock
+from bitops.jsonio import check_plot, hold_lock, write_checked
 from bitops.result import Result
 from bitops.rules import check_confidence, check_integer
 from simulator.confirm import Candidate, _plain, chain_config
@@ -392,12 +392,82 @@ def _pick_lines(title: str, s: dict[str, Any], picks: Sequence[dict[str, Any]]) 
     return lines
 
 
+# predictor -> (where its predicted accuracy is in a measurement's "predicted", marker, colour)
+_PLOTTED = {"simulator": ("accuracy", "o", "tab:blue"), "challenger": ("challenger", "s", "tab:orange"),
+            "additive": ("additive_accuracy", "^", "tab:grey")}
+
+
+def plot_benchmark(report: dict[str, Any], path: Path) -> None:
+    """Left: predicted vs measured accuracy of every trained run, one marker per predictor, with
+    y = x and each predictor's mean |error| and coverage in the legend. Right: predicted vs
+    measured BitOpsCR (log), the budgets in colour."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    runs = report["measurements"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.8))
+    values = []
+    for name, (key, marker, colour) in _PLOTTED.items():
+        if name not in report["predictors"]:
+            continue
+        predicted = [r["predicted"][key][0] if key == "challenger" else r["predicted"][key] for r in runs]
+        measured = [r["measured"]["accuracy"] for r in runs]
+        values += predicted + measured
+        stats = report["predictors"][name]
+        mae, cover = stats["mean_abs_error"]["value"], stats["coverage"]["value"]
+        label = f"{name}: |err| {mae:.2f}" + ("" if cover is None else f", 90% interval holds {cover:.0%}")
+        left.scatter(predicted, measured, s=14, marker=marker, color=colour, alpha=0.6, label=label)
+    low, high = min(values), min(100.0, max(values))
+    pad = 0.04 * (high - low or 1.0)
+    span = [low - pad, high + pad]
+    left.plot(span, span, color="grey", ls=":", lw=1)
+    left.set_xlim(span)
+    left.set_ylim(span)
+    left.set_xlabel("predicted accuracy (%)")
+    left.set_ylabel("measured accuracy (%)")
+    left.set_title(f"accuracy of {len(runs)} trainings at held-out seeds {', '.join(map(str, report['seeds']))}",
+                   fontsize=9)
+    left.legend(fontsize=7, loc="upper left")
+    cmap = plt.get_cmap("viridis")
+    budgets = report["budgets"]
+    for k, budget in enumerate(budgets):
+        mine = [r for r in runs if r["budget"] == budget]
+        right.scatter([r["predicted"]["bitops_cr"] for r in mine], [r["measured"]["bitops_cr"] for r in mine], s=14,
+                      color=cmap(k / max(len(budgets) - 1, 1)), alpha=0.7, label=f"budget {budget:g} points")
+    crs = [r["predicted"]["bitops_cr"] for r in runs] + [r["measured"]["bitops_cr"] for r in runs]
+    span = [min(crs) / 1.2, max(crs) * 1.2]
+    right.plot(span, span, color="grey", ls=":", lw=1)
+    right.set_xscale("log")
+    right.set_yscale("log")
+    for axis in (right.xaxis, right.yaxis):
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+        axis.set_minor_formatter(NullFormatter())
+    ratio = report["predictors"]["simulator"]["bitops_cr_ratio"]["value"]
+    right.set_title(f"BitOpsCR (simulator): measured / predicted {ratio:.3f}", fontsize=9)
+    right.set_xlabel("predicted BitOpsCR")
+    right.set_ylabel("measured BitOpsCR")
+    right.legend(fontsize=7, loc="upper left")
+    for ax in (left, right):
+        ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 @dataclass(frozen=True)
 class BenchmarkResult(Result):
     """The benchmark's report; ``to_dict()`` is ``benchmark --json``."""
 
     def format(self) -> str:
         return format_benchmark(self.data)
+
+    def plot(self, path: str | Path) -> None:
+        """Draw predicted vs measured accuracy and BitOpsCR of every trained run (atomic PNG)."""
+        check_plot("plot", path)
+        write_checked("plot", path, lambda tmp: plot_benchmark(self.data, tmp))
 
 
 def _train(points: Sequence[Point], seeds: Sequence[int], sim: Simulation, directory: Path, training: dict[str, Any],

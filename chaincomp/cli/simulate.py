@@ -186,6 +186,8 @@ def add_benchmark(sub: argparse._SubParsersAction) -> None:
                         "beside --profile: its predictions at their settings and its pick among them")
     p.add_argument("--out-dir", required=True, metavar="DIR", help="folder for the run records, NAME_sSEED.json each")
     add_json(p)
+    p.add_argument("--plot", metavar="FILE.png", help="draw predicted vs measured accuracy (every predictor) and "
+                                                      "BitOpsCR of every trained run")
     group = p.add_argument_group("training (as for train; the setup comes from the profile)")
     add_training_options(group, tuple(n for n in CONFIRM_TRAINING if n != "seed"), from_profile=("epochs", "lr"))
     add_execution_options(p)
@@ -193,8 +195,11 @@ def add_benchmark(sub: argparse._SubParsersAction) -> None:
 
 
 def run_benchmark(args: argparse.Namespace) -> int:
+    from bitops.jsonio import check_plot
     from simulator.benchmark import benchmark
 
+    if args.plot:
+        check_plot("plot", args.plot)
     try:
         result = benchmark(args.out_dir, profile=args.profile, grid=args.grid, orders=args.orders,
                            budgets=args.budgets, seeds=args.seeds, confidence=args.confidence,
@@ -203,4 +208,6 @@ def run_benchmark(args: argparse.Namespace) -> int:
                            **execution_options(args))
     except KeyboardInterrupt:
         return _interrupted("benchmark", args.out_dir)
+    if args.plot:
+        result.plot(args.plot)
     return emit(result, args.json)

@@ -217,6 +217,44 @@ def test_a_challenger_without_terms_is_the_additive_baseline_and_picks_by_its_ow
     assert "challenger's pick (among the same trained points" in out
 
 
+def test_plot_draws_every_run_of_every_predictor(tmp_path, monkeypatch, capsys):
+    """The PNG is written, and the left panel holds one marker per trained run per accuracy predictor."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    monkeypatch.setattr(bench, "_train", fake_records)
+    path = profile_with_a_term(tmp_path)
+    drawn = {}
+    real_savefig = matplotlib.figure.Figure.savefig
+
+    def spy(fig, target, **kwargs):
+        drawn["left"] = sum(len(c.get_offsets()) for c in fig.axes[0].collections)
+        drawn["right"] = sum(len(c.get_offsets()) for c in fig.axes[1].collections)
+        return real_savefig(fig, target, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", spy)
+    out = tmp_path / "bench.png"
+    code = main(["benchmark", "--profile", str(path), "--orders", ",".join(ORDERS), "--budget", "4,8",
+                 "--out-dir", str(tmp_path / "runs"), "--bootstrap", "20", "--challenger", str(path), "--json",
+                 "--plot", str(out)])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    runs = len(report["measurements"])
+    assert drawn == {"left": 3 * runs, "right": runs}
+    plt.close("all")
+
+
+def test_a_bad_plot_path_is_refused_before_training(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "_train", lambda *a, **k: pytest.fail("nothing may train"))
+    path = profile_with_a_term(tmp_path)
+    code = main(["benchmark", "--profile", str(path), "--out-dir", str(tmp_path / "runs"),
+                 "--plot", str(tmp_path / "missing" / "b.png")])
+    _, err = capsys.readouterr()
+    assert code == 2 and "plot" in err and len(err.strip().splitlines()) == 1
+
+
 def test_a_challenger_of_another_setup_is_refused(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench, "_train", lambda *a, **k: pytest.fail("nothing may train"))
     path = profile_with_a_term(tmp_path)
