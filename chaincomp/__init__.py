@@ -16,7 +16,8 @@ its text)::
     chaincomp.profile(method, out, grid=None, seeds=(0,), **training)
     chaincomp.confirm(out_dir, profile=None, grid=None, orders="all", top=None, budget=1, **training)
     chaincomp.benchmark(out_dir, profile=None, grid=None, orders="all", budgets=(1, 2, 4), seeds=(2, 3),
-                        confidence=0.5, bootstrap=2000, challenger=None, **training)
+                        confidence=0.5, bootstrap=2000, challenger=None,
+                        pick_confidence=None, **training)
     chaincomp.campaign.plan(out, single="", pairs="", triples=(), orders=(), seeds=(0,), grids=None, **training)
     chaincomp.campaign.run(campaign, jobs=1, ray=False, address=None, cpus_per_run=1, gpus_per_run=0, retries=1)
 

@@ -374,6 +374,25 @@ def format_benchmark(report: dict[str, Any]) -> str:
     if report.get("challenger_picks") is not None:
         lines += _pick_lines(f"challenger's pick (among the same trained points; {report['challenger']['path']})",
                              report["challenger_pick_summary"], report["challenger_picks"])
+    confident = report.get("confident_picks")
+    if confident:
+        goal = confident["goal"]
+        for name in ("simulator", "challenger"):
+            if name not in confident:
+                continue
+            c = confident[name]
+            lines += ["", f"{name}'s own pick at confidence {confident['confidence']:g} (simulate --confidence), "
+                      f"trained: within budget in {c['within_budget']} of {c['cases']} (budget, seed) cases, regret "
+                      f"<= {goal['regret']:g}x in {c['regret_within_goal']}; median regret "
+                      + ("-" if c["median_regret"] is None else f"{c['median_regret']:.2f}x")
+                      + (f"; no pick within {', '.join(f'{b:g}' for b in c['unpicked_budgets'])} points"
+                         if c["unpicked_budgets"] else "")]
+            for p in c["picks"]:
+                regret = "-" if p["regret"] is None else f"{p['regret']:.2f}x"
+                lines.append(f"  {p['budget']:g} points, seed {p['seed']}: {p['order']} "
+                             f"({', '.join(f'{m}={v}' for m, v in p['settings'].items())}) lost "
+                             f"{p['measured_loss']:.2f} ({'within' if p['within_budget'] else 'OVER'}), BitOpsCR "
+                             f"{p['measured_bitops_cr']:.0f}x (predicted {p['predicted_bitops_cr']:.0f}x), regret {regret}")
     return "\n".join(lines)
 
 
@@ -502,12 +521,14 @@ def benchmark(out_dir: str | Path, *, profile: str | Path | None = None, grid: G
               orders: str | Sequence[str] = "all", budgets: str | Sequence[float] = DEFAULT_BENCH_BUDGETS,
               seeds: Sequence[int] = DEFAULT_BENCH_SEEDS, confidence: float = DEFAULT_BENCH_CONFIDENCE,
               epochs: int | None = None, lr: float | None = None, bootstrap: int = BOOTSTRAP,
-              challenger: str | Path | None = None,
+              challenger: str | Path | None = None, pick_confidence: float | None = None,
               log: Callable[[str], None] = lambda message: None, **training: Any) -> BenchmarkResult:
     """Train every order at its operating point per budget at held-out ``seeds`` (records in
     ``out_dir``, reused when complete) and judge the simulator and three baselines on them.
     ``challenger``: another profile of the same setup, judged on the same trained points (its
     predictions at their settings; its pick among them).
+    ``pick_confidence``: also train each profile's own pick per budget at that confidence (as
+    ``simulate --confidence`` ranks) and report whether it stayed within the budget, and its regret.
     ``training``: as :func:`simulator.confirm_report.confirm`'s."""
     from trainer.executors import Execution
 
@@ -533,15 +554,79 @@ def benchmark(out_dir: str | Path, *, profile: str | Path | None = None, grid: G
     points, missing = operating_points(sim, without_terms(sim.profile), names, parsed, confidence, rival)
     if not points:
         raise InputError("budgets: no order has a point predicted within any of them; give larger budgets")
+    confident: dict[str, list[Point]] = {}
+    if pick_confidence is not None:
+        check_confidence("pick_confidence", pick_confidence)
+        confident["simulator"] = pick_points(sim, names, parsed, pick_confidence)
+        if rival is not None:
+            confident["challenger"] = pick_points(Simulation.open(challenger, grid, parsed), names, parsed,
+                                                  pick_confidence)
+    trained = [*points, *(p for picks in confident.values() for p in picks)]
     try:
         directory.mkdir(exist_ok=True)
     except OSError as err:
         raise InputError(f"out_dir: cannot create {str(out_dir)!r} ({err.strerror})") from None
-    log(f"benchmark: {len(points)} operating points, {len({p.run for p in points})} distinct runs x {len(seeds)} seeds")
+    log(f"benchmark: {len(points)} operating points"
+        + (f" and {sum(map(len, confident.values()))} picks at confidence {pick_confidence:g}" if confident else "")
+        + f", {len({p.run for p in trained})} distinct runs x {len(seeds)} seeds")
     with hold_lock("out_dir", directory):
-        records = _train(points, seeds, sim, directory, training, epochs, lr, execution, log)
-    return BenchmarkResult(benchmark_json(sim, points, missing, records, parsed, seeds, confidence, names, bootstrap,
-                                          challenger=rival, challenger_path=None if challenger is None else str(challenger)))
+        records = _train(trained, seeds, sim, directory, training, epochs, lr, execution, log)
+    report = benchmark_json(sim, points, missing, records, parsed, seeds, confidence, names, bootstrap,
+                            challenger=rival, challenger_path=None if challenger is None else str(challenger))
+    if pick_confidence is not None:
+        report["confident_picks"] = confident_picks_json(confident, trained, records, parsed, seeds, pick_confidence)
+    return BenchmarkResult(report)
+
+
+def pick_points(sim: Simulation, orders: Sequence[str], budgets: Sequence[float], confidence: float) -> list[Point]:
+    """Per budget, the order ``simulate --confidence`` ranks first there: the largest predicted
+    BitOpsCR, over every order, whose loss stays within the budget at ``confidence`` (none where
+    no order has one)."""
+    points, _ = operating_points(sim, without_terms(sim.profile), orders, budgets, confidence)
+    picks = []
+    for budget in budgets:
+        here = [p for p in points if p.budget == budget]
+        if here:
+            picks.append(max(here, key=lambda p: p.bitops_cr))
+    return picks
+
+
+REGRET_GOAL = 1.25  # the issue's goal: the pick within budget in >= 90% of cases, with regret <= 1.25x
+WITHIN_GOAL = 0.9
+
+
+def confident_picks_json(confident: dict[str, list[Point]], trained: Sequence[Point],
+                         records: dict[tuple[str, int], dict[str, Any]], budgets: Sequence[float],
+                         seeds: Sequence[int], confidence: float) -> dict[str, Any]:
+    """Each predictor's pick per budget at ``confidence``, trained at every seed: its measured loss,
+    within the budget or not, and its regret against the best measured BitOpsCR within the budget
+    among every run the benchmark trained at that seed (the operating points of every budget and
+    the picks)."""
+    def measured(p: Point, seed: int) -> tuple[float, float]:
+        stages = records[(p.run, seed)]["stages"]
+        return stages[0]["accuracy"] - stages[-1]["accuracy"], stages[-1]["cost"]["bitops_cr"]
+
+    unique = list({p.run: p for p in trained}.values())
+    out: dict[str, Any] = {"confidence": confidence, "goal": {"within_budget": WITHIN_GOAL, "regret": REGRET_GOAL}}
+    for name, picks in confident.items():
+        rows = []
+        for p in picks:
+            for seed in seeds:
+                loss, cr = measured(p, seed)
+                within = [c for q in unique for lq, c in [measured(q, seed)] if lq <= p.budget + 1e-12]
+                ok = loss <= p.budget + 1e-12
+                rows.append({"budget": p.budget, "seed": seed, "order": p.order, "settings": p.settings, "run": p.run,
+                             "predicted_accuracy": p.accuracy, "predicted_std": p.accuracy_std,
+                             "predicted_bitops_cr": p.bitops_cr, "measured_loss": loss, "measured_bitops_cr": cr,
+                             "within_budget": ok, "best_within_bitops_cr": max(within) if within else None,
+                             "regret": max(within) / cr if ok and within else None})
+        regrets = [r["regret"] for r in rows if r["regret"] is not None]
+        out[name] = {"picks": rows, "cases": len(rows), "within_budget": sum(r["within_budget"] for r in rows),
+                     "regret_within_goal": sum(r <= REGRET_GOAL + 1e-12 for r in regrets),
+                     "median_regret": float(np.median(regrets)) if regrets else None,
+                     "max_regret": float(max(regrets)) if regrets else None,
+                     "unpicked_budgets": [b for b in budgets if b not in {p.budget for p in picks}]}
+    return out
 
 
 def _check_seeds(seeds: Sequence[int]) -> tuple[int, ...]:

@@ -184,6 +184,10 @@ def add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--challenger", metavar="FILE.json",
                    help="another profile of the same setup (e.g. fit --select's), judged on the same trained points "
                         "beside --profile: its predictions at their settings and its pick among them")
+    p.add_argument("--pick-confidence", type=float, metavar="C",
+                   help="also train each profile's own pick per budget at confidence C (as simulate --confidence C "
+                        "ranks: the largest BitOpsCR whose loss stays within the budget at C) and report whether it "
+                        "stayed within, and its regret")
     p.add_argument("--out-dir", required=True, metavar="DIR", help="folder for the run records, NAME_sSEED.json each")
     add_json(p)
     p.add_argument("--plot", metavar="FILE.png", help="draw predicted vs measured accuracy (every predictor) and "
@@ -203,7 +207,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
     try:
         result = benchmark(args.out_dir, profile=args.profile, grid=args.grid, orders=args.orders,
                            budgets=args.budgets, seeds=args.seeds, confidence=args.confidence,
-                           bootstrap=args.bootstrap, challenger=args.challenger, log=log,
+                           bootstrap=args.bootstrap, challenger=args.challenger,
+                           pick_confidence=args.pick_confidence, log=log,
                            **training_options(args, tuple(n for n in CONFIRM_TRAINING if n != "seed")),
                            **execution_options(args))
     except KeyboardInterrupt:

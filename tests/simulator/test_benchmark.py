@@ -255,6 +255,59 @@ def test_a_bad_plot_path_is_refused_before_training(tmp_path, monkeypatch, capsy
     assert code == 2 and "plot" in err and len(err.strip().splitlines()) == 1
 
 
+def test_confident_picks_are_simulates_first_order_trained_and_judged_by_hand(tmp_path, monkeypatch, capsys):
+    """Each profile's pick per budget at confidence 0.9 is the order with the largest BitOpsCR in
+    ``chaincomp simulate --confidence 0.9 --json``'s budget table; its measured loss, within and
+    regret (against every trained run at that seed) recomputed from the records."""
+    trained = {}
+
+    def spy(points, seeds, *args, **kwargs):
+        records = fake_records(points, seeds)
+        trained.update(records)
+        return records
+
+    monkeypatch.setattr(bench, "_train", spy)
+    path = profile_with_a_term(tmp_path)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["interactions"] = []
+    rival = tmp_path / "rival.json"
+    rival.write_text(json.dumps(data), encoding="utf-8")
+    code = main(["benchmark", "--profile", str(path), "--orders", ",".join(ORDERS), "--budget", "4,8",
+                 "--out-dir", str(tmp_path / "runs"), "--bootstrap", "20", "--challenger", str(rival),
+                 "--pick-confidence", "0.9", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    got = json.loads(out)["confident_picks"]
+    assert got["confidence"] == 0.9 and got["simulator"]["picks"] and got["challenger"]["picks"]
+    for name, profile in (("simulator", path), ("challenger", rival)):
+        assert main(["simulate", "--profile", str(profile), "--orders", ",".join(ORDERS), "--budget", "4,8",
+                     "--confidence", "0.9", "--json"]) == 0
+        table = json.loads(capsys.readouterr().out)["budget_table"]
+        for k, budget in enumerate(BUDGETS):
+            reachable = {o: row[k] for o, row in table.items() if row[k] is not None}
+            mine = [p for p in got[name]["picks"] if p["budget"] == budget]
+            if not reachable:
+                assert not mine and budget in got[name]["unpicked_budgets"]
+                continue
+            best = max(reachable, key=reachable.get)
+            assert {p["order"] for p in mine} == {best} and len(mine) == len(SEEDS)
+            for p in mine:
+                assert p["predicted_bitops_cr"] == pytest.approx(reachable[best], rel=1e-12)
+                z90 = 1.2815515655446004  # the one-sided 90% quantile
+                assert p["predicted_accuracy"] - z90 * p["predicted_std"] >= BASE_ACCURACY - budget - 1e-9
+                runs = {key: r for key, r in trained.items() if key[1] == p["seed"]}
+                mine_record = runs[(p["run"], p["seed"])]
+                assert p["run"].startswith(p["order"] + "_")
+                loss = mine_record["stages"][0]["accuracy"] - mine_record["stages"][-1]["accuracy"]
+                assert p["measured_loss"] == pytest.approx(loss)
+                assert p["within_budget"] == (loss <= budget + 1e-12)
+                within = [r["stages"][-1]["cost"]["bitops_cr"] for r in runs.values()
+                          if r["stages"][0]["accuracy"] - r["stages"][-1]["accuracy"] <= budget + 1e-12]
+                cr = mine_record["stages"][-1]["cost"]["bitops_cr"]
+                assert p["regret"] == (pytest.approx(max(within) / cr) if p["within_budget"] else None)
+        assert got[name]["within_budget"] == sum(p["within_budget"] for p in got[name]["picks"])
+
+
 def test_a_challenger_of_another_setup_is_refused(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench, "_train", lambda *a, **k: pytest.fail("nothing may train"))
     path = profile_with_a_term(tmp_path)
@@ -273,6 +326,7 @@ def test_a_challenger_of_another_setup_is_refused(tmp_path, monkeypatch, capsys)
     (["--seeds", "2,2"], "--seeds must be distinct, got [2, 2]"),
     (["--confidence", "1.5"], "--confidence must be in [0.5, 1), got 1.5"),
     (["--bootstrap", "0"], "--bootstrap must be an integer"),
+    (["--pick-confidence", "0.3"], "--pick-confidence must be in [0.5, 1), got 0.3"),
     (["--budget", "0.01"], "no order has a point predicted within any of them"),
 ])
 def test_bad_input_is_one_line(tmp_path, monkeypatch, capsys, argv, message):
