@@ -13,6 +13,7 @@ its text)::
     chaincomp.fit(runs, out, profile=None, allow_incomplete=False, refine_deltas=False, triples=(), ridge=0.0,
                   select=False)
     chaincomp.train(order, out, resume=False, allow_repeat=False, **training)   # trainer.options.TrainingOptions
+    chaincomp.sweep(run, thresholds=None, stage=None)   # early exit at any threshold, from a run record
     chaincomp.profile(method, out, grid=None, seeds=(0,), **training)
     chaincomp.confirm(out_dir, profile=None, grid=None, orders="all", top=None, budget=1, **training)
     chaincomp.benchmark(out_dir, profile=None, grid=None, orders="all", budgets=(1, 2, 4), seeds=(2, 3),
@@ -41,10 +42,12 @@ _API = {
     "orders": ("simulator.simulate", "analyse_orders"),
     "profile": ("trainer.run", "profile"),
     "simulate": ("simulator.simulate", "simulate"),
+    "sweep": ("trainer.exit_sweep", "sweep_run"),
     "train": ("trainer.run", "train"),
 }
 
-__all__ = ["__version__", "audit", "benchmark", "campaign", "confirm", "count", "fit", "orders", "profile", "simulate", "train"]
+__all__ = ["__version__", "audit", "benchmark", "campaign", "confirm", "count", "fit", "orders", "profile", "simulate",
+           "sweep", "train"]
 
 
 def _version() -> str:

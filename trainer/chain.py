@@ -46,7 +46,8 @@ from trainer.data import DataSplits, load_data
 from trainer.loop import evaluate_accuracy, resolve_device
 from trainer.measure import measure_cost, measure_costs
 from trainer.record import config_differences, new_record, read_record, write_record
-from trainer.stages import add_exits, distill, exit_report, prune, quantize, train_base
+from trainer.exit_sweep import encode_samples, sweep
+from trainer.stages import add_exits, distill, exit_measurements, prune, quantize, train_base
 
 __all__ = ["environment", "rng_state", "run_chain", "seed_everything", "set_rng_state", "train_prefix"]
 
@@ -85,13 +86,19 @@ def _stage_entry(letter: str, index: int, config: Any, state: _State, data: Data
     if len(getattr(model, "exits", ())) > 0:
         # Accuracy and BitOps at each threshold, from exit rates measured on the test split.
         thresholds = sorted({*exits.thresholds, exits.threshold})  # the operating point is always measured
-        rows = exit_report(model, data.test, thresholds, device)
+        confidence, correct, names = exit_measurements(model, data.test, device)
+        rows = sweep(confidence, correct, names, thresholds)
         chosen = next(r for r in rows if r["threshold"] == exits.threshold)
         probs = [{k: v for k, v in row["rates"].items() if k != "final"} for row in [chosen, *rows]]
-        costs = measure_costs(model, data.input_shape, reference, probs)
-        for row, cost in zip(rows, costs[1:]):
+        # and every path alone (all the probability at one exit, or none: the final classifier), for any threshold
+        paths = [{e: float(e == at) for e in names} for at in [*names, "final"]]
+        costs = measure_costs(model, data.input_shape, reference, probs + paths)
+        for row, cost in zip(rows, costs[1:len(probs)]):
             row["cost"] = {k: cost[k] for k in ("bitops", "bitops_cr", "cr", "macs", "params")}
-        entry["exit"] = {"threshold": chosen["threshold"], "rates": chosen["rates"], "thresholds": rows}
+        entry["exit"] = {"threshold": chosen["threshold"], "rates": chosen["rates"], "thresholds": rows,
+                         "path_bitops": {at: cost["bitops"] for at, cost in zip([*names, "final"], costs[len(probs):])},
+                         "reference_bitops": costs[0]["reference_bitops"],
+                         "samples": encode_samples(confidence, correct, names)}
         entry["accuracy"] = chosen["accuracy"]
         entry["cost"] = costs[0]
     else:

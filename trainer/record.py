@@ -12,7 +12,10 @@ A run record is the JSON file ``trainer.chain.run_chain`` writes after every sta
     stages            [base, stage 1, ...]: per stage {"stage" ("base" or its letter), "index", "config"
                       (the stage config as a dict), "accuracy" (top-1 % on the test split),
                       "val_accuracy", "cost" (bitops, bitops_cr, cr, ...), "wall_s", and once exit
-                      heads exist "exit" {"threshold", "rates", "thresholds": [...]}}
+                      heads exist "exit" {"threshold", "rates", "thresholds": [...], "samples" (per test
+                      sample each head's confidence and which heads are right), "path_bitops" (BitOps of a
+                      sample leaving at each exit / the final classifier), "reference_bitops"}: any
+                      threshold's sweep follows (``trainer.exit_sweep``, ``chaincomp sweep``)}
 
 :func:`check_record` checks the envelope and the fields every reader relies on (the order, the
 status, a base entry first, each stage's letter and accuracy); readers check what else they use.

@@ -29,6 +29,7 @@ import copy
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torch_pruning as tp
@@ -43,6 +44,7 @@ from bitops.rules import check_bits, check_positive, check_threshold
 from bitops.trace import channel_groups, output_layers
 from bitops.zoo import exit_head  # the zoo's own head, so traced heads match built ones
 from trainer.config import DistillConfig, ExitConfig, PruneConfig, QuantConfig, TrainConfig
+from trainer.exit_sweep import sweep
 from trainer.loop import train_epochs
 from trainer.quant import quantize_like, quantize_model
 
@@ -50,6 +52,7 @@ __all__ = [
     "FINETUNE_LR_FACTOR",
     "add_exits",
     "distill",
+    "exit_measurements",
     "exit_report",
     "head_kind",
     "kd_loss",
@@ -314,6 +317,29 @@ def add_exits(model: nn.Module, config: ExitConfig, data: Splits, device: torch.
     return result
 
 
+def exit_measurements(model: nn.Module, loader: DataLoader, device: torch.device
+                      ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """One pass over ``loader``: per sample, each exit head's largest softmax probability (N x K,
+    float32 as computed) and whether each head and the final classifier is right (N x (K + 1));
+    and the exit names in depth order. Every threshold's exit rates and accuracy follow from them
+    (:func:`trainer.exit_sweep.sweep`)."""
+    names = list(_exit_names(model))
+    was_training = model.training
+    model.to(device).eval()
+    confidence, correct = [], []
+    with torch.no_grad():
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            probs = torch.stack([F.softmax(out.float(), dim=1) for out in _outputs(model(x))], dim=1)  # N, K+1, C
+            top, predicted = probs.max(dim=2)
+            confidence.append(top[:, :len(names)].cpu())
+            correct.append((predicted == y[:, None]).cpu())
+    model.train(was_training)
+    if not confidence:
+        raise InputError("exit_report: the loader yields no samples")
+    return torch.cat(confidence).numpy(), torch.cat(correct).numpy(), names
+
+
 def exit_report(model: nn.Module, loader: DataLoader, thresholds: Sequence[float],
                 device: torch.device) -> list[dict[str, Any]]:
     """Accuracy and exit rates of max-softmax early exit, one row per threshold.
@@ -325,31 +351,5 @@ def exit_report(model: nn.Module, loader: DataLoader, thresholds: Sequence[float
     """
     for value in thresholds:
         check_threshold("thresholds", value)
-    names = [*_exit_names(model), "final"]
-    was_training = model.training
-    model.to(device).eval()
-    confidence, correct = [], []
-    with torch.no_grad():
-        for x, y in loader:
-            x, y = x.to(device), y.to(device)
-            probs = torch.stack([F.softmax(out.float(), dim=1) for out in _outputs(model(x))], dim=1)  # N, K+1, C
-            top, predicted = probs.max(dim=2)
-            confidence.append(top.cpu())
-            correct.append((predicted == y[:, None]).cpu())
-    model.train(was_training)
-    if not confidence:
-        raise InputError("exit_report: the loader yields no samples")
-    top, hit = torch.cat(confidence), torch.cat(correct)
-    n, k = top.shape[0], len(names) - 1
-    rows = []
-    for threshold in thresholds:
-        confident = torch.cat([top[:, :k] >= threshold, torch.ones(n, 1, dtype=torch.bool)], dim=1)
-        leave = confident.int().argmax(dim=1)  # the first True: the final column is always True
-        counts = torch.bincount(leave, minlength=k + 1)
-        rows.append({
-            "threshold": float(threshold),
-            "accuracy": 100.0 * hit[torch.arange(n), leave].float().mean().item(),
-            "rates": {name: counts[i].item() / n for i, name in enumerate(names)},
-        })
-    return rows
+    return sweep(*exit_measurements(model, loader, device)[:2], _exit_names(model), thresholds)
 

@@ -23,7 +23,7 @@ from chaincomp.cli.campaign import add_campaign
 from chaincomp.cli.count import add_audit, add_count
 from chaincomp.cli.options import option_message
 from chaincomp.cli.simulate import add_benchmark, add_confirm, add_fit, add_orders, add_simulate
-from chaincomp.cli.train import add_profile, add_train
+from chaincomp.cli.train import add_profile, add_sweep, add_train
 
 __all__ = ["EXIT_USAGE", "main", "make_parser"]
 
@@ -53,8 +53,8 @@ def make_parser() -> argparse.ArgumentParser:
                                      "and CR counts, claim audits, order simulation and a thin trainer.")
     parser.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (add_count, add_audit, add_train, add_profile, add_simulate, add_orders, add_fit, add_confirm, add_benchmark,
-                add_campaign):
+    for add in (add_count, add_audit, add_train, add_sweep, add_profile, add_simulate, add_orders, add_fit, add_confirm,
+                add_benchmark, add_campaign):
         add(sub)
     return parser
 

@@ -13,7 +13,8 @@ from chaincomp.cli.options import (add_execution_options, add_json, default, emi
 from bitops.architectures import EXIT_HEADS
 from trainer.options import TrainingOptions
 
-__all__ = ["CONFIRM_TRAINING", "TRAINING", "add_profile", "add_train", "add_training_options", "training_options"]
+__all__ = ["CONFIRM_TRAINING", "TRAINING", "add_profile", "add_sweep", "add_train", "add_training_options",
+           "training_options"]
 
 # option field -> help; the default is TrainingOptions' and shows as "(default X)".
 _HELP = {
@@ -156,4 +157,31 @@ def run_profile(args: argparse.Namespace) -> int:
         print("chaincomp profile: interrupted; no profile was written, the finished runs' records are kept "
               "(run the same command to continue)", file=sys.stderr)
         return 130
+    return emit(result, args.json)
+
+
+def add_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="early exit at any threshold, from a run record's per-sample measurements",
+                       description="Accuracy, the share leaving at each exit, expected BitOps and BitOpsCR of a "
+                                   "trained model with exit heads at any max-softmax threshold, computed from the "
+                                   "per-sample confidences and costs per exit path its run record keeps (no model, "
+                                   "no training; at the run's own thresholds it equals the record's rows).")
+    p.add_argument("record", metavar="RUN.json", help="a run record of chaincomp train (or profile, campaign)")
+    p.add_argument("--thresholds", metavar="T,...|A:B:N",
+                   help="thresholds in (0, 1], or N evenly spaced from A to B (default: the ones the run measured)")
+    p.add_argument("--stage", type=int, help="index of the stage to sweep (default: the last with exit heads)")
+    add_json(p)
+    p.add_argument("--plot", metavar="FILE.png", help="draw accuracy against BitOpsCR over the thresholds")
+    p.set_defaults(run=run_sweep)
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    from bitops.jsonio import check_plot
+    from trainer.exit_sweep import sweep_run
+
+    if args.plot:
+        check_plot("plot", args.plot)
+    result = sweep_run(args.record, args.thresholds, args.stage)
+    if args.plot:
+        result.plot(args.plot)
     return emit(result, args.json)

@@ -298,6 +298,37 @@ def test_recorded_exit_rates_are_the_checkpoints(dpqe: Run) -> None:
         assert row["accuracy"] == pytest.approx(expected_accuracy, rel=1e-6)
 
 
+@pytest.mark.slow
+def test_a_sweep_at_any_threshold_is_the_checkpoints_recount_and_cost(dpqe: Run) -> None:
+    """``chaincomp sweep`` at the run's thresholds and at new ones: the rates and accuracy recounted
+    sample by sample from the saved model, the BitOps counted by hooks on it with those rates
+    (:func:`independent_bitops`), and at the run's own thresholds the record's rows."""
+    record, model = dpqe.record, dpqe.checkpoint["model"].eval()
+    test = load_data(DataConfig(image_size=8)).test
+    confidence, correct = [], []
+    with torch.no_grad():
+        for x, y in test:
+            outputs = [F.softmax(o, dim=1) for o in model(x)]
+            confidence.append(torch.stack([p.max(dim=1).values for p in outputs], dim=1))
+            correct.append(torch.stack([p.argmax(dim=1) == y for p in outputs], dim=1))
+    top, hit = torch.cat(confidence), torch.cat(correct)
+    n, shape = len(top), tuple(record["data"]["input_shape"])
+    thresholds = [*DPQE_THRESHOLDS, 0.05, 0.22, 0.42, 0.7, 1.0]
+    rc, out, err = run_cli(["sweep", str(dpqe.out), "--thresholds", ",".join(map(str, thresholds)), "--json"])
+    assert rc == 0, err
+    rows = json.loads(out)["rows"]
+    recorded = {row["threshold"]: row for row in record["stages"][-1]["exit"]["thresholds"]}
+    for row, t in zip(rows, thresholds, strict=True):
+        leave = [next((k for k in range(2) if top[i, k] >= t), 2) for i in range(n)]
+        assert row["rates"] == {name: leave.count(k) / n for k, name in enumerate(["layer1", "layer2", "final"])}
+        assert row["accuracy"] == pytest.approx(100 * sum(bool(hit[i, leave[i]]) for i in range(n)) / n, rel=1e-12)
+        assert row["bitops"] == pytest.approx(independent_bitops(model, shape, row["rates"]), rel=1e-9), t
+        assert row["bitops_cr"] == pytest.approx(record["reference"]["bitops"] / row["bitops"], rel=1e-12)
+        if t in recorded:
+            assert row["rates"] == recorded[t]["rates"] and row["accuracy"] == recorded[t]["accuracy"]
+            assert row["bitops_cr"] == pytest.approx(recorded[t]["cost"]["bitops_cr"], rel=1e-9)
+
+
 # ---- 3. order semantics --------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
