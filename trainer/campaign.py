@@ -369,6 +369,7 @@ class _Driver:
         self.started_from: dict[str, str] = {}
         self.trained = self.from_cache = 0
         self.in_flight: dict[Any, str] = {}  # the executor's handle -> node key
+        self.events: list[str] = []  # progress events not yet reported (see _report)
         self.checkpoints = checkpoints  # write RUN.pt beside a finished run's record
         self.progress = _Progress(log, len(pending), len(nodes))
         self.log = log
@@ -420,6 +421,7 @@ class _Driver:
                     node = self.nodes[key]
                     parent = None if node.parent is None else self.payload[node.parent]
                     in_flight[self.executor.submit(node.config.to_json(), node.stages, parent)] = key
+                self._report()  # what finished, counted once the free slots have their next work
                 if not in_flight:
                     continue
                 for handle in self.executor.wait(list(in_flight)):
@@ -436,7 +438,13 @@ class _Driver:
         except BaseException:
             self.executor.close(abort=True)
             raise
+        self._report()
         self.executor.close(abort=False)
+
+    def _report(self) -> None:
+        for event in self.events:
+            self.progress.line(self._running_runs(), event)
+        self.events.clear()
 
     def _done(self, key: str, cached: bool = False) -> list[str]:
         self.progress.nodes_done += 1
@@ -445,7 +453,7 @@ class _Driver:
             self._finish(run, "complete")
         event = f"{node.letters} of {', '.join(node.runs[:2])}{' …' if len(node.runs) > 2 else ''}" + \
             (" (kept from an earlier run)" if cached else "")
-        self.progress.line(self._running_runs(), event)
+        self.events.append(event)
         # the parent's checkpoint is not needed once every child has it
         if node.parent is not None and all(c in self.gained or c in self.failed_nodes
                                            for c in self.children[node.parent]):
@@ -465,7 +473,7 @@ class _Driver:
         below = [run for run in self.pending if key in self.paths[run.name]]
         for run in below:
             self._finish(run, "failed", f"{node.letters} failed after {self.attempts[key]} tries: {reason}")
-        self.progress.line(self._running_runs(), f"{node.letters} failed: {reason}")
+        self.events.append(f"{node.letters} failed: {reason}")
         return []
 
     def _finish(self, run: CampaignRun, status: str, error: str | None = None) -> None:

@@ -234,6 +234,9 @@ def test_jobs_2_gives_the_same_records(serial: Path, tmp_path: Path) -> None:
     rc, _, err = run_cli(["campaign", "run", str(tmp_path / "c.json"), "--jobs", "2", "--threads-per-run", "1"])
     assert rc == 0, err
     assert _records(tmp_path) == _records(serial)
+    # the progress line counts the runs in training once the freed slot has its next work: both slots busy
+    progress = [line for line in err.splitlines() if line.startswith("campaign: ")]
+    assert any(" 2 running," in line for line in progress), progress
 
 
 @pytest.mark.slow
