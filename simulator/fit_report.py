@@ -351,9 +351,10 @@ def format_fit(report: dict[str, Any], largest: int = 10) -> str:
     spread = report.get("spread")
     if spread:
         lines += ["", f"spreads calibrated on the same held-out runs ({spread['runs']}, by seed and by order): "
-                  f"{spread['floor']:.2f} points of training noise added in quadrature, so the predicted 90% "
-                  f"interval holds {spread['coverage_after']:.0%} of them (it held {spread['coverage_before']:.0%}; "
-                  f"median spread {spread['median_spread_before']:.2f} -> {spread['median_spread_after']:.2f})"]
+                  f"training noise of {spread['floor']:.2f} + {spread['per_point']:.3f} x the predicted loss added in "
+                  f"quadrature, so the predicted 90% interval holds {spread['coverage_after']:.0%} of them (it held "
+                  f"{spread['coverage_before']:.0%}; median spread {spread['median_spread_before']:.2f} -> "
+                  f"{spread['median_spread_after']:.2f})"]
     return "\n".join(lines)
 
 
@@ -454,12 +455,15 @@ def calibrate_spread(runs: Sequence[Run], profile: Profile, refine_deltas: bool,
                      ridge: float = 0.0, dropped: Sequence[str] = ()) -> dict[str, Any] | None:
     """The noise of a new training, added in quadrature to the chain model's spreads, that makes its
     90% interval hold 90% of held-out runs: each run held out by seed and by order (as ``fit
-    --select``), its measured final accuracy against the fitted profile's predicted accuracy and
-    spread s (the base accuracy's included: a new seed trains a new base model). A run's interval
-    holds it once the floor reaches sqrt(max(0, (error / 1.645)^2 - s^2)); the floor is the 90%
-    quantile of those. None when no fold can be held out."""
+    --select``), its measured final accuracy against the fitted profile's predicted accuracy, loss
+    L (against the fold's base accuracy) and spread s (the base accuracy's included: a new seed
+    trains a new base model). The noise is ``floor + per_point * max(L, 0)``: the models miss more
+    the more they predict lost (a collapse is hard to place). A run's interval holds it once the
+    noise reaches n = sqrt(max(0, (error / 1.645)^2 - s^2)); for each candidate floor (0 and every
+    run's n) the smallest per_point that holds 90% of the runs, and of those the pair with the
+    smallest mean spread. None when no fold can be held out."""
     load = _table_loader(profile)
-    needed, spreads, errors = [], [], []
+    needed, spreads, errors, losses = [], [], [], []
     for by in ("seed", "order"):
         for fitted, held in _held_out(runs, profile, refine_deltas, triples, ridge, dropped, by):
             for run in held:
@@ -469,16 +473,32 @@ def calibrate_spread(runs: Sequence[Run], profile: Profile, refine_deltas: bool,
                 needed.append(math.sqrt(max(0.0, (error / Z90) ** 2 - spread ** 2)))
                 spreads.append(spread)
                 errors.append(abs(error))
+                losses.append(max(0.0, fitted.base_accuracy - float(p.accuracy[0])))
     if not needed:
         return None
-    floor = float(np.quantile(needed, 0.9, method="inverted_cdf"))
-    after = np.sqrt(np.square(spreads) + floor ** 2)
-    return {"floor": floor, "runs": len(needed), "by": ["seed", "order"],
-            "coverage_before": float(np.mean(np.asarray(errors) <= Z90 * np.asarray(spreads))),
-            "coverage_after": float(np.mean(np.asarray(errors) <= Z90 * after + 1e-12)),
-            "median_spread_before": float(np.median(spreads)), "median_spread_after": float(np.median(after)),
-            "source": "fit --select: the smallest floor whose 90% intervals hold 90% of the runs held out by seed "
-                      "and by order (simulator.fit_report.calibrate_spread)"}
+    need, loss, spread = np.asarray(needed), np.asarray(losses), np.asarray(spreads)
+    held = math.ceil(0.9 * len(need) - 1e-9)  # runs the interval must hold
+    best = None
+    for floor in sorted({0.0, *need.tolist()}):
+        # per run, the per_point it needs on top of this floor (inf: only a larger floor would do)
+        short = np.maximum(need - floor, 0.0)
+        wanted = np.where(short == 0, 0.0, np.divide(short, loss, out=np.full_like(short, np.inf), where=loss > 0))
+        per_point = float(np.sort(wanted)[held - 1])
+        if not math.isfinite(per_point):
+            continue
+        mean = float(np.mean(np.sqrt(spread ** 2 + (floor + per_point * loss) ** 2)))
+        if best is None or mean < best[0] - 1e-12:
+            best = (mean, floor, per_point)
+    _, floor, per_point = best
+    after = np.sqrt(spread ** 2 + (floor + per_point * loss) ** 2)
+    return {"floor": floor, "per_point": per_point, "runs": len(need), "by": ["seed", "order"],
+            "coverage_before": float(np.mean(np.asarray(errors) <= Z90 * spread)),
+            "coverage_after": float(np.mean(np.asarray(errors) <= Z90 * after + 1e-9)),
+            "median_spread_before": float(np.median(spread)), "median_spread_after": float(np.median(after)),
+            "mean_spread_after": float(np.mean(after)),
+            "source": "fit --select: training noise floor + per_point x predicted loss, the sharpest whose 90% "
+                      "intervals hold 90% of the runs held out by seed and by order "
+                      "(simulator.fit_report.calibrate_spread)"}
 
 
 def fit(runs: Sequence[str | Path], out: str | Path, *, profile: str | Path | None = None,

@@ -126,7 +126,9 @@ def _accuracy(profile: Profile, order: str, grid: Grid, index: list[np.ndarray])
         variance += triple.std(before, after) ** 2
         outside |= triple.outside(before, after)
     # an accuracy is a share of the test set: sums past either end say how far the terms reach, not more
-    variance += profile.spread_floor ** 2  # the noise of a new training, where the profile calibrated it
+    # the noise of a new training, where the profile calibrated it: larger the more is predicted lost
+    noise = profile.spread_floor + profile.spread_per_point * np.maximum(profile.base_accuracy - accuracy, 0.0)
+    variance += noise ** 2
     return np.clip(accuracy, 0.0, 100.0), np.sqrt(variance), outside
 
 

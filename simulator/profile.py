@@ -149,7 +149,8 @@ class Profile:
     term_sources: dict[tuple[str, str, str], str]
     raw: dict[str, Any]
     triple_terms: dict[tuple[str, str, str], TripleTerm] = field(default_factory=dict)
-    spread_floor: float = 0.0  # added in quadrature to every predicted spread (the profile's "spread")
+    spread_floor: float = 0.0  # training noise added in quadrature to every predicted spread (the profile's
+    spread_per_point: float = 0.0  # "spread"): floor + per_point x the predicted loss
 
     def curve(self, method: str) -> Curve:
         if method not in self.curves:
@@ -215,7 +216,8 @@ def _build(data: dict[str, Any]) -> Profile:
                    base_std=0.0 if base.get("accuracy_std") is None else float(base["accuracy_std"]),
                    curves=curves, accuracy_terms=accuracy_terms, exit_scales=exit_scales, setup=data["setup"],
                    provenance=data["provenance"], term_sources=sources, raw=data, triple_terms=triples,
-                   spread_floor=float(data["spread"]["floor"]) if "spread" in data else 0.0)
+                   spread_floor=float(data["spread"]["floor"]) if "spread" in data else 0.0,
+                   spread_per_point=float(data["spread"].get("per_point", 0.0)) if "spread" in data else 0.0)
 
 
 def _triple(key: tuple[str, str, str], points: list[dict[str, Any]]) -> TripleTerm:

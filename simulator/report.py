@@ -58,7 +58,7 @@ def simulation_json(profile: Profile, profile_path: str | None, grid: Grid, budg
         "profile": {"path": profile_path or "(shipped default)", "provenance": profile.provenance,
                     "setup": profile.setup, "base_accuracy": profile.base_accuracy,
                     "interaction_terms": len(profile.accuracy_terms) + len(profile.exit_scales) + len(profile.triple_terms),
-                    "spread_floor": profile.spread_floor,
+                    "spread_floor": profile.spread_floor, "spread_per_point": profile.spread_per_point,
                     "terms": [{"before": b, "after": a, "kind": kind, "source": source}
                               for (b, a, kind), source in sorted(profile.term_sources.items())]},
         "grid": {m: [_plain(v) for v in values] for m, values in grid.values.items()},
@@ -77,8 +77,8 @@ def format_simulation(report: dict[str, Any]) -> str:
     lines = [f"profile    {prof['path']} ({prov.get('source', '?')}"
              + (f", seeds {prov['seeds']}" if prov.get("seeds") else "") + f"); base {prof['setup'].get('teacher')} "
              f"{prof['base_accuracy']:.2f}%; {prof['interaction_terms']} interaction terms"
-             + (f"; spreads include {prof['spread_floor']:.2f} points of training noise" if prof.get("spread_floor")
-                else ""),
+             + (f"; spreads include training noise {prof['spread_floor']:.2f} + {prof['spread_per_point']:.3f} x loss"
+                if prof.get("spread_floor") or prof.get("spread_per_point") else ""),
              "grid       " + "  ".join(f"{m}: {len(v)} values" for m, v in report["grid"].items()), "",
              "max BitOpsCR within an accuracy-loss budget (the paper's Table 1 layout)"
              + ("" if report["confidence"] == 0.5 else

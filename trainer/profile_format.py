@@ -13,9 +13,9 @@ Format (``_type`` ``chaincomp.StageProfile``, ``_version`` 1)::
                  "delta"} ...]}; D's value is a student name, P's the pruning ratio, Q's the weight
                  bits (with "a_bits" and "first_last_bits" beside "parameter"), E's the threshold,
                  each E point also with "exit_rates" {exit: rate, ..., "final": rate} and E with "exits"
-    spread       optional {"floor": s, "source": ...}: the simulator adds s >= 0 points in quadrature to
-                 every predicted spread, the noise of a new training (``fit --select`` calibrates it on
-                 held-out runs; absent: 0)
+    spread       optional {"floor": a, "per_point": b, "source": ...}: the simulator adds the noise of a
+                 new training, a + b x the predicted loss (points, a, b >= 0; b absent: 0), in quadrature to
+                 every predicted spread (``fit --select`` calibrates it on held-out runs; absent: none)
     interactions order-interaction terms (empty when only single methods were measured; the
                  simulator's ``fit`` estimates them from run records), each with a "source":
                  {"before": i, "after": j, "accuracy": x}: method j gains x points (loses when
@@ -230,6 +230,8 @@ def _check(data: Any) -> None:
             raise InputError("spread must be an object {\"floor\": s, \"source\": ...}")
         if _number(spread.get("floor"), "spread.floor") < 0:
             raise InputError(f"spread.floor must be >= 0, got {spread['floor']!r}")
+        if "per_point" in spread and _number(spread["per_point"], "spread.per_point") < 0:
+            raise InputError(f"spread.per_point must be >= 0, got {spread['per_point']!r}")
     unknown = sorted(set(data["methods"]) - set(METHODS))
     if unknown:
         raise InputError(f"methods: unknown method {unknown[0]!r}; methods are D, P, Q, E")
