@@ -447,8 +447,8 @@ def plot_benchmark(report: dict[str, Any], path: Path) -> None:
     left.set_ylim(span)
     left.set_xlabel("predicted accuracy (%)")
     left.set_ylabel("measured accuracy (%)")
-    left.set_title(f"accuracy of {len(runs)} trainings at held-out seeds {', '.join(map(str, report['seeds']))}",
-                   fontsize=9)
+    left.set_title(f"accuracy at {len(runs)} operating points x seeds ({report['runs']} trainings, held-out seeds "
+                   f"{', '.join(map(str, report['seeds']))})", fontsize=9)
     left.legend(fontsize=7, loc="upper left")
     cmap = plt.get_cmap("viridis")
     budgets = report["budgets"]
