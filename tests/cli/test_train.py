@@ -115,6 +115,18 @@ def independent_bitops(model: zoo.StagedNet, input_shape: tuple[int, ...], rates
     return sum(macs[n] * bits[n][0] * bits[n][1] * reach_probability(n, model, rates) for n in macs)
 
 
+def checkpoint_outputs(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """On the digits test split at 8x8: per sample, the largest softmax probability of every output
+    (the exits, then the final classifier) and whether each output is right."""
+    confidence, correct = [], []
+    with torch.no_grad():
+        for x, y in load_data(DataConfig(image_size=8)).test:
+            outputs = [F.softmax(o, dim=1) for o in model(x)]
+            confidence.append(torch.stack([p.max(dim=1).values for p in outputs], dim=1))
+            correct.append(torch.stack([p.argmax(dim=1) == y for p in outputs], dim=1))
+    return torch.cat(confidence), torch.cat(correct)
+
+
 def storage_bits(model: nn.Module) -> int:
     """Conv/linear weights at their weight bits; everything else (biases, BN) at 32 bits."""
     bits = module_bits(model)
@@ -276,14 +288,7 @@ def test_recorded_cost_equals_an_independent_count_of_the_checkpoint(dpqe: Run) 
 def test_recorded_exit_rates_are_the_checkpoints(dpqe: Run) -> None:
     """Rates and accuracy recomputed sample by sample from the saved model on the test split."""
     record, model = dpqe.record, dpqe.checkpoint["model"].eval()
-    test = load_data(DataConfig(image_size=8)).test
-    confidence, correct = [], []
-    with torch.no_grad():
-        for x, y in test:
-            for_exits = [F.softmax(o, dim=1) for o in model(x)]
-            confidence.append(torch.stack([p.max(dim=1).values for p in for_exits], dim=1))
-            correct.append(torch.stack([p.argmax(dim=1) == y for p in for_exits], dim=1))
-    top, hit = torch.cat(confidence), torch.cat(correct)
+    top, hit = checkpoint_outputs(model)
     n = len(top)
     assert n == record["data"]["sizes"]["test"]
     names = ["layer1", "layer2", "final"]
@@ -304,14 +309,7 @@ def test_a_sweep_at_any_threshold_is_the_checkpoints_recount_and_cost(dpqe: Run)
     sample by sample from the saved model, the BitOps counted by hooks on it with those rates
     (:func:`independent_bitops`), and at the run's own thresholds the record's rows."""
     record, model = dpqe.record, dpqe.checkpoint["model"].eval()
-    test = load_data(DataConfig(image_size=8)).test
-    confidence, correct = [], []
-    with torch.no_grad():
-        for x, y in test:
-            outputs = [F.softmax(o, dim=1) for o in model(x)]
-            confidence.append(torch.stack([p.max(dim=1).values for p in outputs], dim=1))
-            correct.append(torch.stack([p.argmax(dim=1) == y for p in outputs], dim=1))
-    top, hit = torch.cat(confidence), torch.cat(correct)
+    top, hit = checkpoint_outputs(model)
     n, shape = len(top), tuple(record["data"]["input_shape"])
     thresholds = [*DPQE_THRESHOLDS, 0.05, 0.22, 0.42, 0.7, 1.0]
     rc, out, err = run_cli(["sweep", str(dpqe.out), "--thresholds", ",".join(map(str, thresholds)), "--json"])

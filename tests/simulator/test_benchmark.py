@@ -36,6 +36,15 @@ def profile_with_a_term(tmp_path: Path) -> Path:
     return path
 
 
+def without_its_terms(path: Path) -> Path:
+    """The profile at ``path`` with no interaction terms, written beside it (a challenger)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["interactions"] = []
+    rival = path.parent / "rival.json"
+    rival.write_text(json.dumps(data), encoding="utf-8")
+    return rival
+
+
 def offset(order: str, seed: int) -> float:
     """The measured accuracy's distance from the prediction: distinct per order and seed."""
     return ((sum(map(ord, order)) * (seed + 3)) % 17 - 8) / 4.0
@@ -192,10 +201,7 @@ def test_a_challenger_without_terms_is_the_additive_baseline_and_picks_by_its_ow
     with the largest BitOpsCR among those its own prediction puts within the budget."""
     monkeypatch.setattr(bench, "_train", fake_records)
     path = profile_with_a_term(tmp_path)
-    data = json.loads(path.read_text(encoding="utf-8"))
-    data["interactions"] = []
-    rival = tmp_path / "rival.json"
-    rival.write_text(json.dumps(data), encoding="utf-8")
+    rival = without_its_terms(path)
     code = main(["benchmark", "--profile", str(path), "--orders", ",".join(ORDERS), "--budget", "4,8",
                  "--out-dir", str(tmp_path / "runs"), "--bootstrap", "300", "--challenger", str(rival), "--json"])
     out, err = capsys.readouterr()
@@ -268,10 +274,7 @@ def test_confident_picks_are_simulates_first_order_trained_and_judged_by_hand(tm
 
     monkeypatch.setattr(bench, "_train", spy)
     path = profile_with_a_term(tmp_path)
-    data = json.loads(path.read_text(encoding="utf-8"))
-    data["interactions"] = []
-    rival = tmp_path / "rival.json"
-    rival.write_text(json.dumps(data), encoding="utf-8")
+    rival = without_its_terms(path)
     code = main(["benchmark", "--profile", str(path), "--orders", ",".join(ORDERS), "--budget", "4,8",
                  "--out-dir", str(tmp_path / "runs"), "--bootstrap", "20", "--challenger", str(rival),
                  "--pick-confidence", "0.9", "--json"])
