@@ -24,6 +24,7 @@ from simulator.fit import (EXIT_PAIRS, DeltaFit, Equation, FitResult, LinearFit,
 from simulator.fit_select import CVDesign, Selection, select_model
 from simulator.model import Grid, predict
 from simulator.profile import Profile, load_profile, parse_profile
+from simulator.search import confidence_z
 from trainer.record import read_record
 
 __all__ = ["FitReport", "check_run", "fit", "fit_json", "fitted_profile", "format_fit", "read_run", "read_runs"]
@@ -448,7 +449,7 @@ def cross_validate(runs: Sequence[Run], profile: Profile, refine_deltas: bool, t
                for name, e in errors.items()}}
 
 
-Z90 = 1.6448536269514722  # the two-sided 90% interval is the prediction +- Z90 spreads
+Z90 = confidence_z(0.95)  # the two-sided 90% interval is the prediction +- Z90 spreads
 
 
 def calibrate_spread(runs: Sequence[Run], profile: Profile, refine_deltas: bool, triples: Sequence[str],
