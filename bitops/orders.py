@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from bitops.errors import InputError
 
-__all__ = ["CONFIG_FIELDS", "METHODS", "PARAMETERS", "is_triple", "validate_order"]
+__all__ = ["CONFIG_FIELDS", "EXIT_TRIPLES", "METHODS", "PARAMETERS", "exit_value", "is_triple", "validate_order"]
 
 # Distillation, Pruning, Quantization, Early exit: the letters of an order, in this canonical order.
 METHODS = "DPQE"
@@ -17,6 +17,13 @@ METHODS = "DPQE"
 PARAMETERS = {"D": "student", "P": "prune_ratio", "Q": "w_bits", "E": "threshold"}
 # The field of each method's stage config (trainer.config) that holds that hyperparameter.
 CONFIG_FIELDS = {"D": "student", "P": "ratio", "Q": "w_bits", "E": "threshold"}
+# Exit-rate terms of three stages: E before the last D, with a P or Q anywhere. The heads are
+# carried through distillation and then compressed (EDP, EDQ: the student's inherited heads are
+# pruned or quantized), or a compressed teacher's heads are distilled into the student (EPD, EQD,
+# and PED, QED where the heads were trained on the compressed teacher). Pair scales alone miss
+# these: the rates of a distilled student's heads collapse under a later Q or P, where a teacher's
+# barely move.
+EXIT_TRIPLES = ("EDP", "EDQ", "EPD", "EQD", "PED", "QED")
 
 
 def validate_order(order: str, allow_repeat: bool = False) -> str:
@@ -36,3 +43,10 @@ def is_triple(letters: str) -> bool:
     """Whether ``letters`` name a three-method term: three different methods, the later two not D
     (a term is interpolated along their hyperparameters, and students are not)."""
     return len(letters) == 3 and len(set(letters)) == 3 and all(m in METHODS for m in letters) and "D" not in letters[1:]
+
+
+def exit_value(letters: str) -> str:
+    """The method whose hyperparameter an exit-rate term is measured over: the one that is neither E
+    nor D if there is one (P's ratio, Q's bits), else D (the student)."""
+    others = [m for m in letters if m != "E"]
+    return next((m for m in others if m != "D"), others[0])

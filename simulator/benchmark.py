@@ -108,7 +108,7 @@ def _predict_one(profile: Profile, order: str, settings: dict[str, Any], sim: Si
 
 def without_terms(profile: Profile) -> Profile:
     """The additive baseline: the profile's single-method curves alone."""
-    return replace(profile, accuracy_terms={}, exit_scales={}, triple_terms={})
+    return replace(profile, accuracy_terms={}, exit_scales={}, triple_terms={}, exit_tables={})
 
 
 # ---- statistics ------------------------------------------------------------------------------------

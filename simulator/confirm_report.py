@@ -38,7 +38,8 @@ def confirm_json(profile: Profile, profile_path: str | None, budget: float, orde
     return {"_type": REPORT_TYPE, "_version": REPORT_VERSION,
             "profile": {"path": profile_path or "(shipped default)", "setup": profile.setup,
                         "base_accuracy": profile.base_accuracy,
-                        "interaction_terms": len(profile.accuracy_terms) + len(profile.exit_scales) + len(profile.triple_terms)},
+                        "interaction_terms": len(profile.accuracy_terms) + len(profile.exit_scales) + len(profile.triple_terms)
+                                            + len(profile.exit_tables)},
             "budget": budget, "orders_ranked": orders_ranked, "out_dir": str(out_dir), "orders": rows,
             "summary": summary}
 

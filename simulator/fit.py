@@ -4,7 +4,7 @@ The chain model (``simulator.model``, its structure in ``simulator.structure``) 
 order's accuracy as the base accuracy plus the single-method delta of every stage that reaches the
 final model plus the term ``I[i][j](h_j)`` of every applicable ordered pair (i before j), taken at
 the later method's hyperparameter ``h_j``; its exit rates are the profile's rates at the threshold
-times the ``exit_scale`` of every applicable pair with E. A run record (``trainer/chain.py``)
+through the exit tables of the terms with E that apply (``simulator.exit_fit``). A run record (``trainer/chain.py``)
 measures the model after every stage, so every prefix of a run is an order with a measured
 accuracy. Stage k gives one equation, the increment from prefix k-1 to prefix k, so that each
 run's own base model cancels::
@@ -18,10 +18,8 @@ threshold gives one equation per threshold. Each term is one unknown per value o
 runs measured it at, so a term measured at several values comes out as a curve over ``h_j``.
 Three-method terms asked for (``triples``, e.g. DPQ: Q after P, both after D) add one unknown per
 pair of values of the later two; the rest are taken as 0.
-Once E has run, one equation in log space for the share of samples leaving at an exit::
-
-    log(share_E / profile_share(t))      = sum of log s over the pairs with E of prefix E
-    log(share_k / share_{k-1})           = that sum for prefix k - for prefix k-1
+The exit-rate tables are fitted the same way, in log space, per threshold and exit
+(:mod:`simulator.exit_fit`).
 
 The unknowns are solved by ordinary least squares through the SVD.
 A term is *identified* when it is a function of the equations, i.e. its unit vector lies in the row
@@ -55,11 +53,10 @@ from bitops.orders import METHODS
 from simulator.profile import Profile
 from simulator.structure import structure
 
-__all__ = ["ACCURACY_PAIRS", "EXIT_PAIRS", "DeltaFit", "Equation", "FitResult", "LinearFit", "Run", "Stage", "TermFit",
+__all__ = ["ACCURACY_PAIRS", "DeltaFit", "Equation", "FitResult", "LinearFit", "Run", "Stage", "TermFit",
            "Unidentified", "column_name", "delta_columns", "family", "fit_runs", "measured_point", "solve"]
 
 ACCURACY_PAIRS = tuple((i, j) for i, j in itertools.permutations(METHODS, 2))  # the 12 ordered pairs
-EXIT_PAIRS = tuple(p for p in ACCURACY_PAIRS if "E" in p)  # the 6 whose exit rates may scale
 # Singular values below this fraction of the largest count as 0: the design matrices hold small
 # integer counts, so their nonzero singular values are far above it.
 RANK_TOLERANCE = 1e-9
@@ -77,6 +74,7 @@ class Stage:
     exit_shares: dict[str, float] | None  # exit point -> measured rate, once E has run
     threshold: float | None  # the operating threshold the exit rates were measured at
     threshold_accuracy: tuple[tuple[float, float], ...] = ()  # E stage: (threshold, accuracy) it reported
+    exit_rows: tuple[tuple[float, dict[str, float]], ...] = ()  # once E has run: (threshold, exit -> rate) reported
 
 
 @dataclass(frozen=True)
@@ -91,6 +89,7 @@ class Run:
     setup: dict[str, Any]  # teacher, dataset, input_shape, num_classes the run was made in
     base_training: dict[str, Any] | None = None  # the base model's epochs and lr, as the record states them
     seed: int | None = None  # the run's seed (config.seed), what cross-validation holds out by
+    test_samples: int | None = None  # the size of the test split the rates are shares of, as the record states it
 
 
 # ---- the linear algebra --------------------------------------------------------------------------
@@ -304,63 +303,6 @@ def accuracy_equations(runs: Sequence[Run], profile: Profile, deltas: Sequence[t
     return equations, columns
 
 
-def _profile_share(profile: Profile, threshold: float, exits: Sequence[str]) -> float:
-    curve = profile.curve("E")
-    return float(sum(curve.at(np.array([threshold]), curve.exit_rates[e])[0] for e in exits))
-
-
-def _exit_row(order: str) -> np.ndarray:
-    """How often each exit-scale pair applies to ``order`` (the model's ``exit_scale``)."""
-    row = np.zeros(len(EXIT_PAIRS))
-    for i, j in structure(order).exit_pairs:
-        row[EXIT_PAIRS.index((order[i], order[j]))] += 1
-    return row
-
-
-def exit_equations(runs: Sequence[Run], profile: Profile) -> tuple[list[Equation], list[str]]:
-    """Log-space equations for the exit scales, and notes on the stages that could not give one.
-
-    The share compared is the total rate of the exits both the run and the profile have. A share
-    of 0 has no logarithm: such a stage gives no equation (and the next one none either).
-    """
-    equations, notes = [], []
-    if "E" not in profile.curves:
-        return equations, notes
-    profiled = set(profile.curves["E"].exit_rates)
-    for run in runs:
-        if "E" not in run.order[:len(run.stages)]:
-            continue
-        e_pos = run.order.index("E") + 1
-        previous: float | None = None
-        for k, stage in enumerate(run.stages, start=1):
-            if k < e_pos:
-                continue
-            if stage.exit_shares is None:
-                notes.append(f"{run.path} stage {k} ({stage.method}): no exit rates recorded")
-                previous = None
-                continue
-            exits = sorted(profiled & set(stage.exit_shares))
-            share = sum(stage.exit_shares[e] for e in exits)
-            row = _exit_row(run.order[:k])
-            if k == e_pos:
-                reference = _profile_share(profile, stage.threshold, exits)
-                curve = profile.curves["E"]
-                outside = bool(curve.outside(np.array([stage.threshold]))[0])
-            else:
-                row = row - _exit_row(run.order[:k - 1])
-                reference, outside = previous, False
-            if not exits or share <= 0 or reference is None or reference <= 0:
-                why = ("none of its exits is in the profile" if not exits else
-                       "its exit share is 0" if share <= 0 else
-                       "the stage before it gave no usable exit share" if reference is None else
-                       "the profile's exit share at its threshold is 0")
-                notes.append(f"{run.path} stage {k} ({stage.method}): no exit equation, {why}")
-            else:
-                equations.append(Equation(run.path, k, stage.method, math.log(share / reference), 0.0, row, outside))
-            previous = share if share > 0 else None
-    return equations, notes
-
-
 # ---- the fit -------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -410,9 +352,7 @@ class FitResult:
     accuracy: LinearFit
     accuracy_equations: list[Equation]
     accuracy_columns: list[Key]
-    exit: LinearFit
-    exit_equations: list[Equation]
-    exit_notes: list[str]
+    exit: Any  # simulator.exit_fit.ExitFit: the exit-rate tables
     terms: list[TermFit]
     unidentified: list[Unidentified]
     deltas: list[DeltaFit]  # empty unless the deltas were refined
@@ -454,33 +394,6 @@ def _accuracy_terms(fit: LinearFit, design: np.ndarray, columns: Sequence[Key]
     return terms, missing
 
 
-def _exit_terms(fit: LinearFit, used: np.ndarray, covered: set[tuple[str, str]]
-                ) -> tuple[list[TermFit], list[Unidentified]]:
-    names = [i + j for i, j in EXIT_PAIRS]
-    terms, missing = [], []
-    for c, (i, j) in enumerate(EXIT_PAIRS):
-        if fit.identified[c]:
-            terms.append(TermFit(i, j, "exit_scale", math.exp(float(fit.estimate[c])), _standard_error(fit, c),
-                                 int(np.count_nonzero(used[:, c]))))
-        elif not used[:, c].any():
-            reason = (f"the runs with {i} before {j} give no usable exit-rate measurement (exit shares of 0)"
-                      if (i, j) in covered else f"no run applies {j} after {i}")
-            missing.append(Unidentified(i, j, "exit_scale", reason))
-        else:
-            missing.append(Unidentified(i, j, "exit_scale", _confounded(fit, c, names)))
-    return terms, missing
-
-
-def _covered(runs: Sequence[Run]) -> set[tuple[str, str]]:
-    """Ordered pairs whose terms some run's finished stages apply (i before j, both reaching its model)."""
-    pairs = set()
-    for run in runs:
-        done = run.order[:len(run.stages)]
-        shape = structure(done)
-        pairs |= {(done[i], done[j]) for i, j in (*shape.pairs, *shape.exit_pairs)}
-    return pairs
-
-
 def _delta_name(method: str, value: Any) -> str:
     return f"{method}={value:g}" if isinstance(value, float) else f"{method}={value}"
 
@@ -516,9 +429,9 @@ def fit_runs(runs: Sequence[Run], profile: Profile, refine_deltas: bool = False,
         acc_eq = [replace(e, row=e.row[keep]) for e in acc_eq]
     penalty = np.array([0.0 if family(key) is None else float(ridge) for key in columns])
     acc_fit = solve(acc_design, np.array([e.observed - e.fixed for e in acc_eq]), penalty if ridge else None)
-    exit_eq, notes = exit_equations(runs, profile)
-    exit_design = np.array([e.row for e in exit_eq]).reshape(len(exit_eq), len(EXIT_PAIRS))
-    exit_fit = solve(exit_design, np.array([e.observed for e in exit_eq]))
+    from simulator.exit_fit import fit_exit_tables  # it builds on this module's solve
+
+    exit_fit = fit_exit_tables(runs, profile)
     terms, missing = _accuracy_terms(acc_fit, acc_design, columns)
     for name in sorted({family(key) for key in left_out}):
         why = "left out: it does not lower the cross-validated error (fit --select)"
@@ -527,12 +440,6 @@ def fit_runs(runs: Sequence[Run], profile: Profile, refine_deltas: bool = False,
             missing.append(Unidentified(name[0], name[1], "accuracy", why))
         else:
             missing.append(Unidentified(name[1], name[2], "accuracy", why, first=name[0]))
-    if "E" in profile.curves:
-        exit_terms, exit_missing = _exit_terms(exit_fit, exit_design, _covered(runs))
-    else:
-        exit_terms = []
-        exit_missing = [Unidentified(i, j, "exit_scale", "the profile has no E curve to compare exit rates with")
-                        for i, j in EXIT_PAIRS]
     names = [column_name(key) for key in columns]
     deltas = []
     for method, value in keys:
@@ -545,5 +452,5 @@ def fit_runs(runs: Sequence[Run], profile: Profile, refine_deltas: bool = False,
         else:
             deltas.append(DeltaFit(method, value, base, None, None, count, _confounded(acc_fit, c, names)))
     base = float(np.mean([run.base_accuracy for run in runs])) if refine_deltas else None
-    return FitResult(list(runs), acc_fit, acc_eq, columns, exit_fit, exit_eq, notes, terms + exit_terms,
-                     missing + exit_missing, deltas, base, float(ridge), tuple(sorted({family(k) for k in left_out})))
+    return FitResult(list(runs), acc_fit, acc_eq, columns, exit_fit, terms, missing + exit_fit.unidentified, deltas,
+                     base, float(ridge), tuple(sorted({family(k) for k in left_out})))

@@ -18,8 +18,9 @@ import numpy as np
 from bitops.errors import InputError
 from bitops.result import Result
 from bitops.jsonio import check_writable, write_checked
-from bitops.orders import CONFIG_FIELDS, METHODS, PARAMETERS, is_triple
-from simulator.fit import (EXIT_PAIRS, DeltaFit, Equation, FitResult, LinearFit, Run, Stage, TermFit, Unidentified,
+from bitops.orders import CONFIG_FIELDS, METHODS, PARAMETERS, exit_value, is_triple
+from simulator.exit_fit import table_json
+from simulator.fit import (DeltaFit, Equation, FitResult, LinearFit, Run, Stage, TermFit, Unidentified,
                            column_name, fit_runs, measured_point)
 from simulator.fit_select import CVDesign, Selection, select_model
 from simulator.model import Grid, predict
@@ -67,6 +68,15 @@ def read_run(path: str | Path) -> Run:
             shares = {e: _number(r, f"{at}.exit.rates.{e}") for e, r in rates.items() if e != "final"}
             threshold = _number(exit_entry.get("threshold"), f"{at}.exit.threshold")
         reported: tuple[tuple[float, float], ...] = ()
+        rows: list[tuple[float, dict[str, float]]] = []
+        if isinstance(entry.get("exit"), dict) and isinstance(entry["exit"].get("thresholds"), list):
+            for n, listed in enumerate(entry["exit"]["thresholds"]):
+                rates = listed.get("rates") if isinstance(listed, dict) else None
+                if not isinstance(rates, dict):
+                    raise InputError(f"{at}.exit.thresholds[{n}] must hold the measured 'rates'")
+                rows.append((_number(listed.get("threshold"), f"{at}.exit.thresholds[{n}].threshold"),
+                             {e: _number(r, f"{at}.exit.thresholds[{n}].rates.{e}") for e, r in rates.items()
+                              if e != "final"}))
         if method == "E" and isinstance(entry.get("exit"), dict):
             listed = entry["exit"].get("thresholds") or []
             if not isinstance(listed, list) or not all(isinstance(t, dict) for t in listed):
@@ -74,7 +84,7 @@ def read_run(path: str | Path) -> Run:
             reported = tuple((_number(t.get("threshold"), f"{at}.exit.thresholds.threshold"),
                               _number(t.get("accuracy"), f"{at}.exit.thresholds.accuracy")) for t in listed)
         parsed.append(Stage(method, stage_config[CONFIG_FIELDS[method]], _number(entry.get("accuracy"), f"{at}.accuracy"),
-                            shares, threshold, reported))
+                            shares, threshold, reported, tuple(rows)))
     return Run(path=str(path), order=order, status=str(record.get("status")),
                base_accuracy=_number(stages[0].get("accuracy"), f"{where}: stages[0].accuracy"),
                stages=tuple(parsed),
@@ -82,7 +92,14 @@ def read_run(path: str | Path) -> Run:
                       "input_shape": data.get("input_shape"), "num_classes": data.get("num_classes")},
                base_training=config.get("base") if isinstance(config.get("base"), dict) else None,
                seed=config["seed"] if isinstance(config.get("seed"), int) and not isinstance(config["seed"], bool)
-               else None)
+               else None,
+               test_samples=_test_size(data))
+
+
+def _test_size(data: dict[str, Any]) -> int | None:
+    sizes = data.get("sizes")
+    test = sizes.get("test") if isinstance(sizes, dict) else None
+    return test if isinstance(test, int) and not isinstance(test, bool) and test > 0 else None
 
 
 def check_run(run: Run, profile: Profile, allow_incomplete: bool) -> None:
@@ -138,14 +155,20 @@ def _fit_summary(fit: LinearFit, equations: Sequence[Equation]) -> dict[str, Any
             "outside_measured_range": sum(e.outside for e in equations)}
 
 
+def _exit_summary(result: FitResult) -> dict[str, Any]:
+    ex = result.exit
+    return {"equations": len(ex.equations), "cells": ex.cells, "rank": ex.rank,
+            "rms": None if not ex.equations else ex.rms, "smoothing": ex.smoothing}
+
+
 def fitted_profile(profile: Profile, result: FitResult, run_paths: Sequence[str], base_path: str | None,
                    command: str = "", selection: Selection | None = None) -> dict[str, Any]:
     """The base profile with its interactions replaced by the fitted (identified) terms."""
     data = copy.deepcopy(profile.raw)
     residual = {"accuracy": f"residual rms {result.accuracy.rms:.3g} points over {len(result.accuracy_equations)} "
                             "equations",
-                "exit_scale": f"residual rms {result.exit.rms:.3g} (log share) over {len(result.exit_equations)} "
-                              "equations"}
+                "exit_scale": f"residual rms {result.exit.rms:.3g} (log share) over {len(result.exit.equations)} "
+                              f"equations in {result.exit.cells} (threshold, exit) cells"}
     interactions = []
     grouped: dict[tuple[str, str], list[TermFit]] = {}
     for t in result.terms:
@@ -161,11 +184,9 @@ def fitted_profile(profile: Profile, result: FitResult, run_paths: Sequence[str]
                              "points": [{"before_value": t.before_value, "value": t.value, "accuracy": t.estimate,
                                          "std_error": t.std_error, "equations": t.equations} for t in fits],
                              "source": f"fit of RUN files {_files(run_paths)}, {residual['accuracy']}"})
-    for t in result.terms:
-        if t.kind == "exit_scale":
-            interactions.append({"before": t.before, "after": t.after, "exit_scale": t.estimate,
-                                 "log_std_error": t.std_error,
-                                 "source": f"fit of RUN files {_files(run_paths)}, {residual['exit_scale']}"})
+    for table in result.exit.tables:
+        interactions.append(table_json(table, result.exit.smoothing,
+                                       f"fit of RUN files {_files(run_paths)}, {residual['exit_scale']}"))
     data["interactions"] = interactions
     data.pop("spread", None)  # calibrated for the terms replaced here; fit --select calibrates anew
     for d in result.deltas:
@@ -188,7 +209,7 @@ def fitted_profile(profile: Profile, result: FitResult, run_paths: Sequence[str]
         "base_profile": base_path or "(shipped default)",
         "command": command,
         "accuracy": _fit_summary(result.accuracy, result.accuracy_equations),
-        "exit_scale": _fit_summary(result.exit, result.exit_equations),
+        "exit_scale": _exit_summary(result),
         "unidentified": [_unidentified_json(u) for u in [*result.unidentified, *_incomplete_triples(result)]],
         "replaced_interactions": profile.raw.get("interactions", []),
         "refined_deltas": [_delta_json(d) for d in result.deltas],
@@ -275,10 +296,19 @@ def fit_json(result: FitResult, out: str, base_path: str | None, warnings: Seque
         "accuracy": {**_fit_summary(result.accuracy, result.accuracy_equations),
                      "residuals": [_equation_json(e, float(r), [column_name(k) for k in result.accuracy_columns])
                                    for e, r in zip(result.accuracy_equations, result.accuracy.residuals)]},
-        "exit_scale": {**_fit_summary(result.exit, result.exit_equations),
-                       "residuals": [_equation_json(e, float(r), [i + j for i, j in EXIT_PAIRS]) for e, r in
-                                     zip(result.exit_equations, result.exit.residuals)],
-                       "notes": result.exit_notes},
+        "exit_scale": {**_exit_summary(result),
+                       "tables": [{"term": t.letters, "parameter": PARAMETERS[exit_value(t.letters)],
+                                   "values": list(t.values), "thresholds": list(t.thresholds), "exits": list(t.exits),
+                                   "scale": np.exp(t.log_scale).tolist(),
+                                   "log_std_error": [[[None if math.isnan(x) else x for x in row] for row in value]
+                                                     for value in t.log_std_error.tolist()],
+                                   "equations": list(t.equations)} for t in result.exit.tables],
+                       "residuals": [{"run": e.run, "stage": e.stage, "method": e.method, "threshold": e.threshold,
+                                      "exit": e.exit, "observed": e.observed,
+                                      "unknowns": {f"{k[0]}@{k[1]}": w for k, w in e.row.items()},
+                                      "residual": None if math.isnan(r) else float(r)}
+                                     for e, r in zip(result.exit.equations, result.exit.residuals)],
+                       "notes": result.exit.notes},
     }
 
 
@@ -306,12 +336,21 @@ def format_fit(report: dict[str, Any], largest: int = 10) -> str:
             at = f"{t['before_value']:g},{t['value']:g}"
             lines.append(f"  {t['first'] + t['before'] + t['after']:<6} {at:>12} {t['estimate']:>+9.3f} "
                          f"{_fmt(t['std_error'], '8.3f'):>8} {t['equations']:>9}")
-    lines += ["", f"exit-rate scales (fitted in log space): {ex['equations']} equations, rank {ex['rank']}, "
-                  f"residual rms {_fmt(ex['rms'], '.3f')} (log share)",
-              f"  {'term':<6} {'scale':>9} {'x/÷ se':>8} {'equations':>9}"]
-    for t in (t for t in report["terms"] if t["kind"] == "exit_scale"):
-        spread = None if t["std_error"] is None else math.exp(t["std_error"])
-        lines.append(f"  {t['before'] + t['after']:<6} {t['estimate']:>9.3f} {_fmt(spread, '8.3f'):>8} {t['equations']:>9}")
+    lines += ["", f"exit-rate tables (scale of the rate at each exit, smoothed by {_fmt(ex['smoothing'], '.4g')}; fitted "
+                  f"in log space per threshold and exit): {ex['equations']} equations in {ex['cells']} cells, "
+                  f"rank {ex['rank']}, residual rms {_fmt(ex['rms'], '.3f')} (log share)"]
+    for table in ex["tables"]:
+        shown = sorted({0, len(table["thresholds"]) // 2, len(table["thresholds"]) - 1})
+        if table is ex["tables"][0]:
+            lines.append(f"  {'term':<6} {'at':>8} {'exit':<8} "
+                         + " ".join(f"{'t=' + format(table['thresholds'][t], 'g'):>8}" for t in shown)
+                         + f" {'equations':>9}")
+        for v, value in enumerate(table["values"]):
+            at = f"{value:g}" if isinstance(value, (int, float)) else str(value)
+            for x, name in enumerate(table["exits"]):
+                lines.append(f"  {table['term']:<6} {at:>8} {name:<8} "
+                             + " ".join(f"{'x' + format(table['scale'][v][t][x], '.3g'):>8}" for t in shown)
+                             + f" {table['equations'][v]:>9}")
     for note in ex["notes"]:
         lines.append(f"  note: {note}")
     if report["base_accuracy"] is not None:
@@ -338,7 +377,7 @@ def format_fit(report: dict[str, Any], largest: int = 10) -> str:
             flag = "  (outside measured range)" if r["outside_measured_range"] else ""
             lines.append(f"  {Path(r['run']).name:<24} {r['stage']:>3} {r['method']} {r['observed']:>+9.3f} "
                          f"{r['profile_part']:>+7.3f} {r['residual']:>+9.3f}{flag}")
-    outside = acc["outside_measured_range"] + ex["outside_measured_range"]
+    outside = acc["outside_measured_range"]
     if outside:
         lines.append(f"note: {outside} equations use a hyperparameter outside the profile's measured range "
                      "(its curve is clamped there)")
@@ -437,7 +476,7 @@ def cross_validate(runs: Sequence[Run], profile: Profile, refine_deltas: bool, t
     load = _table_loader(profile)
     errors: dict[str, list[float]] = {"fitted": [], "additive": []}
     for fitted, held in _held_out(runs, profile, refine_deltas, triples, ridge, dropped, "seed"):
-        additive = replace(fitted, accuracy_terms={}, exit_scales={}, triple_terms={})
+        additive = replace(fitted, accuracy_terms={}, exit_scales={}, triple_terms={}, exit_tables={})
         for run in held:
             measured = run.base_accuracy - run.stages[-1].accuracy
             errors["fitted"].append(measured - _final_loss(fitted, run, load))

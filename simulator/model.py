@@ -21,7 +21,9 @@ j's hyperparameter) + for each P or Q the last D undoes, its term with D (the st
 or quantized teacher) + the three-method term of every three of those stages the profile has
 (at the later two's hyperparameters). Exit rates are scaled by the exit terms of the pairs of E
 with the stages its heads saw (all of them when E runs before the last D: the student's heads
-distil from them). The spread adds the profile's spreads and the terms' standard errors in
+distil from them) and of the three-stage exit terms (E, the last D and a P or Q:
+``bitops.orders.EXIT_TRIPLES``), each measured per threshold, exit and value of its other method
+(``simulator.profile.ExitTable``). The spread adds the profile's spreads and the terms' standard errors in
 quadrature. Cost is exact: every combination is evaluated by the bitops batch kernels.
 """
 
@@ -37,6 +39,7 @@ from bitops.batch import evaluate_batch
 from bitops.config import heads_follow_stages, kept_channels_array
 from bitops.cost import reference_totals
 from bitops.errors import InputError
+from bitops.orders import exit_value
 from bitops.policy import FULL_PRECISION_BITS, Policy
 from bitops.table import LayerTable
 from simulator.profile import Profile
@@ -140,16 +143,48 @@ def exit_scale(profile: Profile, order: str) -> float:
     return scale
 
 
+def _exit_tables(profile: Profile, order: str, grid: Grid, index: list[np.ndarray]):
+    """The exit tables that apply to ``order``, each with the values of its other method per combination."""
+    shape = structure(order)
+    terms = [(i, j) for i, j in shape.exit_pairs] + list(shape.exit_triples)
+    for positions in terms:
+        letters = "".join(order[p] for p in positions)
+        table = profile.exit_tables.get(letters)
+        if table is None:
+            continue
+        method = exit_value(letters)
+        pos = next(p for p in positions if order[p] == method)
+        values = np.asarray(grid.axis(method), dtype=object)[index[pos]]
+        yield table, (values if method == "D" else values.astype(np.float64))
+
+
 def _exit_probs(profile: Profile, order: str, grid: Grid, index: list[np.ndarray], exits: Sequence[str]) -> np.ndarray:
-    """(N, K) probabilities of leaving at each of ``exits`` (the model's, in depth order)."""
-    e_pos = order.index("E")
+    """(N, K) probabilities of leaving at each of ``exits`` (the model's, in depth order): the E
+    curve's rates at the threshold, through the exit tables that apply ((r + eps) x scales - eps),
+    times the hand-entered scalar exit scales."""
     curve = profile.curve("E")
-    thresholds = np.asarray(grid.axis("E"), dtype=np.float64)
+    thresholds = np.asarray(grid.axis("E"), dtype=np.float64)[index[order.index("E")]]
+    measured = np.array([e in curve.exit_rates for e in exits], dtype=bool)
     probs = np.stack([curve.at(thresholds, curve.exit_rates[e]) if e in curve.exit_rates else np.zeros(len(thresholds))
-                      for e in exits], axis=1) * exit_scale(profile, order)
+                      for e in exits], axis=1).reshape(len(thresholds), len(exits))
+    log_scale = np.zeros_like(probs)
+    smoothing = 0.0
+    for table, values in _exit_tables(profile, order, grid, index):
+        log_scale += table.log_at(values, thresholds, exits)
+        smoothing = max(smoothing, table.smoothing)
+    probs = np.where(measured, np.maximum((probs + smoothing) * np.exp(log_scale) - smoothing, 0.0), 0.0)
+    probs = probs * exit_scale(profile, order)
     total = probs.sum(axis=1, keepdims=True)
-    probs = np.where(total > 1, probs / np.maximum(total, 1e-300), probs)  # a scale cannot send more than all
-    return probs[index[e_pos]]
+    return np.where(total > 1, probs / np.maximum(total, 1e-300), probs)  # a scale cannot send more than all
+
+
+def _exit_outside(profile: Profile, order: str, grid: Grid, index: list[np.ndarray]) -> np.ndarray:
+    """Combinations where an exit table is asked outside its measured values or thresholds."""
+    thresholds = np.asarray(grid.axis("E"), dtype=np.float64)[index[order.index("E")]]
+    flags = np.zeros(len(thresholds), dtype=bool)
+    for table, values in _exit_tables(profile, order, grid, index):
+        flags |= table.outside(values, thresholds)
+    return flags
 
 
 @lru_cache(maxsize=16)
@@ -164,6 +199,8 @@ def predict(profile: Profile, order: str, grid: Grid, load: TableLoader, teacher
     """Accuracy (with spread) and exact BitOps / BitOpsCR / CR of ``order`` at every grid combination."""
     index = _combos(order, grid)
     accuracy, std, outside = _accuracy(profile, order, grid, index)
+    if "E" in order and profile.exit_tables:
+        outside = outside | _exit_outside(profile, order, grid, index)
     n = len(accuracy)
     q_curve = profile.curves.get("Q")
     a_bits = int(q_curve.extra.get("a_bits", 8)) if q_curve else 8

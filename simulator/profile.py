@@ -22,10 +22,18 @@ Three-method terms, ``{"first": i, "before": j, "after": k, "points": [{"before_
 when both follow i (e.g. P and Q on a distilled student: first D), a grid over both
 hyperparameters (every before_value with the same values), interpolated linearly along each axis
 as the curves are; j and k are P, Q or E.
+
+Exit-rate tables, ``{"before": i, "after": j[, "first": h], "smoothing": eps, "exit_scales":
+[{"value": h, "threshold": t, "exit": x, "scale": s}, ...]}`` (what ``fit`` writes): the scale of
+the rate at exit x per value of the term's other method and threshold, interpolated like that
+method's curve and linearly in the threshold (clamped and flagged outside). The rates of an order
+are ``(r + eps) x product of its tables' scales - eps`` (at least 0), r the E curve's.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,10 +41,10 @@ from typing import Any
 import numpy as np
 
 from bitops.errors import InputError
-from bitops.orders import METHODS, PARAMETERS
+from bitops.orders import METHODS, PARAMETERS, exit_value
 from trainer.profile_format import check_profile, read_profile
 
-__all__ = ["DEFAULT_PROFILE", "Curve", "Profile", "Term", "TripleTerm", "load_profile", "parse_profile"]
+__all__ = ["DEFAULT_PROFILE", "Curve", "ExitTable", "Profile", "Term", "TripleTerm", "load_profile", "parse_profile"]
 
 DEFAULT_PROFILE = Path(__file__).parent / "data" / "default_profile.json"
 
@@ -136,6 +144,51 @@ class TripleTerm:
 
 
 @dataclass(frozen=True)
+class ExitTable:
+    """The exit-rate scales of one term (pair with E, or three stages) over a grid of (value of its
+    other method, threshold, exit), kept as logarithms."""
+
+    axis: Curve  # the other method's values (its delta/std unused)
+    thresholds: np.ndarray  # sorted
+    exits: tuple[str, ...]
+    log_scale: np.ndarray  # (values, thresholds, exits)
+    log_std_error: np.ndarray  # the same shape; nan where the fit gave none
+    smoothing: float
+
+    def log_at(self, values: np.ndarray, thresholds: np.ndarray, exits: Sequence[str]) -> np.ndarray:
+        """(N, len(exits)) log scales at each query (value, threshold); 0 at an exit the table lacks,
+        and for a student it was not measured with."""
+        out = np.zeros((len(values), len(exits)))
+        for k, name in enumerate(exits):
+            if name not in self.exits:
+                continue
+            column = self.exits.index(name)
+            by_threshold = np.stack([np.nan_to_num(self.axis.at(values, self.log_scale[:, t, column]), nan=0.0)
+                                     for t in range(len(self.thresholds))], axis=1)  # (N, T)
+            out[:, k] = _along(self.thresholds, np.asarray(thresholds, dtype=np.float64), by_threshold)
+        return out
+
+    def outside(self, values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+        flags = np.asarray(thresholds, dtype=np.float64)
+        flags = (flags < self.thresholds[0] - 1e-12) | (flags > self.thresholds[-1] + 1e-12)
+        if len(self.axis.values) > 1 or self.axis.parameter == "student":
+            flags |= self.axis.outside(values)
+        return flags
+
+
+def _along(axis: np.ndarray, query: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Row n of ``table`` (N, len(axis)) interpolated at ``query[n]``: linear, clamped at the ends."""
+    if len(axis) == 1:
+        return table[:, 0]
+    position = np.interp(query, axis, np.arange(len(axis), dtype=np.float64))
+    low = np.floor(position).astype(np.int64)
+    high = np.minimum(low + 1, len(axis) - 1)
+    weight = position - low
+    rows = np.arange(len(query))
+    return table[rows, low] * (1 - weight) + table[rows, high] * weight
+
+
+@dataclass(frozen=True)
 class Profile:
     """A checked stage profile."""
 
@@ -151,6 +204,7 @@ class Profile:
     triple_terms: dict[tuple[str, str, str], TripleTerm] = field(default_factory=dict)
     spread_floor: float = 0.0  # training noise added in quadrature to every predicted spread (the profile's
     spread_per_point: float = 0.0  # "spread"): floor + per_point x the predicted loss
+    exit_tables: dict[str, ExitTable] = field(default_factory=dict)  # "EQ", "QE", "EDQ": measured exit scales
 
     def curve(self, method: str) -> Curve:
         if method not in self.curves:
@@ -196,7 +250,13 @@ def _build(data: dict[str, Any]) -> Profile:
     exit_scales: dict[tuple[str, str], float] = {}
     sources: dict[tuple[str, str, str], str] = {}
     triples: dict[tuple[str, str, str], TripleTerm] = {}
+    tables: dict[str, ExitTable] = {}
     for term in data.get("interactions", []):
+        if "exit_scales" in term:
+            letters = term.get("first", "") + term["before"] + term["after"]
+            tables[letters] = _exit_table(letters, term)
+            sources[(letters[:-1], letters[-1], "exit_scales")] = str(term.get("source", ""))
+            continue
         if "first" in term:
             key = (term["first"], term["before"], term["after"])
             triples[key] = _triple(key, term["points"])
@@ -217,7 +277,30 @@ def _build(data: dict[str, Any]) -> Profile:
                    curves=curves, accuracy_terms=accuracy_terms, exit_scales=exit_scales, setup=data["setup"],
                    provenance=data["provenance"], term_sources=sources, raw=data, triple_terms=triples,
                    spread_floor=float(data["spread"]["floor"]) if "spread" in data else 0.0,
-                   spread_per_point=float(data["spread"].get("per_point", 0.0)) if "spread" in data else 0.0)
+                   spread_per_point=float(data["spread"].get("per_point", 0.0)) if "spread" in data else 0.0,
+                   exit_tables=tables)
+
+
+def _exit_table(letters: str, term: dict[str, Any]) -> ExitTable:
+    """A checked exit-scale grid as an :class:`ExitTable`."""
+    points = term["exit_scales"]
+    method = exit_value(letters)
+    values = list(dict.fromkeys(p["value"] for p in points))
+    if method != "D":
+        values.sort()
+    thresholds = sorted({float(p["threshold"]) for p in points})
+    exits = tuple(sorted({p["exit"] for p in points}))
+    log_scale = np.zeros((len(values), len(thresholds), len(exits)))
+    std = np.full(log_scale.shape, np.nan)
+    for p in points:
+        cell = values.index(p["value"]), thresholds.index(float(p["threshold"])), exits.index(p["exit"])
+        log_scale[cell] = math.log(p["scale"]) if p["scale"] > 0 else -math.inf
+        if p.get("log_std_error") is not None:
+            std[cell] = float(p["log_std_error"])
+    axis = _curve(method, [{"value": v, "accuracy": 0.0} for v in values], "accuracy")
+    return ExitTable(axis=axis, thresholds=np.array(thresholds), exits=exits,
+                     log_scale=np.maximum(log_scale, -745.0), log_std_error=std,
+                     smoothing=float(term.get("smoothing", 0.0)))
 
 
 def _triple(key: tuple[str, str, str], points: list[dict[str, Any]]) -> TripleTerm:

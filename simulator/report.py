@@ -57,7 +57,8 @@ def simulation_json(profile: Profile, profile_path: str | None, grid: Grid, budg
         "_type": REPORT_TYPE, "_version": REPORT_VERSION,
         "profile": {"path": profile_path or "(shipped default)", "provenance": profile.provenance,
                     "setup": profile.setup, "base_accuracy": profile.base_accuracy,
-                    "interaction_terms": len(profile.accuracy_terms) + len(profile.exit_scales) + len(profile.triple_terms),
+                    "interaction_terms": len(profile.accuracy_terms) + len(profile.exit_scales) + len(profile.triple_terms)
+                    + len(profile.exit_tables),
                     "spread_floor": profile.spread_floor, "spread_per_point": profile.spread_per_point,
                     "terms": [{"before": b, "after": a, "kind": kind, "source": source}
                               for (b, a, kind), source in sorted(profile.term_sources.items())]},

@@ -11,9 +11,10 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from bitops.orders import is_triple
+from bitops.orders import EXIT_TRIPLES, is_triple
 
 __all__ = ["Structure", "structure"]
+
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Structure:
     pairs: tuple[tuple[int, int], ...]  # (i, j), i before j: the term of method i before method j, at j's value
     exit_pairs: tuple[tuple[int, int], ...]  # (i, j), one of them E: the exit-rate scales that apply
     triples: tuple[tuple[int, int, int], ...] = ()  # (i, j, k) kept, i before j before k, j and k not D
+    exit_triples: tuple[tuple[int, int, int], ...] = ()  # E before the last D, and a P or Q (EXIT_TRIPLES)
 
 
 def structure(order: str) -> Structure:
@@ -35,6 +37,8 @@ def structure(order: str) -> Structure:
     other ordered pair of kept stages with different letters adds its term.
 
     A three-method term applies to three kept stages with different letters, the later two not D.
+    A three-stage exit term (``bitops.orders.EXIT_TRIPLES``) applies to E, the last D and a P or Q, in that
+    order or with the P or Q before the D.
 
     Exit rates follow the heads: an E before the last D trains heads on the model every earlier
     stage made, and the student's heads distil from them, so every pair of E with another stage
@@ -50,4 +54,8 @@ def structure(order: str) -> Structure:
                        if e >= 0 and order[x] != "E" and (x in kept or e < last_d))
     triples = tuple((i, j, k) for i, j, k in itertools.combinations(kept, 3)
                     if is_triple(order[i] + order[j] + order[k]))
-    return Structure(kept=kept, pairs=pairs, exit_pairs=tuple(sorted(exit_pairs)), triples=triples)
+    exit_triples = tuple(t for t in itertools.combinations(range(len(order)), 3)
+                         if e in t and last_d in t and e < last_d and "".join(order[p] for p in t) in EXIT_TRIPLES)
+    return Structure(kept=kept, pairs=pairs, exit_pairs=tuple(sorted(exit_pairs)), triples=triples,
+                     exit_triples=exit_triples)
+

@@ -26,7 +26,15 @@ Format (``_type`` ``chaincomp.StageProfile``, ``_version`` 1)::
                  s when i runs before j, one of them being E;
                  {"first": i, "before": j, "after": k, "points": [{"before_value": h_j, "value": h_k,
                  "accuracy": x, "std_error": s}, ...]}: what k gains after j beyond the pair terms
-                 when both follow i, a full grid over both hyperparameters (j and k are P, Q or E)
+                 when both follow i, a full grid over both hyperparameters (j and k are P, Q or E);
+                 {"before": i, "after": j[, "first": h], "parameter": p, "smoothing": eps,
+                 "exit_scales": [{"value": h, "threshold": t, "exit": x, "scale": s, "log_std_error": e},
+                 ...]}: the exit rates measured by ``fit`` per value of the term's other method (P's
+                 ratio, Q's bits, else D's student: ``bitops.orders.exit_value``), threshold and exit,
+                 a full grid; a pair has E, a triple is one of ``bitops.orders.EXIT_TRIPLES``. Where it
+                 applies, the rate r at an exit becomes (r + eps) x s - eps (at least 0): scales
+                 multiply the rate smoothed by eps (half a test sample), so a measured rate of 0 has
+                 a logarithm and counts in the fit
 
 Accuracies are top-1 % on the test split, averaged over the seeds; ``delta`` is the point's accuracy
 minus the base accuracy of the same seed, averaged. Hyperparameter values follow the rules of
@@ -42,7 +50,7 @@ from typing import Any
 from bitops.architectures import check_exit_head
 from bitops.errors import InputError
 from bitops.jsonio import read_json, write_json_atomic
-from bitops.orders import METHODS, PARAMETERS, is_triple
+from bitops.orders import EXIT_TRIPLES, METHODS, PARAMETERS, exit_value, is_triple
 from bitops.rules import check_bits, check_prune_ratio, check_threshold
 
 __all__ = ["PROFILE_TYPE", "PROFILE_VERSION", "check_profile", "read_profile", "write_profile"]
@@ -185,7 +193,60 @@ def _check_triple(term: dict[str, Any], where: str) -> None:
                          f"(got {grid})")
 
 
+def _check_exit_table(term: dict[str, Any], letters: str, where: str) -> None:
+    """Exit scales over a full grid of (value of the term's other method, threshold, exit)."""
+    if "E" not in letters or (len(letters) == 3 and letters not in EXIT_TRIPLES):
+        raise InputError(f"{where}: exit_scales apply to a pair with E or to one of {', '.join(EXIT_TRIPLES)}, "
+                         f"got {letters}")
+    extra = sorted({"accuracy", "points", "exit_scale"} & set(term))
+    if extra:
+        raise InputError(f"{where}: an entry with exit_scales holds nothing else, got {extra[0]!r} too")
+    method = exit_value(letters)
+    parameter = term.get("parameter", PARAMETERS[method])
+    if parameter != PARAMETERS[method]:
+        raise InputError(f"{where}.parameter must be {PARAMETERS[method]!r} (the axis of {method}), got {parameter!r}")
+    smoothing = _number(term.get("smoothing", 0.0), f"{where}.smoothing")
+    if not 0 <= smoothing < 1:
+        raise InputError(f"{where}.smoothing must be in [0, 1), got {smoothing}")
+    points = term["exit_scales"]
+    if not isinstance(points, list) or not points:
+        raise InputError(f"{where}.exit_scales must be a non-empty list")
+    cells = set()
+    for n, point in enumerate(points):
+        at = f"{where}.exit_scales[{n}]"
+        if not isinstance(point, dict) or not {"value", "threshold", "exit", "scale"} <= set(point):
+            raise InputError(f"{at} needs 'value', 'threshold', 'exit' and 'scale'")
+        if method == "D":
+            if not isinstance(point["value"], str) or not point["value"]:
+                raise InputError(f"{at}.value must be a student's name, got {point['value']!r}")
+        else:
+            _check_value(method, point["value"], f"{at}.value")
+        check_threshold(f"{at}.threshold", point["threshold"])
+        if not isinstance(point["exit"], str) or not point["exit"]:
+            raise InputError(f"{at}.exit must be an exit point's name, got {point['exit']!r}")
+        if _number(point["scale"], f"{at}.scale") < 0:
+            raise InputError(f"{at}.scale must be >= 0, got {point['scale']!r}")
+        if point.get("log_std_error") is not None:
+            _number(point["log_std_error"], f"{at}.log_std_error")
+        cell = (point["value"], float(point["threshold"]), point["exit"])
+        if cell in cells:
+            raise InputError(f"{at}: value {cell[0]!r}, threshold {cell[1]:g}, exit {cell[2]!r} is given twice")
+        cells.add(cell)
+    axes = [{c[k] for c in cells} for k in range(3)]
+    if len(cells) != len(axes[0]) * len(axes[1]) * len(axes[2]):
+        raise InputError(f"{where}.exit_scales must form a full grid: every value at every threshold and exit "
+                         f"({len(axes[0])} x {len(axes[1])} x {len(axes[2])} cells, got {len(cells)})")
+
+
 def _check_interaction(term: Any, where: str) -> None:
+    if isinstance(term, dict) and "exit_scales" in term:
+        key = (term.get("first", ""), term.get("before"), term.get("after"))
+        if not all(isinstance(m, str) and len(m) <= 1 and m in METHODS for m in key) or len(set(key)) != 3 \
+                or not key[1] or not key[2]:
+            raise InputError(f"{where} needs 'before' and 'after' (and 'first' for three stages), "
+                             "different letters of D, P, Q, E")
+        _check_exit_table(term, "".join(key), where)
+        return
     if isinstance(term, dict) and "first" in term:
         _check_triple(term, where)
         return

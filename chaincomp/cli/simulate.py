@@ -72,8 +72,9 @@ def run_orders(args: argparse.Namespace) -> int:
 def add_fit(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fit", help="estimate the order-interaction terms of a profile from trainer run records",
                        description="Least squares over the stage increments of RUN records (chaincomp train): the "
-                                   "accuracy term of every ordered pair of methods and the exit-rate scale of every "
-                                   "pair with E, on top of the single-method curves of --profile. Terms the runs "
+                                   "accuracy term of every ordered pair of methods and (in log space, per threshold and "
+                                   "exit) the exit-rate scales of every pair with E and of E, D and a P or Q with E "
+                                   "before D, on top of the single-method curves of --profile. Terms the runs "
                                    "cannot identify are listed with the reason and left out of the output.")
     p.add_argument("runs", nargs="*", metavar="RUN.json", help="run records of the profile's setup (status complete)")
     p.add_argument("-o", "--out", required=True, metavar="PROFILE.json",

@@ -115,23 +115,44 @@ def exit_scale_pairs(order: str) -> list[tuple[str, str]]:
             if x != e and (heads_carry or reaches(order, x))]
 
 
-def exit_row(order: str) -> np.ndarray:
-    row = np.zeros(len(EXIT_PAIRS))
-    for pair in exit_scale_pairs(order):
-        row[EXIT_PAIRS.index(pair)] += 1
-    return row
+def exit_triple_terms(order: str) -> list[str]:
+    """The three-stage exit terms: when E's heads go through a D (E before it), E, D and each P or
+    Q of the order, in the order they run (the student's inherited heads compressed, a compressed
+    teacher's heads distilled)."""
+    if "E" not in order or "D" not in order[order.index("E") + 1:]:
+        return []
+    return ["".join(sorted("ED" + m, key=order.index)) for m in "PQ" if m in order]
 
 
-def exit_design(runs: Sequence[tuple[str, dict[str, Any]]]) -> np.ndarray:
-    """Log exit-share equations: at E, the scales of its prefix; after it, prefix k minus prefix k-1."""
+def exit_keys(order: str, settings: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Every exit unknown of ``order``: (letters, value of the method that is neither E nor D if
+    there is one, else D's student)."""
+    def value(letters: str) -> Any:
+        other = [m for m in letters if m not in "ED"]
+        return settings[other[0] if other else "D"]
+    return [(a + b, value(a + b)) for a, b in exit_scale_pairs(order)] + \
+        [(t, value(t)) for t in exit_triple_terms(order)]
+
+
+def exit_design(runs: Sequence[tuple[str, dict[str, Any]]], threshold: float | None = None
+                ) -> tuple[np.ndarray, list[tuple[str, Any]]]:
+    """Log exit-share equations of one exit at one threshold (every run whose E ran at it; None:
+    all runs): at E, the unknowns of its prefix; after it, prefix k minus prefix k-1. Columns are
+    the unknowns (letters, value) the rows use."""
     rows = []
-    for order, _ in runs:
-        if "E" not in order:
+    for order, settings in runs:
+        if "E" not in order or (threshold is not None and settings["E"] != threshold):
             continue
         e = order.index("E") + 1
         for k in range(e, len(order) + 1):
-            rows.append(exit_row(order[:k]) - (exit_row(order[:k - 1]) if k > e else 0.0))
-    return np.array(rows).reshape(len(rows), len(EXIT_PAIRS))
+            row: dict[tuple[str, Any], float] = {}
+            for key in exit_keys(order[:k], settings):
+                row[key] = row.get(key, 0.0) + 1
+            for key in exit_keys(order[:k - 1], settings) if k > e else []:
+                row[key] = row.get(key, 0.0) - 1
+            rows.append(row)
+    columns = sorted({c for row in rows for c, w in row.items() if w}, key=str)
+    return np.array([[row.get(c, 0.0) for c in columns] for row in rows]).reshape(len(rows), len(columns)), columns
 
 
 def with_terms(profile: dict[str, Any], accuracy: dict, scales: dict) -> dict[str, Any]:
@@ -257,8 +278,10 @@ def accuracy_terms(report: dict[str, Any]) -> dict[tuple[str, str, Any], dict[st
     return got
 
 
-def exit_terms(report: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(t["before"], t["after"]): t for t in report["terms"] if t["kind"] == "exit_scale"}
+def exit_tables(report: dict[str, Any]) -> dict[tuple[str, Any], np.ndarray]:
+    """Fitted exit scales by (term letters, value of its other method): a (thresholds, exits) array."""
+    return {(t["term"], value): np.array(t["scale"][v]) for t in report["exit_scale"]["tables"]
+            for v, value in enumerate(t["values"])}
 
 
 def residual(report: dict[str, Any], path: str, stage: int) -> list[dict[str, Any]]:

@@ -37,8 +37,9 @@ from simulator.fit import solve
 from simulator.model import Grid, predict
 from simulator.profile import load_profile, parse_profile
 from tests.simulator.fitting import (
-    ALL_ORDERS, ALL_RUNS, BASE_ACCURACY, EXIT_PAIRS, SETUP, TRUE_ACCURACY, TRUE_SCALE, _load, accuracy_design,
-    accuracy_terms, applied_pairs, base_profile, chain_accuracy, exit_design, exit_scale_pairs, exit_terms, fit,
+    ALL_ORDERS, ALL_RUNS, AT_MEASURED, BASE_ACCURACY, BETWEEN, SETUP, TRUE_ACCURACY, TRUE_SCALE, _load,
+    accuracy_design, accuracy_terms, applied_pairs, base_profile, chain_accuracy, exit_design, exit_keys,
+    exit_scale_pairs, exit_tables, exit_triple_terms, fit,
     make_record, reaches, residual, run_cli, write_records, write_runs)
 
 
@@ -56,6 +57,30 @@ def test_the_written_out_rules_on_hand_examples():
     assert exit_scale_pairs("EPDQ") == [("E", "P"), ("E", "D"), ("E", "Q")]
     assert exit_scale_pairs("QPDE") == [("D", "E")]  # heads built for the fresh student
     assert exit_scale_pairs("PQE") == [("P", "E"), ("Q", "E")]
+    assert exit_triple_terms("EPDQ") == ["EPD", "EDQ"] and exit_triple_terms("QEDP") == ["EDP", "QED"]
+    assert exit_triple_terms("DEPQ") == [] and exit_triple_terms("PDQE") == []
+    assert exit_keys("QEDP", {"Q": 2, "E": 0.8, "D": "resnet8", "P": 0.5}) == [
+        ("QE", 2), ("ED", "resnet8"), ("EP", 0.5), ("EDP", 0.5), ("QED", 2)]
+
+
+def test_the_fit_applies_the_exit_terms_these_rules_write_out():
+    # simulator.exit_fit.exit_terms (from simulator.structure) against the rules above, every prefix
+    # of every order of DPQE.
+    from simulator.exit_fit import exit_terms
+
+    for order in ALL_ORDERS:
+        for k in range(1, 5):
+            prefix = order[:k]
+            values = [AT_MEASURED[m] for m in prefix]
+            want: dict = {}
+            for key in exit_keys(prefix, AT_MEASURED):
+                want[key] = want.get(key, 0) + 1
+            assert exit_terms(prefix, values) == want, prefix
+
+
+def truth_scale(letters: str) -> float:
+    """The synthetic runs' exit scale of a term: TRUE_SCALE for a pair, none (1) for three stages."""
+    return TRUE_SCALE[(letters[0], letters[1])] if len(letters) == 2 else 1.0
 
 
 # ---- synthetic run records -----------------------------------------------------------------------
@@ -97,16 +122,23 @@ def test_exact_runs_give_back_every_term_exactly(tmp_path):
     report, fitted = fit(tmp_path, paths)
     design, columns = accuracy_design(ALL_RUNS)
     assert len(columns) == 3 * 1 + 9 * 2 and np.linalg.matrix_rank(design) == len(columns)
-    acc, scale = accuracy_terms(report), exit_terms(report)
-    assert set(acc) == set(columns) and set(scale) == set(TRUE_SCALE)
+    acc, scale = accuracy_terms(report), exit_tables(report)
+    assert set(acc) == set(columns)
     for i, j, value in columns:
         assert acc[(i, j, value)]["estimate"] == pytest.approx(TRUE_ACCURACY[(i, j)], abs=1e-9), (i, j, value)
-    for pair, truth in TRUE_SCALE.items():
-        assert scale[pair]["estimate"] == pytest.approx(truth, rel=1e-9), pair
+    # Exit scales: one unknown per term and value of its other method, in each (threshold, exit) cell.
+    # The runs at one setting ran E at one threshold, so each cell sees half the values; the other
+    # threshold takes the nearest measured one's (the truth is constant, so every cell is the truth).
+    _, exit_columns = exit_design(ALL_RUNS)
+    assert set(scale) == set(exit_columns)
+    for letters, value in exit_columns:
+        assert scale[(letters, value)] == pytest.approx(truth_scale(letters), rel=1e-9), (letters, value)
     assert report["unidentified"] == []
     assert report["accuracy"]["rms"] == pytest.approx(0, abs=1e-9)
     assert report["accuracy"]["equations"] == 48 * 4 == len(design) and report["accuracy"]["rank"] == 21
-    assert report["exit_scale"]["equations"] == len(exit_design(ALL_RUNS)) and report["exit_scale"]["rank"] == 6
+    cells = [exit_design(ALL_RUNS, settings["E"])[0] for settings in (AT_MEASURED, BETWEEN)]
+    assert report["exit_scale"]["equations"] == 2 * sum(len(d) for d in cells)  # two exits per equation row
+    assert report["exit_scale"]["rank"] == max(np.linalg.matrix_rank(d) for d in cells)
     # The written profile reads back: each pair a curve through its nodes, all at the truth.
     back = parse_profile(fitted)
     assert set(back.accuracy_terms) == set(TRUE_ACCURACY)
@@ -115,7 +147,13 @@ def test_exact_runs_give_back_every_term_exactly(tmp_path):
         assert sorted(term.curve.values, key=str) == sorted({v for a, b, v in columns if (a, b) == (i, j)}, key=str)
         nodes = np.array(term.curve.values, dtype=object if j == "D" else np.float64)
         assert term.at(nodes) == pytest.approx([truth] * len(nodes), abs=1e-9), (i, j)
-    assert back.exit_scales == pytest.approx(TRUE_SCALE, rel=1e-9)
+    assert back.exit_scales == {}
+    for letters, value in exit_columns:
+        table = back.exit_tables[letters]
+        values = np.array([value], dtype=object if isinstance(value, str) else np.float64)
+        for t in (0.5, 0.65, 0.8, 0.95):
+            got = table.log_at(values, np.array([t]), ["layer1", "layer2"])
+            assert np.exp(got) == pytest.approx(truth_scale(letters), rel=1e-9), (letters, value, t)
     # ... and predicts the runs' own final accuracies (they were made by the truth, without noise).
     for path, (order, settings) in zip(paths, ALL_RUNS):
         final = json.loads(Path(path).read_text())["stages"][-1]["accuracy"]
@@ -126,7 +164,7 @@ def test_noisy_runs_recover_the_terms_within_the_closed_form_spread(tmp_path):
     sigma, log_sigma = 0.2, 0.03
     paths = write_records(tmp_path, ALL_RUNS, np.random.default_rng(1), sigma=sigma, log_sigma=log_sigma)
     report, _ = fit(tmp_path, paths)
-    acc, scale = accuracy_terms(report), exit_terms(report)
+    acc, scale = accuracy_terms(report), exit_tables(report)
     # Each increment carries its own N(0, sigma): cov = sigma^2 (A^T A)^-1 for the design built here.
     design, columns = accuracy_design(ALL_RUNS)
     acc_sd = sigma * np.sqrt(np.diag(np.linalg.inv(design.T @ design)))
@@ -136,11 +174,15 @@ def test_noisy_runs_recover_the_terms_within_the_closed_form_spread(tmp_path):
         assert abs(got["estimate"] - TRUE_ACCURACY[(i, j)]) < 4.5 * acc_sd[c], (i, j, value)
         assert got["std_error"] == pytest.approx(acc_sd[c], rel=0.3), (i, j, value)  # sigma from 171 residual dof
         assert got["equations"] == np.count_nonzero(design[:, c]), (i, j, value)
-    exits = exit_design(ALL_RUNS)
-    log_sd = log_sigma * np.sqrt(np.diag(np.linalg.inv(exits.T @ exits)))
-    for c, pair in enumerate(EXIT_PAIRS):
-        assert abs(math.log(scale[pair]["estimate"] / TRUE_SCALE[pair])) < 4.5 * log_sd[c], pair
-        assert scale[pair]["std_error"] == pytest.approx(log_sd[c], rel=0.3), pair
+    # Exit scales: per cell, the same closed form in log space over the runs whose E ran there.
+    for settings in (AT_MEASURED, BETWEEN):
+        exits, exit_columns = exit_design(ALL_RUNS, settings["E"])
+        log_sd = log_sigma * np.sqrt(np.diag(np.linalg.pinv(exits.T @ exits)))
+        t = sorted({AT_MEASURED["E"], BETWEEN["E"]}).index(settings["E"])
+        for c, (letters, value) in enumerate(exit_columns):
+            for x in range(2):
+                got = scale[(letters, value)][t, x]
+                assert abs(math.log(got / truth_scale(letters))) < 4.5 * log_sd[c], (letters, value, x)
     # E[RSS] = sigma^2 (n - rank): the rms over n equations is sigma sqrt((n - rank) / n).
     n = len(design)
     assert report["accuracy"]["rms"] == pytest.approx(sigma * math.sqrt((n - len(columns)) / n), rel=0.2)
@@ -246,10 +288,10 @@ def test_only_pq_runs_leave_qp_unidentified_and_out_of_the_profile(tmp_path):
     assert set(acc) == {("P", "Q", bits) for bits in (1, 2, 3, 8)}
     for key, term in acc.items():
         assert term["estimate"] == pytest.approx(TRUE_ACCURACY[("P", "Q")], abs=1e-9), key
-    missing = {(u["before"], u["after"], u["kind"]): u for u in report["unidentified"]}
-    assert missing[("Q", "P", "accuracy")]["reason"] == "no run applies P after Q with both reaching the final model"
-    assert missing[("Q", "P", "accuracy")]["value"] is None
-    assert len(report["unidentified"]) == len(missing) == 11 + 6  # every other accuracy pair, and every exit scale
+    missing = {(u["first"], u["before"], u["after"], u["kind"]): u for u in report["unidentified"]}
+    assert missing[(None, "Q", "P", "accuracy")]["reason"] == "no run applies P after Q with both reaching the final model"
+    assert missing[(None, "Q", "P", "accuracy")]["value"] is None
+    assert len(report["unidentified"]) == len(missing) == 11 + 6 + 6  # every other accuracy pair, every exit term
     (entry,) = fitted["interactions"]  # QP is absent, not written as 0
     assert (entry["before"], entry["after"]) == ("P", "Q")
     assert sorted(p["value"] for p in entry["points"]) == [1, 2, 3, 8]
@@ -269,14 +311,16 @@ def test_only_dpqe_runs_confound_the_terms_that_always_appear_together(tmp_path)
         # DP@p is the mean of the P increments of the runs at p, each with its own N(0, sigma).
         runs_at = sum(s[0] == p for s in settings)
         assert abs(term["estimate"] - TRUE_ACCURACY[("D", "P")]) < 4.5 * sigma / math.sqrt(runs_at), p
-    missing = {(u["before"] + u["after"], u["kind"], u["value"]): u["reason"] for u in report["unidentified"]}
+    missing = {((u["first"] or "") + u["before"] + u["after"], u["kind"], u["value"]): u["reason"]
+               for u in report["unidentified"]}
     for q in (2, 3):
         assert missing[("DQ", "accuracy", q)].startswith(f"confounded with PQ@{q}:"), q
         assert missing[("PQ", "accuracy", q)].startswith(f"confounded with DQ@{q}:"), q
     for e in (0.8, 0.95):
         assert missing[("DE", "accuracy", e)].startswith(f"confounded with PE@{e:g}, QE@{e:g}:"), e
-    assert not any(key[0] == "DP" for key in missing)
-    assert missing[("DE", "exit_scale", None)].startswith("confounded with PE, QE")
+    assert not any(key[:2] == ("DP", "accuracy") for key in missing)
+    # Every DPQE run has D before E: DE is only ever seen with the PE and QE of the same runs.
+    assert missing[("DE", "exit_scale", "resnet8")].startswith("confounded with PE@0.5, PE@0.75, QE@3 at threshold 0.8")
     assert missing[("ED", "exit_scale", None)] == "no run applies D after E"
     assert missing[("ED", "accuracy", None)] == "no run applies D after E with both reaching the final model"
 
@@ -298,10 +342,45 @@ def test_zero_exit_shares_give_no_exit_equation_and_say_so(tmp_path):
     assert rc == 0, stderr
     report = json.loads(stdout)
     assert report["exit_scale"]["equations"] == 0
-    assert any("exit share is 0" in note for note in report["exit_scale"]["notes"])
+    assert any("rate(s) of 0 give no equation" in note for note in report["exit_scale"]["notes"])
     missing = {(u["before"] + u["after"], u["kind"]): u["reason"] for u in report["unidentified"]}
     assert "no usable exit-rate measurement" in missing[("PE", "exit_scale")]
     assert set(accuracy_terms(report)) == {("P", "E", 0.8), ("E", "P", 0.5)}
+
+
+def test_rates_a_later_stage_sends_to_0_are_fitted_through_half_a_sample_and_predicted_as_0(tmp_path):
+    # EQ runs whose heads stop working under Q (scale 0: every sample goes on to the end). With the
+    # test size in the records, eps = 0.5 / 360 and each cell's scale is eps / (r + eps), r the
+    # profile's rate there; the model gives (r + eps) x that - eps = 0: the cost of the model with
+    # nobody leaving early, which a profile whose rates are all 0 gives by another route.
+    profile = base_profile()
+    rng = np.random.default_rng(15)
+    paths = []
+    for bits in (1, 2):
+        record = make_record("EQ", {"E": 0.8, "Q": bits}, rng, 0.0, 0.0, profile=profile, scales={("E", "Q"): 0.0},
+                             thresholds=(0.5, 0.8, 0.95))
+        record["data"]["sizes"] = {"train": 1000, "val": 360, "test": 360}
+        path = tmp_path / f"EQ-{bits}.json"
+        path.write_text(json.dumps(record), encoding="utf-8")
+        paths.append(str(path))
+    report, fitted = fit(tmp_path, paths)
+    eps = 0.5 / 360
+    assert report["exit_scale"]["smoothing"] == pytest.approx(eps)
+    table = next(t for t in report["exit_scale"]["tables"] if t["term"] == "EQ")
+    assert table["values"] == [1, 2] and table["thresholds"] == [0.5, 0.8, 0.95]
+    points = profile["methods"]["E"]["points"]
+    for t, threshold in enumerate(table["thresholds"]):
+        for x, name in enumerate(table["exits"]):
+            rate = float(np.interp(threshold, [p["value"] for p in points], [p["exit_rates"][name] for p in points]))
+            for v in range(2):
+                assert table["scale"][v][t][x] == pytest.approx(eps / (rate + eps), rel=1e-9), (threshold, name)
+    nobody = base_profile()
+    for point in nobody["methods"]["E"]["points"]:
+        point["exit_rates"] = {"layer1": 0.0, "layer2": 0.0, "final": 1.0}
+    grid = Grid({"E": (0.5, 0.8, 0.95), "Q": (1, 2)})
+    got = predict(parse_profile(fitted), "EQ", grid, _load, SETUP["teacher"])
+    want = predict(parse_profile(nobody), "EQ", grid, _load, SETUP["teacher"])
+    assert got.bitops == pytest.approx(want.bitops, rel=1e-12)
 
 
 # ---- refining the single-stage deltas ------------------------------------------------------------
@@ -386,7 +465,7 @@ def test_a_stage_undone_by_d_has_no_exit_scale_with_e_and_the_reason_says_so(tmp
     report, _ = fit(tmp_path, paths)
     missing = {(u["before"] + u["after"], u["kind"]): u["reason"] for u in report["unidentified"]}
     assert missing[("PE", "exit_scale")] == "no run applies E after P"
-    assert {(t["before"], t["after"]) for t in report["terms"] if t["kind"] == "exit_scale"} == {("D", "E")}
+    assert {t["term"] for t in report["exit_scale"]["tables"]} == {"DE"}
 
 
 # ---- the command's output ------------------------------------------------------------------------

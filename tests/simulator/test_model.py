@@ -268,6 +268,52 @@ def test_exit_scale_zero_keeps_everyone_to_the_end():
     assert_cost(predict(profile, "ED", one_point_grid(), load, TEACHER), 0, hand_totals(STUDENT, exit_probs=RATES_AT_08))
 
 
+def exit_table(letters: str, values: tuple, scales: dict, smoothing: float = 0.0) -> dict:
+    """An exit-scale grid entry: ``scales[(value, threshold)]`` = (layer1 scale, layer2 scale)."""
+    first = {"first": letters[0]} if len(letters) == 3 else {}
+    return {**first, "before": letters[-2], "after": letters[-1], "smoothing": smoothing, "source": "hand",
+            "exit_scales": [{"value": v, "threshold": t, "exit": name, "scale": scales[(v, t)][k]}
+                            for v in values for t in (0.5, 0.8) for k, name in enumerate(EXITS)]}
+
+
+def test_exit_tables_scale_each_exit_per_value_and_threshold_through_the_smoothing():
+    # EQ over Q's bits 2 and 8, thresholds 0.5 and 0.8; eps = 1/16. At Q=4 (halfway in log2 bits)
+    # and threshold 0.8 the log scale is the mean of those at 2 and 8: layer1 sqrt(0.5 x 2) = 1,
+    # layer2 sqrt(0.25 x 1) = 0.5; the rates (0.25, 0.25) become (0.25 + 1/16) x 1 - 1/16 = 0.25 and
+    # (0.25 + 1/16) x 0.5 - 1/16 = 0.09375.
+    scales = {(2, 0.5): (1.0, 1.0), (2, 0.8): (0.5, 0.25), (8, 0.5): (1.0, 1.0), (8, 0.8): (2.0, 1.0)}
+    profile = profile_with(exit_table("EQ", (2, 8), scales, smoothing=1 / 16))
+    got = predict(profile, "EQ", one_point_grid(Q=(4,)), load, TEACHER)
+    assert_cost(got, 0, hand_totals(TEACHER, w_bits=4, exit_probs=(0.25, 0.09375)))
+    assert not got.outside[0]
+    # at Q=2, threshold 0.65 (halfway): log scales halfway between 0.5 and 0.8 -> layer1 sqrt(0.5),
+    # layer2 0.5; the E curve there is (0.375, 0.25)
+    got = predict(profile, "EQ", one_point_grid(Q=(2,), E=(0.65,)), load, TEACHER)
+    want = ((0.375 + 1 / 16) * math.sqrt(0.5) - 1 / 16, (0.25 + 1 / 16) * 0.5 - 1 / 16)
+    assert_cost(got, 0, hand_totals(TEACHER, w_bits=2, exit_probs=want))
+    # a scale of 0 plus the smoothing sends nobody out, never a negative share; outside is flagged
+    zero = {key: (0.0, 0.0) for key in scales}
+    got = predict(profile_with(exit_table("EQ", (2, 8), zero, 1 / 16)), "EQ", one_point_grid(Q=(1,), E=(0.95,)),
+                  load, TEACHER)
+    assert_cost(got, 0, hand_totals(TEACHER, w_bits=1, exit_probs=(0.0, 0.0)))
+    assert got.outside[0]
+    # QE is another term: the EQ table leaves it alone
+    assert_cost(predict(profile, "QE", one_point_grid(), load, TEACHER), 0,
+                hand_totals(TEACHER, w_bits=2, exit_probs=RATES_AT_08))
+
+
+def test_a_three_stage_exit_table_applies_where_e_runs_before_d_with_its_p_or_q():
+    halve = {(v, t): (0.5, 0.5) for v in (2,) for t in (0.5, 0.8)}
+    profile = profile_with(exit_table("EDQ", (2,), halve), exit_table("QED", (2,), {k: (0.25, 0.25) for k in halve}))
+    grid = one_point_grid()
+    # EDQ: the student's inherited heads quantized; QED: the heads of a quantized teacher distilled
+    assert_cost(predict(profile, "EDQ", grid, load, TEACHER), 0, hand_totals(STUDENT, w_bits=2, exit_probs=(0.125, 0.125)))
+    assert_cost(predict(profile, "QED", grid, load, TEACHER), 0, hand_totals(STUDENT, exit_probs=(0.0625, 0.0625)))
+    # DEQ: no D after E; QDE: the heads are the fresh student's
+    assert_cost(predict(profile, "DEQ", grid, load, TEACHER), 0, hand_totals(STUDENT, w_bits=2, exit_probs=RATES_AT_08))
+    assert_cost(predict(profile, "QDE", grid, load, TEACHER), 0, hand_totals(STUDENT, exit_probs=RATES_AT_08))
+
+
 # ---- outside the measured range ----------------------------------------------------------------
 
 def test_outside_values_are_flagged_per_combination():

@@ -132,6 +132,13 @@ def _term(**term: Any) -> Callable[[dict[str, Any]], None]:
     return _set("interactions", [term])
 
 
+def _cells(value: object = 2, threshold: float = 0.5, scale: float = 0.5) -> list[dict]:
+    """A 1 x 2 x 2 exit-scale grid; the first cell at ``value``, ``threshold``, ``scale``."""
+    cells = [{"value": 2, "threshold": t, "exit": x, "scale": 0.5} for t in (0.5, 0.8) for x in ("layer1", "layer2")]
+    cells[0] = {**cells[0], "value": value, "threshold": threshold, "scale": scale}
+    return cells
+
+
 RULES = {
     "wrong-type": (_set("_type", "chaincomp.LayerTable"), "_type must be 'chaincomp.StageProfile'"),
     "wrong-version": (_set("_version", 2), "_version must be 1, got 2"),
@@ -177,6 +184,30 @@ RULES = {
     "exit-scale-negative": (_term(before="E", after="Q", exit_scale=-0.5), "exit_scale must be >= 0, got -0.5"),
     "interaction-accuracy-nan": (_term(before="P", after="Q", accuracy=float("nan")),
                                  "interactions[0].accuracy must be a finite number"),
+    "exit-table-without-E": (_term(before="P", after="Q", exit_scales=_cells()),
+                             "exit_scales apply to a pair with E or to one of EDP, EDQ, EPD, EQD, PED, QED, got PQ"),
+    "exit-table-not-a-triple": (_term(first="D", before="E", after="Q", exit_scales=_cells()),
+                                "exit_scales apply to a pair with E or to one of"),
+    "exit-table-and-accuracy": (_term(before="E", after="Q", accuracy=1.0, exit_scales=_cells()),
+                                "an entry with exit_scales holds nothing else, got 'accuracy' too"),
+    "exit-table-wrong-parameter": (_term(before="E", after="Q", parameter="threshold", exit_scales=_cells()),
+                                   "interactions[0].parameter must be 'w_bits' (the axis of Q)"),
+    "exit-table-smoothing": (_term(before="E", after="Q", smoothing=1.0, exit_scales=_cells()),
+                             "interactions[0].smoothing must be in [0, 1), got 1.0"),
+    "exit-table-empty": (_term(before="E", after="Q", exit_scales=[]), "exit_scales must be a non-empty list"),
+    "exit-table-negative": (_term(before="E", after="Q", exit_scales=_cells(scale=-1.0)),
+                            "interactions[0].exit_scales[0].scale must be >= 0, got -1.0"),
+    "exit-table-bits": (_term(before="E", after="Q", exit_scales=_cells(value=2.5)),
+                        "interactions[0].exit_scales[0].value must be whole weight bits, got 2.5"),
+    "exit-table-student": (_term(before="E", after="D", exit_scales=_cells(value=3)),
+                           "interactions[0].exit_scales[0].value must be a student's name, got 3"),
+    "exit-table-threshold": (_term(before="E", after="Q", exit_scales=_cells(threshold=0.0)),
+                             "interactions[0].exit_scales[0].threshold must be in (0, 1]"),
+    "exit-table-twice": (_term(before="E", after="Q", exit_scales=_cells() + _cells()[:1]),
+                         "interactions[0].exit_scales[4]: value 2, threshold 0.5, exit 'layer1' is given twice"),
+    "exit-table-not-a-grid": (_term(before="E", after="Q", exit_scales=_cells()[:3]),
+                              "exit_scales must form a full grid: every value at every threshold and exit "
+                              "(1 x 2 x 2 cells, got 3)"),
 }
 
 

@@ -386,13 +386,14 @@ def test_fit_with_triples_recovers_every_cell_and_predicts_off_the_grid(tmp_path
     assert all(t["before_value"] is None for t in report["terms"] if t["first"] is None)
     assert report["accuracy"]["rms"] == pytest.approx(0.0, abs=1e-9)
     assert report["accuracy"]["rank"] == 10  # 6 pair nodes + 4 cells
-    assert not [u for u in report["unidentified"] if u["first"] is not None]
+    assert not [u for u in report["unidentified"] if u["first"] is not None and u["kind"] == "accuracy"]
     # the fitted profile writes the triple as a grid ...
     (entry,) = [t for t in fitted["interactions"] if "first" in t]
     assert (entry["first"], entry["before"], entry["after"]) == ("D", "P", "Q")
     assert {(p["before_value"], p["value"]): p["accuracy"] for p in entry["points"]} == \
         pytest.approx(TRUE_DPQ, abs=1e-9)
-    assert not [u for u in fitted["provenance"]["fit"]["unidentified"] if u["first"] is not None]
+    assert not [u for u in fitted["provenance"]["fit"]["unidentified"] if u["first"] is not None
+                and u["kind"] == "accuracy"]
     # ... and predicts, off the grid, what the truth does
     back, truth = parse_profile(fitted), truth_profile()
     assert set(back.triple_terms) == {("D", "P", "Q")}
@@ -437,7 +438,7 @@ def test_a_grid_with_a_missing_cell_is_left_out_with_the_reason(tmp_path):
     assert not [t for t in fitted["interactions"] if "first" in t]  # but not written: no grid
     parse_profile(fitted)
     for listed in (report["unidentified"], fitted["provenance"]["fit"]["unidentified"]):
-        (u,) = [u for u in listed if u["first"] is not None]
+        (u,) = [u for u in listed if u["first"] is not None and u["kind"] == "accuracy"]
         assert (u["first"], u["before"], u["after"], u["kind"]) == ("D", "P", "Q", "accuracy")
         assert "do not form a full grid" in u["reason"]
     # the pair terms are still there, and right
