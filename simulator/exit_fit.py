@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from bitops.orders import EXIT_TRIPLES, METHODS, exit_value
+from bitops.orders import EXIT_TRIPLES, METHODS, PARAMETERS, exit_value
 from simulator.fit import LinearFit, Run, Unidentified, solve
 from simulator.profile import Profile
 from simulator.structure import structure
@@ -267,8 +267,6 @@ def _grid(estimate: np.ndarray, std: np.ndarray, cells: Sequence[tuple[float, st
 
 def table_json(table: ExitTableFit, eps: float, source: str) -> dict[str, Any]:
     """A fitted table as a profile interaction (``trainer.profile_format``)."""
-    from bitops.orders import PARAMETERS
-
     letters = table.letters
     entry: dict[str, Any] = {"first": letters[0]} if len(letters) == 3 else {}
     entry.update({"before": letters[-2], "after": letters[-1], "parameter": PARAMETERS[exit_value(letters)],

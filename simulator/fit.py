@@ -309,7 +309,7 @@ def accuracy_equations(runs: Sequence[Run], profile: Profile, deltas: Sequence[t
 class TermFit:
     before: str
     after: str
-    kind: str  # "accuracy" (points) or "exit_scale" (a factor; estimated as its logarithm)
+    kind: str  # "accuracy" (points); the exit scales are tables (simulator.exit_fit)
     estimate: float  # points, or the factor exp(log estimate)
     std_error: float | None  # points, or of the log factor; None without residual degrees of freedom
     equations: int  # equations the term appears in
