@@ -144,18 +144,18 @@ def exit_scale(profile: Profile, order: str) -> float:
 
 
 def _exit_tables(profile: Profile, order: str, grid: Grid, index: list[np.ndarray]):
-    """The exit tables that apply to ``order``, each with the values of its other method per combination."""
+    """The exit tables that apply to ``order``, each with its other method's grid values and the
+    index of each combination's value among them."""
     shape = structure(order)
-    terms = [(i, j) for i, j in shape.exit_pairs] + list(shape.exit_triples)
-    for positions in terms:
+    for positions in (*shape.exit_pairs, *shape.exit_triples):
         letters = "".join(order[p] for p in positions)
         table = profile.exit_tables.get(letters)
         if table is None:
             continue
         method = exit_value(letters)
         pos = next(p for p in positions if order[p] == method)
-        values = np.asarray(grid.axis(method), dtype=object)[index[pos]]
-        yield table, (values if method == "D" else values.astype(np.float64))
+        values = np.asarray(grid.axis(method), dtype=object)
+        yield table, (values if method == "D" else values.astype(np.float64)), index[pos]
 
 
 def _exit_probs(profile: Profile, order: str, grid: Grid, index: list[np.ndarray], exits: Sequence[str]) -> np.ndarray:
@@ -163,14 +163,15 @@ def _exit_probs(profile: Profile, order: str, grid: Grid, index: list[np.ndarray
     curve's rates at the threshold, through the exit tables that apply ((r + eps) x scales - eps),
     times the hand-entered scalar exit scales."""
     curve = profile.curve("E")
-    thresholds = np.asarray(grid.axis("E"), dtype=np.float64)[index[order.index("E")]]
+    axis = np.asarray(grid.axis("E"), dtype=np.float64)
+    at = index[order.index("E")]
     measured = np.array([e in curve.exit_rates for e in exits], dtype=bool)
-    probs = np.stack([curve.at(thresholds, curve.exit_rates[e]) if e in curve.exit_rates else np.zeros(len(thresholds))
-                      for e in exits], axis=1).reshape(len(thresholds), len(exits))
+    probs = np.stack([curve.at(axis, curve.exit_rates[e]) if e in curve.exit_rates else np.zeros(len(axis))
+                      for e in exits], axis=1).reshape(len(axis), len(exits))[at]
     log_scale = np.zeros_like(probs)
     smoothing = 0.0
-    for table, values in _exit_tables(profile, order, grid, index):
-        log_scale += table.log_at(values, thresholds, exits)
+    for table, values, value_at in _exit_tables(profile, order, grid, index):
+        log_scale += table.log_grid(values, axis, exits)[value_at, at]
         smoothing = max(smoothing, table.smoothing)
     probs = np.where(measured, np.maximum((probs + smoothing) * np.exp(log_scale) - smoothing, 0.0), 0.0)
     probs = probs * exit_scale(profile, order)
@@ -180,10 +181,11 @@ def _exit_probs(profile: Profile, order: str, grid: Grid, index: list[np.ndarray
 
 def _exit_outside(profile: Profile, order: str, grid: Grid, index: list[np.ndarray]) -> np.ndarray:
     """Combinations where an exit table is asked outside its measured values or thresholds."""
-    thresholds = np.asarray(grid.axis("E"), dtype=np.float64)[index[order.index("E")]]
-    flags = np.zeros(len(thresholds), dtype=bool)
-    for table, values in _exit_tables(profile, order, grid, index):
-        flags |= table.outside(values, thresholds)
+    axis = np.asarray(grid.axis("E"), dtype=np.float64)
+    at = index[order.index("E")]
+    flags = np.zeros(len(at), dtype=bool)
+    for table, values, value_at in _exit_tables(profile, order, grid, index):
+        flags |= table.outside_grid(values, axis)[value_at, at]
     return flags
 
 

@@ -155,37 +155,45 @@ class ExitTable:
     log_std_error: np.ndarray  # the same shape; nan where the fit gave none
     smoothing: float
 
-    def log_at(self, values: np.ndarray, thresholds: np.ndarray, exits: Sequence[str]) -> np.ndarray:
-        """(N, len(exits)) log scales at each query (value, threshold); 0 at an exit the table lacks,
-        and for a student it was not measured with."""
-        out = np.zeros((len(values), len(exits)))
+    def log_grid(self, values: np.ndarray, thresholds: np.ndarray, exits: Sequence[str]) -> np.ndarray:
+        """(len(values), len(thresholds), len(exits)) log scales at every pair of the given values and
+        thresholds; 0 at an exit the table lacks, and for a student it was not measured with."""
+        low, high, weight = _brackets(self.thresholds, np.asarray(thresholds, dtype=np.float64))
+        out = np.zeros((len(values), len(thresholds), len(exits)))
         for k, name in enumerate(exits):
             if name not in self.exits:
                 continue
             column = self.exits.index(name)
             by_threshold = np.stack([np.nan_to_num(self.axis.at(values, self.log_scale[:, t, column]), nan=0.0)
-                                     for t in range(len(self.thresholds))], axis=1)  # (N, T)
-            out[:, k] = _along(self.thresholds, np.asarray(thresholds, dtype=np.float64), by_threshold)
+                                     for t in range(len(self.thresholds))], axis=1)  # (values, table thresholds)
+            out[:, :, k] = by_threshold[:, low] * (1 - weight) + by_threshold[:, high] * weight
         return out
 
-    def outside(self, values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-        flags = np.asarray(thresholds, dtype=np.float64)
-        flags = (flags < self.thresholds[0] - 1e-12) | (flags > self.thresholds[-1] + 1e-12)
+    def log_at(self, values: np.ndarray, thresholds: np.ndarray, exits: Sequence[str]) -> np.ndarray:
+        """(N, len(exits)) log scales at each query (value, threshold), each distinct one interpolated once."""
+        unique_values, value_index = np.unique(np.asarray(values), return_inverse=True)
+        unique_thresholds, threshold_index = np.unique(np.asarray(thresholds, dtype=np.float64), return_inverse=True)
+        return self.log_grid(unique_values, unique_thresholds, exits)[value_index.ravel(), threshold_index.ravel()]
+
+    def outside_grid(self, values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+        """(len(values), len(thresholds)): outside the measured values or thresholds (clamped there)."""
+        t = np.asarray(thresholds, dtype=np.float64)
+        flags = np.broadcast_to((t < self.thresholds[0] - 1e-12) | (t > self.thresholds[-1] + 1e-12),
+                                (len(values), len(t))).copy()
         if len(self.axis.values) > 1 or self.axis.parameter == "student":
-            flags |= self.axis.outside(values)
+            flags |= self.axis.outside(values)[:, None]
         return flags
 
 
-def _along(axis: np.ndarray, query: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """Row n of ``table`` (N, len(axis)) interpolated at ``query[n]``: linear, clamped at the ends."""
+def _brackets(axis: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each query, the measured neighbours along ``axis`` and the weight of the upper one:
+    linear, clamped at the ends."""
     if len(axis) == 1:
-        return table[:, 0]
+        zero = np.zeros(len(query), dtype=np.int64)
+        return zero, zero, np.zeros(len(query))
     position = np.interp(query, axis, np.arange(len(axis), dtype=np.float64))
     low = np.floor(position).astype(np.int64)
-    high = np.minimum(low + 1, len(axis) - 1)
-    weight = position - low
-    rows = np.arange(len(query))
-    return table[rows, low] * (1 - weight) + table[rows, high] * weight
+    return low, np.minimum(low + 1, len(axis) - 1), position - low
 
 
 @dataclass(frozen=True)
