@@ -140,7 +140,8 @@ def exit_equations(runs: Sequence[Run], profile: Profile, eps: float
         previous: dict[float, dict[str, float]] | None = None
         for k in range(e, len(done)):
             stage = run.stages[k]
-            seen |= set(exit_terms(done[:k + 1], values))
+            now = exit_terms(done[:k + 1], values)
+            seen |= set(now)
             rows = _stage_rows(stage)
             if k == e and rows:
                 previous = {t: base(t) for t in rows}
@@ -149,7 +150,7 @@ def exit_equations(runs: Sequence[Run], profile: Profile, eps: float
                 notes.append(f"{run.path} stage {k + 1} ({stage.method}): no exit equation, {why}")
                 previous = rows or None
                 continue
-            now, before = exit_terms(done[:k + 1], values), exit_terms(done[:k], values) if k > e else {}
+            before = exit_terms(done[:k], values) if k > e else {}
             row = {key: now.get(key, 0) - before.get(key, 0) for key in {*now, *before}}
             row = {key: w for key, w in row.items() if w}
             skipped = 0

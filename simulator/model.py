@@ -21,7 +21,7 @@ j's hyperparameter) + for each P or Q the last D undoes, its term with D (the st
 or quantized teacher) + the three-method term of every three of those stages the profile has
 (at the later two's hyperparameters). Exit rates are scaled by the exit terms of the pairs of E
 with the stages its heads saw (all of them when E runs before the last D: the student's heads
-distil from them) and of the three-stage exit terms (E, the last D and a P or Q:
+distil from them) and of the three-stage exit terms (E before the last D, with each P or Q:
 ``bitops.orders.EXIT_TRIPLES``), each measured per threshold, exit and value of its other method
 (``simulator.profile.ExitTable``). The spread adds the profile's spreads and the terms' standard errors in
 quadrature. Cost is exact: every combination is evaluated by the bitops batch kernels.

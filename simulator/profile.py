@@ -121,10 +121,7 @@ class TripleTerm:
         if len(self.rows) == 1:
             return table[0]
         query, measured = self.before._axis(before_values)
-        position = np.interp(query, measured, np.arange(len(measured), dtype=np.float64))
-        low = np.floor(position).astype(np.int64)
-        high = np.minimum(low + 1, len(measured) - 1)
-        weight = position - low
+        low, high, weight = _brackets(measured, query)
         columns = np.arange(table.shape[1])
         return table[low, columns] * (1 - weight) + table[high, columns] * weight
 

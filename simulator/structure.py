@@ -16,7 +16,6 @@ from bitops.orders import EXIT_TRIPLES, is_triple
 __all__ = ["Structure", "structure"]
 
 
-
 @dataclass(frozen=True)
 class Structure:
     """Which stages of an order reach the final model and which pair terms apply (positions)."""
@@ -37,8 +36,8 @@ def structure(order: str) -> Structure:
     other ordered pair of kept stages with different letters adds its term.
 
     A three-method term applies to three kept stages with different letters, the later two not D.
-    A three-stage exit term (``bitops.orders.EXIT_TRIPLES``) applies to E, the last D and a P or Q, in that
-    order or with the P or Q before the D.
+    A three-stage exit term (``bitops.orders.EXIT_TRIPLES``) applies to E before the last D and
+    each P or Q, wherever it runs (before E, between E and D, or after D).
 
     Exit rates follow the heads: an E before the last D trains heads on the model every earlier
     stage made, and the student's heads distil from them, so every pair of E with another stage
@@ -58,4 +57,3 @@ def structure(order: str) -> Structure:
                          if e in t and last_d in t and e < last_d and "".join(order[p] for p in t) in EXIT_TRIPLES)
     return Structure(kept=kept, pairs=pairs, exit_pairs=tuple(sorted(exit_pairs)), triples=triples,
                      exit_triples=exit_triples)
-
