@@ -265,7 +265,7 @@ def _keep_grid(table: LayerTable, prunable: np.ndarray, stated: float | None, cl
 
 def _grid(table: LayerTable, heads_pruned: bool, stated_keep: float | None, claim_name: str) -> _Grid:
     lay, ops = table.layers, table.ops
-    prunable = np.ones(table.num_groups, dtype=bool) if heads_pruned else ~table.head_only_groups
+    prunable = ~table.concatenations if heads_pruned else ~(table.head_only_groups | table.concatenations)
     keep = _keep_grid(table, prunable, stated_keep, claim_name)
     kept = kept_channels_array(table.group_channels[None, :], keep[:, None], table.group_divisions[None, :])
     if not heads_pruned:  # P before E: heads are built for the pruned stages they read

@@ -280,7 +280,8 @@ def evaluate_batch(
     """Cost of M configurations. Each input is (M, width) or (width,), broadcast over M.
 
     ``w_bits``/``a_bits`` are per MAC layer (L), ``kept`` per channel group (G), ``exit_probs``
-    per exit (K; default: nobody leaves early). Bits and kept channels are whole numbers of any
+    per exit (K; default: nobody leaves early); a concatenation group's kept channels are always
+    its parts' sum (:meth:`LayerTable.complete_kept`), whatever is given there. Bits and kept channels are whole numbers of any
     numeric dtype. M may be 0 (empty results).
 
     ``engine``: ``"numba"`` (the kernels), ``"numpy"`` (:func:`numpy_batch_cost`, no numba
@@ -312,9 +313,11 @@ def evaluate_batch(
         check_bits_array(name, bits)
         _check_whole(name, bits)
     kept_rows = rows["kept"]
+    _check_whole("kept", kept_rows)
+    if kept_rows.size:
+        kept_rows = table.complete_kept(kept_rows)
     if kept_rows.size and not (kept_rows.min() >= 1 and np.all(_column_max(kept_rows) <= table.group_channels)):
         raise InputError("kept channels must be in 1..channels of their group for every configuration")
-    _check_whole("kept", kept_rows)
     probs = rows["exit_probs"].astype(np.float64, copy=False)
     if probs.size and (not np.all(np.isfinite(probs)) or probs.min() < 0 or probs.sum(axis=1).max() > 1 + PROB_SLACK):
         raise InputError("exit_probs must be finite, >= 0 and sum to at most 1 in every configuration")

@@ -48,6 +48,12 @@ class Config:
                 raise InputError(f"{name} must have {length} entries for {table.model}, got shape {arr.shape}")
         for name, bits in (("w_bits", self.w_bits), ("a_bits", self.a_bits)):
             check_bits_array(name, bits, table.layers["name"], "layer")
+        derived = table.complete_kept(self.kept)
+        wrong = np.flatnonzero(derived != self.kept)
+        if wrong.size:
+            g = int(wrong[0])
+            raise InputError(f"kept channels of group {table.group_labels[g]} (a concatenation) must be the sum of its "
+                             f"parts' kept channels, {int(derived[g])}, got {int(self.kept[g])}")
         bad = np.flatnonzero((self.kept < 1) | (self.kept > table.group_channels))
         if bad.size:
             g = int(bad[0])
@@ -105,19 +111,22 @@ def kept_from_ratio(table: LayerTable, keep_ratio: float, field: str = "keep_rat
         g = int(empty[0])
         raise InputError(f"{field} {keep_ratio} keeps 0 of the {int(table.group_channels[g])} channels of group "
                          f"{table.group_labels[g]}; it must keep at least 1")
-    return kept
+    return table.complete_kept(kept)
 
 
 def kept_from_mapping(table: LayerTable, ratios: Mapping[str, float], default: float = 1.0) -> np.ndarray:
     """Kept channels from ``{group label or glob: keep ratio}``; unmatched groups keep ``default``.
+    Concatenations are not matched: they follow their parts.
 
     Errors name ``default`` or the entry, ``ratios['layer3.*']``."""
     kept = kept_from_ratio(table, default, "default")
+    labels = [label for g, label in enumerate(table.group_labels) if not table.concatenations[g]]
     for pattern, ratio in ratios.items():
-        hits = [g for g, label in enumerate(table.group_labels) if fnmatch.fnmatchcase(label, pattern)]
+        hits = [g for g, label in enumerate(table.group_labels)
+                if not table.concatenations[g] and fnmatch.fnmatchcase(label, pattern)]
         if not hits:
             raise InputError(f"group {pattern!r} matches no channel group of {table.model}; "
-                             f"groups are named {', '.join(table.group_labels)}")
+                             f"groups are named {', '.join(labels)}")
         check_keep_ratio(f"ratios[{pattern!r}]", ratio)
         for g in hits:
             if ratio < 1:
@@ -126,7 +135,7 @@ def kept_from_mapping(table: LayerTable, ratios: Mapping[str, float], default: f
             if kept[g] < 1:
                 raise InputError(f"ratios[{pattern!r}] {ratio} keeps 0 channels of group "
                                  f"{table.group_labels[g]}; it must keep at least 1")
-    return kept
+    return table.complete_kept(kept)
 
 
 def heads_follow_stages(table: LayerTable, kept: np.ndarray) -> np.ndarray:
@@ -136,7 +145,7 @@ def heads_follow_stages(table: LayerTable, kept: np.ndarray) -> np.ndarray:
     stage's current width), so a head-only group of width C_h reading a stage group of width C_s
     keeps ``kept[s] * C_h // C_s`` channels.
     """
-    out = np.array(kept, dtype=np.int64, copy=True)
+    out = np.array(table.complete_kept(kept), dtype=np.int64, copy=True)
     for h in np.flatnonzero(table.head_source_groups >= 0):
         src = table.head_source_groups[h]
         out[..., h] = np.minimum(table.group_channels[h],

@@ -89,7 +89,7 @@ def _widths(width: np.ndarray, group: np.ndarray, kept: np.ndarray, group_channe
 
 def quantities(table: LayerTable, kept: np.ndarray) -> Quantities:
     """Pruned widths, MACs, weights and op sizes for kept channels ``kept`` of shape (G,) or (M, G)."""
-    kept_m = np.atleast_2d(np.asarray(kept, dtype=np.int64))
+    kept_m = table.complete_kept(np.atleast_2d(np.asarray(kept, dtype=np.int64)))
     lay, opc, gch = table.layers, table.ops, table.group_channels
     in_w = _widths(lay["in_ch"], lay["in_group"], kept_m, gch)
     out_w = _widths(lay["out_ch"], lay["out_group"], kept_m, gch)

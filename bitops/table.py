@@ -9,7 +9,10 @@ A table is columnar: parallel numpy arrays, one entry per row.
   so a policy can count them and so nothing is silently dropped.
 * **Channel groups**: channels that structured pruning must keep together (joined by a residual add
   or tied by a depthwise conv). Group ``-1`` means "never pruned" (the image channels, classifier
-  outputs).
+  outputs). A *concatenation* group (``group_parts[g]`` not empty: DenseNet's and Inception's
+  ``torch.cat`` of several groups) is pruned only through its parts: its kept channels are
+  always the sum of theirs (:meth:`LayerTable.complete_kept`), so a row reading it shrinks by each
+  part's own rounding, as torch-pruning prunes it.
 * **Exits**: ``exit_names[k]`` is the k-th exit point in depth order. A backbone row in segment
   ``s`` runs for samples that did not leave at exits ``0..s-1``; exit head ``k``'s rows are in
   segment ``k`` (they run for every sample that reaches exit ``k``).
@@ -98,6 +101,8 @@ class LayerTable:
     ungrouped: Mapping[str, str] = field(default_factory=dict)
     # {module: parameters} of modules that never ran in the traced pass (not in extra_params).
     unused: Mapping[str, int] = field(default_factory=dict)
+    # Per group: () for a group pruned on its own, ((part group, copies), ...) for a concatenation.
+    group_parts: tuple[tuple[tuple[int, int], ...], ...] = ()
     notes: tuple[str, ...] = ()
     provenance: Mapping[str, Any] = field(default_factory=dict)
 
@@ -120,6 +125,7 @@ class LayerTable:
         group_divisions: Sequence[int] | None = None,
         ungrouped: Mapping[str, str] | None = None,
         unused: Mapping[str, int] | None = None,
+        group_parts: Sequence[Sequence[Sequence[int]]] | None = None,
     ) -> LayerTable:
         """Build and validate a table from plain sequences (the JSON layout)."""
         lay: dict[str, Any] = {}
@@ -150,6 +156,7 @@ class LayerTable:
                                        "group_divisions"),
             ungrouped=_str_mapping(ungrouped, "ungrouped", str),
             unused=_str_mapping(unused, "unused", int),
+            group_parts=_group_parts(group_parts, len(group_channels)),
         )
         table.validate()
         return table
@@ -171,6 +178,16 @@ class LayerTable:
         _check(bool(np.all(self.group_divisions >= 1)) and bool(np.all(self.group_channels % np.maximum(
             self.group_divisions, 1) == 0)), "group_divisions must be >= 1 and divide group_channels")
         _check(all(v >= 0 for v in self.unused.values()), "unused parameter counts must be >= 0")
+        _check(len(self.group_parts) == n_groups, f"group_parts must have {n_groups} entries, got {len(self.group_parts)}")
+        for g, parts in enumerate(self.group_parts):
+            if not parts:
+                continue
+            label = self.group_labels[g]
+            _check(all(0 <= p < n_groups and p != g and not self.group_parts[p] and copies >= 1 for p, copies in parts),
+                   f"group_parts: concatenation {label} must list other, non-concatenation groups with copies >= 1")
+            _check(int(self.group_channels[g]) == sum(copies * int(self.group_channels[p]) for p, copies in parts),
+                   f"group_parts: concatenation {label} has {int(self.group_channels[g])} channels, not the sum of its parts'")
+            _check(int(self.group_divisions[g]) == 1, f"group_divisions: concatenation {label} must have 1")
         n_exits = len(self.exit_names)
         _check(len(set(self.exit_names)) == n_exits, f"exit_names must be unique, got {list(self.exit_names)}")
         lay = self.layers
@@ -224,6 +241,21 @@ class LayerTable:
     @property
     def num_exits(self) -> int:
         return len(self.exit_names)
+
+    @cached_property
+    def concatenations(self) -> np.ndarray:
+        """Bool (G,): groups that concatenate others (pruned only through their parts)."""
+        return np.array([bool(parts) for parts in self.group_parts], dtype=bool)
+
+    def complete_kept(self, kept: np.ndarray) -> np.ndarray:
+        """``kept`` (shape (..., G)) with every concatenation's entry set to the sum of its parts'
+        kept channels (times their copies); the same array when the table has none."""
+        if not self.concatenations.any():
+            return kept
+        out = np.array(kept, dtype=np.int64, copy=True)
+        for g in np.flatnonzero(self.concatenations):
+            out[..., g] = sum(copies * out[..., p] for p, copies in self.group_parts[g])
+        return out
 
     @cached_property
     def backbone_rows(self) -> np.ndarray:
@@ -300,6 +332,7 @@ class LayerTable:
         # that no longer exists.
         used = np.unique(np.concatenate([layers["in_group"], layers["out_group"], ops["group"]]))
         used = used[used >= 0]
+        used = np.unique(np.concatenate([used, [p for g in used for p, _ in self.group_parts[g]]])).astype(np.int64)
         new_group = np.full(self.num_groups + 1, -1, dtype=np.int64)  # index -1 maps "never pruned" to itself
         new_group[used] = np.arange(used.size)
         for cols, names in ((layers, ("in_group", "out_group")), (ops, ("group",))):
@@ -311,6 +344,7 @@ class LayerTable:
             exit_names=[self.exit_names[k] for k in keep], extra_params=self.extra_params,
             unsupported_ops=self.unsupported_ops, notes=self.notes, provenance=self.provenance,
             group_divisions=self.group_divisions[used], ungrouped=self.ungrouped, unused=self.unused,
+            group_parts=[[(int(new_group[p]), copies) for p, copies in self.group_parts[g]] for g in used],
         )
 
     def counting_unused(self) -> LayerTable:
@@ -333,6 +367,7 @@ class LayerTable:
             "group_channels": self.group_channels.tolist(),
             "group_labels": list(self.group_labels),
             "group_divisions": self.group_divisions.tolist(),
+            "group_parts": [[list(part) for part in parts] for parts in self.group_parts],
             "extra_params": self.extra_params,
             "ungrouped": dict(self.ungrouped),
             "unused": dict(self.unused),
@@ -360,7 +395,7 @@ class LayerTable:
                 exit_names=data.get("exit_names", []), extra_params=data.get("extra_params", 0),
                 unsupported_ops=data.get("unsupported_ops"), notes=data.get("notes", []),
                 provenance=data.get("provenance"), group_divisions=data.get("group_divisions"),
-                ungrouped=data.get("ungrouped"), unused=data.get("unused"),
+                ungrouped=data.get("ungrouped"), unused=data.get("unused"), group_parts=data.get("group_parts"),
             )
         except InputError as err:
             raise InputError(f"{source}: {err}") from None
@@ -378,6 +413,23 @@ def _str_mapping(values: Any, where: str, kind: type) -> dict[str, Any]:
             isinstance(k, str) and isinstance(v, kind) and not isinstance(v, bool) for k, v in values.items()):
         raise InputError(f"{where} must map names to {kind.__name__} values")
     return dict(values)
+
+
+def _group_parts(values: Any, n_groups: int) -> tuple[tuple[tuple[int, int], ...], ...]:
+    """``group_parts`` as tuples (None: no concatenations); anything but lists of [group, copies]
+    integer pairs is refused."""
+    if values is None:
+        return ((),) * n_groups
+
+    def pair(part: Any) -> tuple[int, int]:
+        if not (isinstance(part, (list, tuple)) and len(part) == 2
+                and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in part)):
+            raise InputError(f"group_parts must hold lists of [group, copies] integer pairs, got {part!r}")
+        return int(part[0]), int(part[1])
+
+    if not isinstance(values, (list, tuple)) or not all(isinstance(parts, (list, tuple)) for parts in values):
+        raise InputError("group_parts must be a list with one list of [group, copies] pairs per group")
+    return tuple(tuple(pair(part) for part in parts) for parts in values)
 
 
 def _required(cols: Mapping[str, Any], col: str, part: str) -> Any:

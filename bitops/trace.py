@@ -101,9 +101,11 @@ class GroupMap:
     """Channel-group assignments by module name, from torch-pruning's dependency graph.
 
     ``divisions[g]`` is how many equal parts torch-pruning prunes group ``g`` in (a grouped conv's
-    or a GroupNorm's groups): it keeps whole channels per part. ``ungrouped`` names the modules
-    whose input or output channels cannot follow a group (a concatenation of groups, a channel-
-    multiplier depthwise conv) and why; ``failure`` says why there are no groups at all.
+    or a GroupNorm's groups): it keeps whole channels per part. ``parts[g]`` is () for a group
+    pruned on its own, and ((group, copies), ...) for a concatenation of groups (``torch.cat``
+    along channels, which torch-pruning prunes through each part). ``ungrouped`` names the modules
+    whose input or output channels cannot follow a group (a slice of a group's channels, a
+    channel-multiplier depthwise conv) and why; ``failure`` says why there are no groups at all.
     """
 
     channels: list[int] = field(default_factory=list)
@@ -114,6 +116,35 @@ class GroupMap:
     ungrouped: dict[str, str] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
     failure: str | None = None
+    parts: list[tuple[tuple[int, int], ...]] = field(default_factory=list)
+    _concatenations: dict[tuple[tuple[int, int], ...], int] = field(default_factory=dict, repr=False)
+
+    def add(self, channels: int, label: str, divisions: int = 1) -> int:
+        """A new group pruned on its own; its index."""
+        self.channels.append(channels)
+        self.labels.append(label)
+        self.divisions.append(divisions)
+        self.parts.append(())
+        return len(self.channels) - 1
+
+    def concatenation(self, parts: Sequence[tuple[int, int]]) -> int:
+        """The group of the channels of ``parts`` ((group, copies) pairs, in any order; concatenations
+        among them are expanded) side by side, made once; a single group's index when all parts are
+        copies of one group (its width is then a multiple of that group's)."""
+        counts: dict[int, int] = {}
+        for g, copies in parts:
+            for part, inner in self.parts[g] or ((g, 1),):
+                counts[part] = counts.get(part, 0) + copies * inner
+        if len(counts) == 1:
+            return next(iter(counts))
+        key = tuple(sorted(counts.items()))
+        if key not in self._concatenations:
+            names = [self.labels[g] + (f" x{copies}" if copies > 1 else "") for g, copies in key]
+            shown = ", ".join(names) if len(names) <= 3 else f"{names[0]}, ..., {names[-1]}: {len(names)} groups"
+            g = self.add(sum(copies * self.channels[part] for part, copies in key), f"cat({shown})")
+            self.parts[g] = key
+            self._concatenations[key] = g
+        return self._concatenations[key]
 
 
 def channel_groups(model: nn.Module, example: torch.Tensor, *, seconds: float | None = None) -> GroupMap:
@@ -229,6 +260,10 @@ class _Forked:
 def _forked_main(function: Callable[..., Any], args: tuple[Any, ...], send: Any, extra_bytes: int) -> None:
     import resource
 
+    # One thread: a parallel region would wait forever on the OpenMP workers of the parent that
+    # fork did not copy (a model analysed on real tensors after the parent traced one hung so).
+    torch.set_num_threads(1)
+
     try:
         with open("/proc/self/status", encoding="ascii") as status:
             size = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
@@ -287,25 +322,32 @@ def _channel_parts(graph: Any, module: nn.Module, is_out: bool) -> int:
 def _group_map(model: nn.Module, groups: list[list[tuple[str, bool, int, int]]], outputs: list[str]) -> GroupMap:
     modules = dict(model.named_modules())
     gm = GroupMap(outputs=outputs)
-    feeds: dict[str, list[int]] = {}
+    # module -> side (prunes its output?) -> [(group, width)]: more than one group on a side is a concatenation
+    sides: dict[str, dict[bool, list[tuple[int, int]]]] = {}
     for members in groups:
-        g = len(gm.channels)
         root_name, _, _, root_width = members[0]
-        gm.channels.append(root_width)
-        gm.labels.append(root_name)
-        gm.divisions.append(max(parts for _, _, parts, _ in members))
-        for name, is_out, _, _ in members:
-            if is_out:
-                gm.out_group[name] = g
+        g = gm.add(root_width, root_name, max(parts for _, _, parts, _ in members))
+        for name, is_out, _, width in members:
+            sides.setdefault(name, {}).setdefault(is_out, []).append((g, width))
+    for name, by_side in sides.items():
+        module = modules.get(name)
+        depthwise = _is_depthwise(module)
+        for is_out, entries in by_side.items():
+            if len({g for g, _ in entries}) == 1:
+                group = entries[0][0]
+            elif is_out and not depthwise and isinstance(module, (nn.Conv2d, nn.Linear)):
+                labels = ", ".join(gm.labels[g] for g in dict.fromkeys(g for g, _ in entries))
+                gm.ungrouped[name] = f"its output channels are split between channel groups ({labels})"
+                continue
+            elif all(width % gm.channels[g] == 0 for g, width in entries):
+                group = gm.concatenation([(g, width // gm.channels[g]) for g, width in entries])
             else:
-                feeds.setdefault(name, []).append(g)
-                gm.in_group[name] = g
-            if _is_depthwise(modules.get(name)):
-                gm.out_group[name] = gm.in_group[name] = g
-    for name, fed in feeds.items():
-        if len(set(fed)) > 1:
-            labels = ", ".join(gm.labels[g] for g in dict.fromkeys(fed))
-            gm.ungrouped[name] = f"its input concatenates {len(set(fed))} channel groups ({labels})"
+                g, width = next((g, width) for g, width in entries if width % gm.channels[g])
+                gm.ungrouped[name] = f"it takes {width} of the {gm.channels[g]} channels of group {gm.labels[g]}"
+                continue
+            (gm.out_group if is_out else gm.in_group)[name] = group
+            if depthwise:
+                gm.out_group[name] = gm.in_group[name] = group
     for name, module in modules.items():
         if isinstance(module, nn.Conv2d) and module.groups == module.in_channels > 1 and not _is_depthwise(module):
             gm.ungrouped[name] = "a depthwise conv with a channel multiplier"
@@ -404,6 +446,7 @@ class _Recorder:
         # value -> (the row that made it: ("L", layer) or ("O", op), its channel axis); groups come later
         self.value_group: dict[str, tuple[tuple[str, Any] | None, int | None]] = {}
         self.layer_source: list[tuple[str | None, str, bool]] = []  # (module scope of its groups, name, depthwise)
+        self.layer_input: list[tuple[str, Any] | None] = []  # what made each MAC row's input, where the trace follows it
         self.op_source: list[tuple[tuple[str, Any] | None, str, int]] = []  # (what its group follows, name, channels)
         self.owned: set[int] = set()  # ids of the parameters some row stores
         self.ungrouped: dict[str, str] = {}
@@ -436,17 +479,39 @@ class _Recorder:
         """(source, channel axis) of a tensor value: the row that made it and its channel axis,
         followed through free ops (view, flatten, permute, transpose); None where a reshape loses it."""
         path = []
+        origin: Any = None
         while value.debugName() not in self.value_group and len(path) < 64:
             node = value.node()
+            if node.kind() == "aten::cat":
+                origin, axis = self._concatenated(node)
+                break
             tensors = [v for v in node.inputs() if _shape(v) is not None]
             if not tensors:
                 return None, None
             path.append((node, tensors[0], value))
             value = tensors[0]
-        origin, axis = self.value_group.get(value.debugName(), (None, None))
+        else:
+            origin, axis = self.value_group.get(value.debugName(), (None, None))
         for node, source, result in reversed(path):
             axis = _moved_axis(node, axis, _shape(source), _shape(result))
         return (origin, axis) if axis is not None else (None, None)
+
+    def _concatenated(self, node: Any) -> tuple[tuple[str, Any] | None, int | None]:
+        """(source, channel axis) of ``torch.cat``'s output: ("C", ((source, width), ...)) when it
+        joins tensors along their channel axis, (None, None) otherwise."""
+        listed, dim = node.inputsAt(0).node(), node.inputsAt(1).toIValue()
+        shape = _shape(node.output())
+        if listed.kind() != "prim::ListConstruct" or shape is None or not isinstance(dim, int):
+            return None, None
+        axis = dim % len(shape)
+        parts = []
+        for value in listed.inputs():
+            origin, part_axis = self._input_group(value)
+            part_shape = _shape(value)
+            if origin is None or part_axis != axis or part_shape is None:
+                return None, None
+            parts.append((origin, int(part_shape[axis])))
+        return ("C", tuple(parts)), axis
 
     def _claim(self, tensor: Any) -> bool:
         """Whether this row stores ``tensor``: only the first row that uses a parameter owns it."""
@@ -496,6 +561,11 @@ class _Recorder:
             else:
                 row = self._matmul_row(inputs, outputs, kind)
             name = scope if row.pop("owns_module") else f"{scope}.{kind.split('::')[1]}".lstrip(".")
+            source = inputs[1] if kind == "aten::addmm" else inputs[0]
+            origin, axis = self._input_group(source) if kind in ("aten::_convolution", "aten::linear", "aten::addmm") \
+                else (None, None)
+            channel_axis = 1 if kind == "aten::_convolution" else len(_shape(source) or [0]) - 1
+            self.layer_input.append(origin if axis == channel_axis else None)
             macs = self._append(scope, name, row)
             self.value_group[outputs[0].debugName()] = (("L", len(self.layers["name"]) - 1),
                                                         1 if kind == "aten::_convolution" else len(out_shape) - 1)
@@ -521,6 +591,7 @@ class _Recorder:
         keys, value_width = int(k[-2]), int(v[-1])
         macs = 0
         for part, unit, reduction in (("qk", batch * length * keys, width), ("av", batch * length * value_width, keys)):
+            self.layer_input.append(None)
             macs += self._append(scope, f"{scope}.attention.{part}".lstrip("."), _matmul(unit, reduction))
         segment, exit_index = self._place(scope)
         name = self._unique(f"{scope}.attention.softmax".lstrip("."))
@@ -579,21 +650,51 @@ class _Recorder:
         width is not a whole multiple of its group's gets none and is listed as ungrouped."""
         self.groups, self.ungrouped = groups, dict(groups.ungrouped)
         lay, ops = self.layers, self.ops
-        assert len(self.layer_source) == len(lay["name"]) and len(self.op_source) == len(ops["name"])
+        assert len(self.layer_source) == len(self.layer_input) == len(lay["name"]) and len(self.op_source) == len(ops["name"])
+        self.op_resolved: set[int] = set()
         for i, (scope, name, depthwise) in enumerate(self.layer_source):
             in_group, out_group = self._module_groups(scope, depthwise)
             in_group = self._checked(name, lay["in_ch"][i], in_group, "input")
             out_group = self._checked(name, lay["out_ch"][i], out_group, "output")
             if depthwise and in_group != out_group:
                 in_group = out_group = -1
+            followed = self._origin_group(self.layer_input[i])
+            if in_group >= 0 and followed >= 0 and followed != in_group:
+                # torch-pruning's group for the input is not that of the channels the trace saw arrive
+                self.ungrouped.setdefault(name, f"torch-pruning puts its input in channel group {self.groups.labels[in_group]}, "
+                                                f"the traced data flow in {self.groups.labels[followed]}")
+                in_group = -1
             lay["in_group"][i], lay["out_group"][i] = in_group, out_group
-        for j, (origin, name, channels) in enumerate(self.op_source):
-            group = -1
-            if origin is not None:
-                kind, key = origin
-                group = (lay["out_group"][key] if kind == "L" else ops["group"][key] if kind == "O"
-                         else groups.out_group.get(key, -1))
-            ops["group"][j] = self._checked(name, channels, group, "")
+        for j in range(len(self.op_source)):
+            self._op_group(j)
+
+    def _op_group(self, j: int) -> int:
+        """Op row ``j``'s group, resolved once (a MAC row's input may need it before its turn)."""
+        if j not in self.op_resolved:
+            origin, name, channels = self.op_source[j]
+            self.ops["group"][j] = self._checked(name, channels, self._origin_group(origin), "")
+            self.op_resolved.add(j)
+        return int(self.ops["group"][j])
+
+    def _origin_group(self, origin: tuple[str, Any] | None) -> int:
+        """The group of a value made by ``origin``: a MAC row ("L"), an op row ("O"), a BatchNorm
+        module ("B") or a concatenation ("C") of such values; -1 when it follows none."""
+        if origin is None:
+            return -1
+        kind, key = origin
+        if kind == "L":
+            return int(self.layers["out_group"][key])
+        if kind == "O":
+            return self._op_group(key)
+        if kind == "B":
+            return self.groups.out_group.get(key, -1)
+        parts = []
+        for part, width in key:
+            group = self._origin_group(part)
+            if group < 0 or width % self.groups.channels[group]:
+                return -1
+            parts.append((group, width // self.groups.channels[group]))
+        return self.groups.concatenation(parts)
 
     def _module_groups(self, scope: str | None, depthwise: bool) -> tuple[int, int]:
         if scope is None:
@@ -722,6 +823,7 @@ def _trace_eval_model(model: nn.Module, input_shape: tuple[int, ...], name: str,
     return LayerTable.from_columns(
         model=name, input_shape=input_shape, layers=recorder.layers, ops=recorder.ops,
         group_channels=groups.channels, group_labels=groups.labels, group_divisions=groups.divisions,
+        group_parts=groups.parts,
         exit_names=exit_names, extra_params=total - owned - sum(unused.values()), unused=unused,
         ungrouped=ungrouped, unsupported_ops=unsupported,
         provenance={"traced_with": f"torch {torch.__version__}, fvcore JitModelAnalysis, torch-pruning DependencyGraph",

@@ -29,7 +29,8 @@ TORCHVISION = torchvision.models.list_models(module=torchvision.models)
 # ShuffleNet's channel shuffle: these are counted without channel groups, and only these.
 UNGROUPED = ("maxvit_t", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0",
              "swin_b", "swin_s", "swin_t", "swin_v2_b", "swin_v2_s", "swin_v2_t")
-# Concatenations (Inception, DenseNet, GoogLeNet, SqueezeNet's fire modules): some layers follow no group.
+# Concatenations (Inception, DenseNet, GoogLeNet, SqueezeNet's fire modules): rows reading them follow a
+# concatenation group, pruned through its parts, so these are prunable too.
 CONCATENATING = ("densenet121", "densenet161", "densenet169", "densenet201", "googlenet", "inception_v3",
                  "squeezenet1_0", "squeezenet1_1")
 
@@ -88,10 +89,9 @@ def test_every_torchvision_classifier_counts_exactly(name, monkeypatch):
     _check(table, _reference(lambda: torchvision.models.get_model(name, weights=None), table.input_shape))
     if name in UNGROUPED:
         assert table.num_groups == 0 and table.ungrouped
-    elif name in CONCATENATING:
-        assert table.num_groups > 0 and table.ungrouped
     else:
         assert table.num_groups > 0 and not table.ungrouped, list(table.ungrouped.items())[:3]
+        assert table.concatenations.any() == (name in CONCATENATING)
 
 
 # Common timm CNNs (timm is a test dependency): split convs (MixNet), ghost modules' concatenations,
