@@ -8,9 +8,9 @@ done, one warm-up round, medians of ``ROUNDS``):
 * (a) fvcore alone: ``FlopCountAnalysis(model, x).total()`` on a ResNet-50 built beforehand (the
   build is left out of (a), so the ratio below is an upper bound);
 * (b) the count: ``bitops.models.load_model_table`` of ``torchvision:resnet50``, what ``chaincomp
-  count`` runs before the arithmetic: the memory estimate on torch's meta device, the build
-  (initialisers skipped), torch-pruning's channel groups in a forked child on a meta copy, and the
-  fvcore trace with our op handles. It records its MACs against (a) (they must agree) and the ratio
+  count`` runs before the arithmetic: the build (initialisers skipped) and the trace under an
+  address-space cap (no memory-estimate pass unless an allocation fails), torch-pruning's channel
+  groups in a forked child on a meta copy, and the fvcore trace with our op handles. It records its MACs against (a) (they must agree) and the ratio
   of the medians, (b) / (a). Target: <= 1.3x.
 """
 

@@ -805,6 +805,9 @@ def _trace_eval_model(model: nn.Module, input_shape: tuple[int, ...], name: str,
             raise
         except Exception as err:  # noqa: BLE001 - the model's forward, or the tracer, at this input
             pending.cancel()
+            if _allocation_failed(err):
+                raise _OutOfMemory(f"MODEL: {name}: tracing at input {','.join(map(str, input_shape))} ran out of "
+                                   f"memory ({_first_line(err)})") from None
             raise InputError(f"MODEL: {name}: tracing at input {','.join(map(str, input_shape))} failed "
                              f"({_first_line(err)})") from None
         unsupported = dict(analysis.unsupported_ops())
@@ -1053,46 +1056,113 @@ def _available_bytes() -> int:
 def build_and_trace(build: Callable[[], nn.Module], input_shape: Sequence[int], *, name: str,
                     provenance: dict[str, Any] | None = None, what: str = "", exits: Sequence[str] = (),
                     exit_head: str = "conv", group_seconds: float | None = None) -> LayerTable:
-    """Build a model and trace it, refusing first (one line, nothing allocated) when its weights and
-    activations would take more than :data:`MEMORY_FRACTION` of the memory available.
+    """Build a model and trace it with the address space capped at :data:`MEMORY_FRACTION` of the
+    memory available beyond what the process holds (see :func:`_address_space_capped`): a model too
+    large for it is refused in one line, with its size estimated on torch's meta device, once an
+    allocation has failed. Where no cap can be set, the estimate is made first and refuses instead.
 
     ``what`` names the options that set its size (e.g. "--input or --width-mult"), for the message.
     """
-    _step(f"{name}: estimating memory")
+    _step(f"{name}: building")
     try:
-        return _build_and_trace(build, input_shape, name=name, provenance=provenance, what=what, exits=exits,
-                                group_seconds=group_seconds,
-                                exit_head=exit_head)
+        with _address_space_capped() as capped:
+            if not capped:
+                _refuse_if_too_large(build, input_shape, name, what, failed=False)
+            try:
+                return _build_and_trace(build, input_shape, name=name, provenance=provenance, exits=exits,
+                                        group_seconds=group_seconds, exit_head=exit_head)
+            except _OutOfMemory:
+                pass
+        _refuse_if_too_large(build, input_shape, name, what, failed=True)  # the cap is off again here
+        raise AssertionError("unreachable: a failed allocation is always refused")
     finally:
         _step("")
 
 
-def _build_and_trace(build: Callable[[], nn.Module], input_shape: Sequence[int], *, name: str,
-                     provenance: dict[str, Any] | None, what: str, exits: Sequence[str], exit_head: str,
-                     group_seconds: float | None) -> LayerTable:
+class _OutOfMemory(InputError):
+    """An allocation that failed while building or tracing (the address-space cap, or the machine);
+    :func:`build_and_trace` words it with the model's estimated size."""
+
+
+def _allocation_failed(err: BaseException) -> bool:
+    text = str(err)
+    return isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and (
+        "can't allocate memory" in text or "not enough memory" in text or "Cannot allocate memory" in text))
+
+
+@contextlib.contextmanager
+def _address_space_capped() -> Iterator[bool]:
+    """Cap this process's address space (RLIMIT_AS, soft limit) at its size now plus
+    :data:`MEMORY_FRACTION` of the memory available, restored on exit: a model too large for the
+    machine fails at its first allocation past that, instead of growing until the machine's
+    out-of-memory killer ends it (or something else). Yields False, capping nothing, where no limit
+    can be set (no ``resource`` module or ``/proc``) or CUDA is in use (it reserves address space).
+    The cap is process-wide while it holds: another thread allocating then meets it too."""
+    try:
+        import resource
+
+        with open("/proc/self/status", encoding="ascii") as status:
+            size = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    except (ImportError, OSError, ValueError, StopIteration):
+        yield False
+        return
+    if torch.cuda.is_initialized():
+        yield False
+        return
+    cap = size + int(MEMORY_FRACTION * _available_bytes())
+    for limit in (soft, hard):
+        if limit != resource.RLIM_INFINITY:
+            cap = min(cap, limit)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        yield True
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def _refuse_if_too_large(build: Callable[[], nn.Module], input_shape: Sequence[int], name: str, what: str, *,
+                         failed: bool) -> None:
+    """Raise the one-line refusal when the model's estimated weights and activations exceed
+    :data:`MEMORY_FRACTION` of the memory available, or ``failed`` (an allocation did) whatever
+    the estimate says."""
     estimate = estimate_bytes(build, input_shape)
-    if estimate is not None:
-        weights, outputs = estimate
-        limit = MEMORY_FRACTION * _available_bytes()
-        if weights + outputs > limit:
-            gib = 2**30
-            lower = f"; lower {what}" if what else ""
-            raise InputError(f"MODEL: tracing {name} at input {','.join(map(str, input_shape))} needs about "
-                             f"{(weights + outputs) / gib:.1f} GiB ({weights / gib:.1f} GiB of weights, "
-                             f"{outputs / gib:.1f} GiB of activations), more than half of the {2 * limit / gib:.1f} GiB "
-                             f"available{lower}")
-    _step(f"{name}: building")
+    limit = MEMORY_FRACTION * _available_bytes()
+    if not failed and (estimate is None or sum(estimate) <= limit):
+        return
+    gib = 2**30
+    lower = f"; lower {what}" if what else ""
+    shape = ",".join(map(str, input_shape))
+    if estimate is None:
+        raise InputError(f"MODEL: tracing {name} at input {shape} needs more than half of the {2 * limit / gib:.1f} GiB "
+                         f"of memory available{lower}")
+    weights, outputs = estimate
+    raise InputError(f"MODEL: tracing {name} at input {shape} needs about {(weights + outputs) / gib:.1f} GiB "
+                     f"({weights / gib:.1f} GiB of weights, {outputs / gib:.1f} GiB of activations), more than "
+                     f"half of the {2 * limit / gib:.1f} GiB available{lower}")
+
+
+def _build_and_trace(build: Callable[[], nn.Module], input_shape: Sequence[int], *, name: str,
+                     provenance: dict[str, Any] | None, exits: Sequence[str], exit_head: str,
+                     group_seconds: float | None) -> LayerTable:
     try:
         model = build()
     except InputError:
         raise
-    except Exception as err:  # e.g. a size torch cannot allocate where the estimate could not be made
+    except Exception as err:
+        if _allocation_failed(err):
+            raise _OutOfMemory(f"MODEL: {name}: building ran out of memory ({_first_line(err)})") from None
         raise InputError(f"MODEL: {name}: building failed ({_first_line(err)})") from None
-    if not exits:
-        return trace_model(model, input_shape, name=name, provenance=provenance, group_seconds=group_seconds)
-    points = attach_exits(model, exits, exit_head, input_shape, name=name)
-    table = trace_model(model, input_shape, name=name, provenance={**(provenance or {}), "exit_head": exit_head},
-                        group_seconds=group_seconds)
+    try:
+        if not exits:
+            return trace_model(model, input_shape, name=name, provenance=provenance, group_seconds=group_seconds)
+        points = attach_exits(model, exits, exit_head, input_shape, name=name)
+        table = trace_model(model, input_shape, name=name, provenance={**(provenance or {}), "exit_head": exit_head},
+                            group_seconds=group_seconds)
+    except (MemoryError, RuntimeError) as err:  # the input tensor, or a forward pass outside the trace's own handler
+        if _allocation_failed(err):
+            raise _OutOfMemory(f"MODEL: {name}: tracing ran out of memory ({_first_line(err)})") from None
+        raise
     return dataclasses.replace(table, exit_names=tuple(points))
 
 

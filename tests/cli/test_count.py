@@ -761,15 +761,38 @@ def test_meta_estimate_equals_the_real_model():
     (["resnet8", "--input", "3,100000,100000"], ["GiB of activations", "--input"]),
     (["torchvision:resnet18", "--input", "3,60000,60000"], ["GiB of activations", "--input"]),
 ])
-def test_a_model_too_large_for_memory_is_refused_before_it_is_built(argv, words):
-    # A subprocess whose address space is capped at 4 GiB: building or tracing the model for real
-    # would fail there with a traceback or MemoryError, so a clean refusal shows nothing was allocated.
+def test_a_model_too_large_for_memory_is_refused_in_one_line(argv, words):
+    # A subprocess whose address space is capped at 4 GiB: its first allocation past the count's own
+    # cap (half the free memory, and never above the process's limit) fails, and is worded with the
+    # model's size estimated on meta tensors, never a traceback or a MemoryError.
     cap = "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30)); "
     done = subprocess.run([sys.executable, "-c", cap + "from chaincomp.cli import main; sys.exit(main(sys.argv[1:]))",
                            "count", *argv], capture_output=True, text=True, timeout=300)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert all(word in lines[0] for word in words), lines[0]
+
+
+def test_a_count_runs_no_estimate_pass_and_restores_the_address_space_limit(capsys, monkeypatch):
+    """The trace runs under a cap on the address space, so the meta-device estimate (a third forward
+    pass) runs only to word a refusal: a count that fits never calls it, and the limit is back after."""
+    import resource
+
+    from bitops import trace
+
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    calls = []
+    real_estimate = trace.estimate_bytes
+    monkeypatch.setattr(trace, "estimate_bytes", lambda *a: calls.append(a) or real_estimate(*a))
+    assert main(["count", "torchvision:resnet18", "--input", "3,32,32", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["params"] == 11_689_512 and calls == []
+    assert resource.getrlimit(resource.RLIMIT_AS) == before
+    # 64 MiB of room: VGG-11's 531 MB of weights meet the cap while it is built.
+    monkeypatch.setattr(trace, "MEMORY_FRACTION", 2**26 / trace._available_bytes())
+    assert main(["count", "torchvision:vgg11", "--input", "3,32,32"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "GiB of weights" in err and err.endswith("; lower --input"), err
+    assert len(calls) == 1 and resource.getrlimit(resource.RLIMIT_AS) == before
 
 
 def test_a_failing_user_callable_is_one_line(capsys):
