@@ -211,3 +211,34 @@ def test_torchvision_concatenating_models_count_as_physically_pruned(build, shap
         assert report.totals.params == sum(p.numel() for p in pruned.parameters())
         assert {name: int(macs) for name, macs in zip(table.layers["name"], report.layer_macs)} == \
             {name: macs for name, (macs, _) in hooks.items()}
+
+
+def test_an_exit_head_on_a_concatenation_is_pruned_through_its_parts_and_can_be_dropped():
+    """A conv exit head after ``norm`` (which normalises the concatenation): its own channels follow
+    its own group, its input the concatenation. Dropping it (``with_exits([])``) must leave the
+    table of the model traced without it, groups renumbered, at every keep ratio."""
+    from bitops.trace import attach_exits
+
+    torch.manual_seed(0)
+    plain = ConcatNet().eval()
+    with_head = copy.deepcopy(plain)
+    attach_exits(with_head, ["norm"], "conv", SHAPE)
+    table = trace_model(with_head, SHAPE)
+    assert table.exit_names == ("norm",) and not table.ungrouped
+    head_rows = np.flatnonzero(table.layers["exit_index"] == 0)
+    assert table.concatenations[table.layers["in_group"][head_rows[0]]]
+    dropped, bare = table.with_exits([]), trace_model(plain, SHAPE)
+
+    def named(t: LayerTable) -> dict[str, list[tuple[str, int]]]:  # group order is torch-pruning's: compare by label
+        return {label: sorted((t.group_labels[p], c) for p, c in parts) for label, parts in zip(t.group_labels, t.group_parts)}
+
+    assert named(dropped) == named(bare)
+    for keep_ratio in (0.7, 0.4):
+        ours = evaluate(dropped, _full_bits(dropped, kept_from_ratio(dropped, keep_ratio)))
+        theirs = evaluate(bare, _full_bits(bare, kept_from_ratio(bare, keep_ratio)))
+        assert (ours.totals.macs, ours.totals.params) == (theirs.totals.macs, theirs.totals.params)
+    # With the head: its MACs at keep 0.5 by hand, a 3x3 conv from the kept 4 + 3 channels to its own kept ones.
+    report = evaluate(table, _full_bits(table, kept_from_ratio(table, 0.5)))
+    conv = head_rows[0]
+    own = kept_from_ratio(table, 0.5)[table.layers["out_group"][conv]]
+    assert report.layer_macs[conv] == SHAPE[1] * SHAPE[2] * 9 * own * 7
