@@ -151,13 +151,21 @@ def channel_groups(model: nn.Module, example: torch.Tensor, *, seconds: float | 
     """Map every prunable module's input/output channels onto a group index.
 
     torch-pruning runs in a forked child process, on a ``meta`` copy of the model where it can
-    (no data, no arithmetic), bounded by ``seconds`` (default :data:`GROUP_SECONDS`) and by
-    :data:`MEMORY_FRACTION` of the free memory: some graphs (Swin's window attention) make its
-    analysis grow without end. Whatever stops it (the bounds, an exception inside it) becomes
-    ``failure``, never an error: the model is then counted without groups (unpruned). Models on
-    an accelerator, or where ``fork`` does not exist, are analysed in this process, unbounded.
+    (no data, no arithmetic), bounded by ``seconds`` (default :data:`GROUP_SECONDS`), by a stall
+    bound (no new group for :data:`STALL_FRACTION` of ``seconds`` once the first has come) and by
+    :data:`MEMORY_FRACTION` of the free memory: some graphs (Swin's and MaxViT's window
+    attention, ReXNet) make its analysis grow without end after a few groups. Whatever stops it
+    (the bounds, an exception inside it) becomes ``failure``, never an error: the model is then
+    counted without groups (unpruned). Models on an accelerator, or where ``fork`` does not exist,
+    are analysed in this process, unbounded.
     """
     return start_channel_groups(model, example, seconds=seconds).result()
+
+
+# Once torch-pruning has found a first group, the next may take at most this fraction of the time
+# bound: the slowest gaps measured between groups of models it finishes are 0.4 s (DenseNet-201,
+# ViT-H/14, 2 cores); the graphs it never finishes stall after 1-4 groups.
+STALL_FRACTION = 1 / 6
 
 
 def start_channel_groups(model: nn.Module, example: torch.Tensor, *, seconds: float | None = None) -> _Pending:
@@ -179,20 +187,39 @@ class _Pending:
 
     def cancel(self) -> None:
         if self.child is not None:
-            self.child.wait(0)
+            self.child.close()
 
     def result(self) -> GroupMap:
-        import time
-
+        stall = self.seconds * STALL_FRACTION
         if self.child is None:
-            answer = _child_members(self.model, self.example, False)
+            items, ending = _collected(_child_members(self.model, self.example, False))
         else:
-            answer = self.child.wait(self.deadline - time.monotonic())
-        if isinstance(answer, str) and answer.startswith("meta:"):  # meta tensors cannot run it: the model itself
-            answer = _Forked(_child_members, (self.model, self.example, False)).wait(self.deadline - time.monotonic())
-        if answer is None:
+            items, ending = self.child.collect(self.deadline, stall)
+        if ending is not None and ending.startswith("meta:"):  # meta tensors cannot run it: the model itself
+            items, ending = _Forked(_child_members, (self.model, self.example, False)).collect(self.deadline, stall)
+        if ending == _TIMED_OUT:
             return GroupMap(failure=f"torch-pruning's analysis took longer than {self.seconds:g} s")
-        return GroupMap(failure=answer) if isinstance(answer, str) else _group_map(self.model, *answer)
+        if ending == _STALLED:
+            return GroupMap(failure=f"torch-pruning's analysis stalled after {len(items)} channel group"
+                                    f"{'s' if len(items) != 1 else ''} (none more in {stall:.3g} s; window attention "
+                                    "and similar graphs make it grow without end)")
+        if ending is not None:
+            return GroupMap(failure=ending)
+        groups = [value for kind, value in items if kind == "group"]
+        return _group_map(self.model, groups, [name for kind, value in items if kind == "outputs" for name in value])
+
+
+_TIMED_OUT, _STALLED = "timed out", "stalled"
+
+
+def _collected(items: Iterator[tuple[str, Any]]) -> tuple[list[tuple[str, Any]], str | None]:
+    """(the items before any ("error", why), that why or None), in this process."""
+    found = []
+    for kind, value in items:
+        if kind == "error":
+            return found, value
+        found.append((kind, value))
+    return found, None
 
 
 def _can_fork(model: nn.Module, example: torch.Tensor) -> bool:
@@ -207,26 +234,25 @@ def _can_fork(model: nn.Module, example: torch.Tensor) -> bool:
 _OUT_OF_MEMORY = "torch-pruning's analysis needed more than half of the free memory"
 
 
-def _child_members(model: nn.Module, example: torch.Tensor, on_meta: bool) -> tuple[Any, ...] | str:
-    if on_meta:
-        try:
-            model, example = model.to("meta"), example.to("meta")
-            return _dependency_members(model, example)
-        except Exception as err:  # noqa: BLE001 - an op without a meta kernel: retry on the model itself
-            return f"meta: {_first_line(err)}"
+def _child_members(model: nn.Module, example: torch.Tensor, on_meta: bool) -> Iterator[tuple[str, Any]]:
+    """:func:`_dependency_members`' items, then ("error", why) if it failed; on meta tensors, why
+    starts with "meta:" (an op without a meta kernel: try the model itself)."""
     try:
-        return _dependency_members(model, example)
+        if on_meta:
+            model, example = model.to("meta"), example.to("meta")
+        yield from _dependency_members(model, example)
     except MemoryError:
-        return _OUT_OF_MEMORY
+        yield "error", _OUT_OF_MEMORY
     except Exception as err:  # noqa: BLE001 - torch-pruning's own failures, e.g. on a channel shuffle
-        return f"torch-pruning failed ({_first_line(err)})"
+        yield "error", f"meta: {_first_line(err)}" if on_meta else f"torch-pruning failed ({_first_line(err)})"
 
 
 class _Forked:
-    """``function(*args)`` in a forked child, started on construction, with its address space
-    capped at what it has now plus :data:`MEMORY_FRACTION` of the free memory."""
+    """The items of ``function(*args)`` (a generator) made in a forked child, started on
+    construction, with its address space capped at what it has now plus :data:`MEMORY_FRACTION`
+    of the free memory; they come through a pipe as they are made."""
 
-    def __init__(self, function: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    def __init__(self, function: Callable[..., Iterator[tuple[str, Any]]], args: tuple[Any, ...]) -> None:
         import multiprocessing
 
         context = multiprocessing.get_context("fork")
@@ -238,32 +264,46 @@ class _Forked:
             self.process.start()
         send.close()
 
-    def wait(self, seconds: float) -> Any:
-        """The answer; None when there was none within ``seconds``, a string when the child died.
-        The child is gone afterwards."""
+    def collect(self, deadline: float, stall: float) -> tuple[list[tuple[str, Any]], str | None]:
+        """(the items received, how it ended: None when complete, :data:`_TIMED_OUT` past the
+        ``deadline`` (``time.monotonic()``), :data:`_STALLED` when no item came for ``stall``
+        seconds after the first, or the child's ("error", why)). The child is gone afterwards."""
+        import time
+
+        items: list[tuple[str, Any]] = []
         try:
-            if self.receive.poll(max(seconds, 0.0)):
+            while True:
+                left = deadline - time.monotonic()
+                wait = min(left, stall) if items else left
+                if wait <= 0 or not self.receive.poll(wait):
+                    return items, _TIMED_OUT if wait == left or left <= 0 else _STALLED
                 try:
-                    return self.receive.recv()
+                    kind, value = self.receive.recv()
                 except EOFError:
-                    pass
-                self.process.join(5)
-                return f"torch-pruning's analysis died (exit code {self.process.exitcode})"
-            return None
+                    self.process.join(5)
+                    return items, f"torch-pruning's analysis died (exit code {self.process.exitcode})"
+                if kind == "done":
+                    return items, None
+                if kind == "error":
+                    return items, value
+                items.append((kind, value))
         finally:
-            self.receive.close()
-            if self.process.is_alive():
-                self.process.kill()
-            self.process.join()
+            self.close()
+
+    def close(self) -> None:
+        self.receive.close()
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join()
 
 
-def _forked_main(function: Callable[..., Any], args: tuple[Any, ...], send: Any, extra_bytes: int) -> None:
+def _forked_main(function: Callable[..., Iterator[tuple[str, Any]]], args: tuple[Any, ...], send: Any,
+                 extra_bytes: int) -> None:
     import resource
 
     # One thread: a parallel region would wait forever on the OpenMP workers of the parent that
     # fork did not copy (a model analysed on real tensors after the parent traced one hung so).
     torch.set_num_threads(1)
-
     try:
         with open("/proc/self/status", encoding="ascii") as status:
             size = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
@@ -273,23 +313,27 @@ def _forked_main(function: Callable[..., Any], args: tuple[Any, ...], send: Any,
     except (OSError, ValueError, StopIteration):
         pass  # no /proc: the time bound still holds
     try:
-        result = function(*args)
+        for item in function(*args):
+            send.send(item)
+            if item[0] == "error":
+                break
+        else:
+            send.send(("done", None))
     except MemoryError:  # raised outside the function's own handlers
-        result = _OUT_OF_MEMORY
-    send.send(result)
+        send.send(("error", _OUT_OF_MEMORY))
     send.close()
 
 
-def _dependency_members(model: nn.Module, example: torch.Tensor) -> tuple[list[list[tuple[str, bool, int, int]]], list[str]]:
-    """torch-pruning's coupled groups as lists of (module name, prunes-output?, channel parts, width), and
-    the names of the output layers (groups no layer consumes); plain data, sent between processes."""
+def _dependency_members(model: nn.Module, example: torch.Tensor) -> Iterator[tuple[str, Any]]:
+    """torch-pruning's coupled groups, one at a time as it finds them, as plain data sent between
+    processes: ("group", [(module name, prunes-output?, channel parts, width), ...]), or
+    ("outputs", [names]) for a group no layer consumes (the output layers)."""
     import torch_pruning as tp
 
     with torch.enable_grad():  # its graph is autograd's: a caller's no_grad would leave it empty
         graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
     names = graph._module2name
     modules = dict(model.named_modules())
-    groups, outputs = [], []
     for group in graph.get_all_groups(root_module_types=[nn.Conv2d, nn.Linear]):
         members = []
         for item in group:
@@ -300,11 +344,10 @@ def _dependency_members(model: nn.Module, example: torch.Tensor) -> tuple[list[l
             is_out = bool(graph.is_out_channel_pruning_fn(dep.handler))
             members.append((names[module], is_out, _channel_parts(graph, module, is_out), len(item.idxs)))
         if not any(not is_out for _, is_out, _, _ in members):
-            outputs.extend(name for name, is_out, _, _ in members
-                           if is_out and isinstance(modules.get(name), (nn.Conv2d, nn.Linear)))
-            continue
-        groups.append(members)
-    return groups, outputs
+            yield "outputs", [name for name, is_out, _, _ in members
+                              if is_out and isinstance(modules.get(name), (nn.Conv2d, nn.Linear))]
+        else:
+            yield "group", members
 
 
 def _channel_parts(graph: Any, module: nn.Module, is_out: bool) -> int:

@@ -86,8 +86,9 @@ def add_count(sub: argparse._SubParsersAction) -> None:
                    help="exit heads added after pruning (order P before E): each head is built for its pruned "
                         "stage, so its own channels follow the stage's kept width instead of --keep-ratio")
     p.add_argument("--group-timeout", dest="group_seconds", type=float, metavar="SECONDS",
-                   help="bound on torch-pruning's channel-group analysis (default 30); past it the model is counted "
-                        "unpruned, its layers listed as having no channel groups")
+                   help="bound on torch-pruning's channel-group analysis (default 30), and a sixth of it on the wait "
+                        "for each next group once one has come; past either the model is counted unpruned, its "
+                        "layers listed as having no channel groups")
     p.add_argument("--count-unused", action="store_true",
                    help="count the parameters of modules that never run in the traced forward pass (e.g. "
                         "GoogLeNet's auxiliary classifiers in eval mode) as stored; default: listed, not counted")

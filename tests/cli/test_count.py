@@ -967,6 +967,28 @@ class _Terminal(io.StringIO):
         return True
 
 
+def test_channel_group_analysis_that_stalls_is_stopped_before_its_time_bound(capsys, monkeypatch):
+    """torch-pruning made to stop after its first group (as it does on Swin, MaxViT and ReXNet): the
+    analysis is given up a sixth of --group-timeout after the last group came, not at the bound."""
+    import time as time_module
+
+    from bitops import trace
+
+    analyse = trace._dependency_members
+
+    def first_then_stuck(*args):
+        items = analyse(*args)
+        yield next(items)
+        time_module.sleep(60)
+        yield from items
+
+    monkeypatch.setattr(trace, "_dependency_members", first_then_stuck)
+    assert main(["count", "torchvision:resnet18", "--input", "3,32,32", "--group-timeout", "30", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data["ungrouped"].values()) == {"torch-pruning's analysis stalled after 1 channel group (none more in "
+                                               "5 s; window attention and similar graphs make it grow without end)"}
+
+
 def test_a_long_trace_shows_what_it_does_on_a_terminal_and_clears_the_line():
     from bitops import trace
     from chaincomp.cli.options import step_line
