@@ -281,8 +281,8 @@ def evaluate_batch(
 
     ``w_bits``/``a_bits`` are per MAC layer (L), ``kept`` per channel group (G), ``exit_probs``
     per exit (K; default: nobody leaves early); a concatenation group's kept channels are always
-    its parts' sum (:meth:`LayerTable.complete_kept`), whatever is given there. Bits and kept channels are whole numbers of any
-    numeric dtype. M may be 0 (empty results).
+    its parts' sum (:meth:`LayerTable.complete_kept`), whatever is given there. Bits and kept
+    channels are whole numbers of any numeric dtype. M may be 0 (empty results).
 
     ``engine``: ``"numba"`` (the kernels), ``"numpy"`` (:func:`numpy_batch_cost`, no numba
     import) or ``"auto"`` (numpy for M < :data:`NUMPY_MAX_CONFIGS` while numba is not loaded,

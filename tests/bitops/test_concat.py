@@ -10,21 +10,21 @@ from __future__ import annotations
 import copy
 import functools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch_pruning as tp
 import torchvision
 from torch import nn
 
 from bitops import Config, InputError, LayerTable, evaluate, kept_from_mapping, kept_from_ratio
 from bitops.batch import evaluate_batch
 from bitops.table import load_table, save_table
-from bitops.trace import output_layers, trace_model
+from bitops.trace import trace_model
 from tests.bitops.hook_counter import count_macs_params
+from tests.bitops.test_trace import _pruned_physically as _pruned
 
 SHAPE = (3, 16, 16)
 
@@ -49,15 +49,6 @@ class ConcatNet(nn.Module):
         pooled = nn.functional.max_pool2d(joined, 3, 1, 1)
         again = torch.cat([pooled, a], dim=1)
         return self.fc((self.c(torch.relu(self.norm(joined))) + self.d(again)).mean((2, 3)))
-
-
-def _pruned(model: nn.Module, keep_ratio: float, shape: Sequence[int]) -> nn.Module:
-    """A copy pruned as the trainer's P stage prunes (L1 magnitude, local, output layers kept)."""
-    pruned = copy.deepcopy(model).eval()
-    example = torch.zeros(1, *shape)
-    tp.pruner.MagnitudePruner(pruned, example, importance=tp.importance.MagnitudeImportance(p=1),
-                              pruning_ratio=1 - keep_ratio, ignored_layers=output_layers(pruned, example)).step()
-    return pruned
 
 
 def _full_bits(table: LayerTable, kept: np.ndarray) -> Config:
