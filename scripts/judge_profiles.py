@@ -1,0 +1,82 @@
+"""Judge profiles on the runs a benchmark already measured, without training anything.
+
+    .venv/bin/python scripts/judge_profiles.py REPORT.json [REPORT.json ...] --profile FILE.json [--profile ...]
+
+For each ``chaincomp benchmark --json`` report and each profile (of the report's setup): the
+profile's prediction at every measured (order, settings), and, as the benchmark reports them (the
+mean over the seeds of each seed's figure), mean |error| of accuracy, the share of runs inside the
+predicted 90% interval (prediction +- 1.645 spreads), BitOpsCR measured / predicted (geometric mean)
+and the share within 5%. A profile trained on another machine, or refitted, is judged on the same
+measured runs. Bad input is one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bitops.errors import InputError  # noqa: E402
+from bitops.jsonio import read_json  # noqa: E402
+
+Z90 = 1.6448536269514722  # the two-sided 90% interval, as the benchmark's coverage
+
+
+def judge(report: dict[str, Any], profile_path: str) -> dict[str, float]:
+    """The four figures of ``profile_path`` on ``report``'s measurements, each the mean over seeds."""
+    from simulator.benchmark import _predict_one
+    from simulator.simulate import Simulation
+
+    sim = Simulation.open(profile_path)
+    if sim.profile.setup != report["profile"]["setup"]:
+        raise InputError(f"--profile: {profile_path!r} is a profile of another setup than the report's")
+    by_seed: dict[int, list[tuple[float, bool, float]]] = defaultdict(list)
+    for run in report["measurements"]:
+        predicted = _predict_one(sim.profile, run["order"], run["settings"], sim)
+        accuracy, spread = float(predicted.accuracy[0]), float(predicted.accuracy_std[0])
+        error = abs(accuracy - run["measured"]["accuracy"])
+        by_seed[run["seed"]].append((error, error <= Z90 * spread,
+                                     run["measured"]["bitops_cr"] / float(predicted.bitops_cr[0])))
+
+    def mean_over_seeds(figure: Any) -> float:
+        return sum(figure(rows) for rows in by_seed.values()) / len(by_seed)
+
+    return {
+        "mean_abs_error": mean_over_seeds(lambda rows: sum(r[0] for r in rows) / len(rows)),
+        "coverage": mean_over_seeds(lambda rows: sum(r[1] for r in rows) / len(rows)),
+        "bitops_cr_ratio": mean_over_seeds(lambda rows: math.exp(sum(math.log(r[2]) for r in rows) / len(rows))),
+        "bitops_cr_within_5pct": mean_over_seeds(lambda rows: sum(abs(r[2] - 1) <= 0.05 for r in rows) / len(rows)),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("reports", nargs="+", metavar="REPORT.json", help="chaincomp benchmark --json reports")
+    parser.add_argument("--profile", action="append", required=True, metavar="FILE.json",
+                        help="a profile to judge (repeatable)")
+    args = parser.parse_args(argv)
+    try:
+        for path in args.reports:
+            report = read_json(path, f"report {path!r}")
+            if not isinstance(report, dict) or report.get("_type") != "chaincomp.Benchmark":
+                raise InputError(f"report {path!r}: not a chaincomp benchmark --json report")
+            seeds = sorted({run["seed"] for run in report["measurements"]})
+            print(f"{path}: {len(report['measurements'])} measured runs at seeds {seeds}")
+            print(f"  {'profile':48s} {'acc |err|':>9s} {'cover 90%':>9s} {'meas/pred':>9s} {'within 5%':>9s}")
+            for profile in args.profile:
+                f = judge(report, profile)
+                print(f"  {profile:48s} {f['mean_abs_error']:9.2f} {f['coverage']:9.2f} {f['bitops_cr_ratio']:9.3f} "
+                      f"{f['bitops_cr_within_5pct']:9.2f}")
+    except InputError as err:
+        print(f"judge_profiles: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
