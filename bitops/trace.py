@@ -304,14 +304,11 @@ def _forked_main(function: Callable[..., Iterator[tuple[str, Any]]], args: tuple
     # One thread: a parallel region would wait forever on the OpenMP workers of the parent that
     # fork did not copy (a model analysed on real tensors after the parent traced one hung so).
     torch.set_num_threads(1)
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            size = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+    size = _address_space_size()
+    if size is not None:  # no /proc: the time bound still holds
         _, hard = resource.getrlimit(resource.RLIMIT_AS)
         limit = size + extra_bytes
         resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
-    except (OSError, ValueError, StopIteration):
-        pass  # no /proc: the time bound still holds
     try:
         for item in function(*args):
             send.send(item)
@@ -1109,15 +1106,15 @@ def build_and_trace(build: Callable[[], nn.Module], input_shape: Sequence[int], 
     _step(f"{name}: building")
     try:
         with _address_space_capped() as capped:
-            if not capped:
-                _refuse_if_too_large(build, input_shape, name, what, failed=False)
+            refusal = None if capped else _too_large(build, input_shape, name, what, failed=False)
+            if refusal is not None:
+                raise refusal
             try:
                 return _build_and_trace(build, input_shape, name=name, provenance=provenance, exits=exits,
                                         group_seconds=group_seconds, exit_head=exit_head)
             except _OutOfMemory:
                 pass
-        _refuse_if_too_large(build, input_shape, name, what, failed=True)  # the cap is off again here
-        raise AssertionError("unreachable: a failed allocation is always refused")
+        raise _too_large(build, input_shape, name, what, failed=True)  # the cap is off again here
     finally:
         _step("")
 
@@ -1143,16 +1140,14 @@ def _address_space_capped() -> Iterator[bool]:
     The cap is process-wide while it holds: another thread allocating then meets it too."""
     try:
         import resource
-
-        with open("/proc/self/status", encoding="ascii") as status:
-            size = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
-        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    except (ImportError, OSError, ValueError, StopIteration):
+    except ImportError:
         yield False
         return
-    if torch.cuda.is_initialized():
+    size = _address_space_size()
+    if size is None or torch.cuda.is_initialized():
         yield False
         return
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     cap = size + int(MEMORY_FRACTION * _available_bytes())
     for limit in (soft, hard):
         if limit != resource.RLIM_INFINITY:
@@ -1164,25 +1159,34 @@ def _address_space_capped() -> Iterator[bool]:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
-def _refuse_if_too_large(build: Callable[[], nn.Module], input_shape: Sequence[int], name: str, what: str, *,
-                         failed: bool) -> None:
-    """Raise the one-line refusal when the model's estimated weights and activations exceed
-    :data:`MEMORY_FRACTION` of the memory available, or ``failed`` (an allocation did) whatever
-    the estimate says."""
+def _address_space_size() -> int | None:
+    """This process's address space in bytes (VmSize), or None where /proc does not say."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+    except (OSError, ValueError, StopIteration):
+        return None
+
+
+def _too_large(build: Callable[[], nn.Module], input_shape: Sequence[int], name: str, what: str, *,
+               failed: bool) -> InputError | None:
+    """The one-line refusal when the model's estimated weights and activations exceed
+    :data:`MEMORY_FRACTION` of the memory available, or, whatever the estimate says, when ``failed``
+    (an allocation did); None otherwise."""
     estimate = estimate_bytes(build, input_shape)
     limit = MEMORY_FRACTION * _available_bytes()
     if not failed and (estimate is None or sum(estimate) <= limit):
-        return
+        return None
     gib = 2**30
     lower = f"; lower {what}" if what else ""
     shape = ",".join(map(str, input_shape))
     if estimate is None:
-        raise InputError(f"MODEL: tracing {name} at input {shape} needs more than half of the {2 * limit / gib:.1f} GiB "
-                         f"of memory available{lower}")
+        return InputError(f"MODEL: tracing {name} at input {shape} needs more than half of the {2 * limit / gib:.1f} GiB "
+                          f"of memory available{lower}")
     weights, outputs = estimate
-    raise InputError(f"MODEL: tracing {name} at input {shape} needs about {(weights + outputs) / gib:.1f} GiB "
-                     f"({weights / gib:.1f} GiB of weights, {outputs / gib:.1f} GiB of activations), more than "
-                     f"half of the {2 * limit / gib:.1f} GiB available{lower}")
+    return InputError(f"MODEL: tracing {name} at input {shape} needs about {(weights + outputs) / gib:.1f} GiB "
+                      f"({weights / gib:.1f} GiB of weights, {outputs / gib:.1f} GiB of activations), more than "
+                      f"half of the {2 * limit / gib:.1f} GiB available{lower}")
 
 
 def _build_and_trace(build: Callable[[], nn.Module], input_shape: Sequence[int], *, name: str,
