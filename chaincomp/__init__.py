@@ -11,7 +11,7 @@ its text)::
                        confidence=0.5)
     chaincomp.orders(profile=None, grid=None, budgets=(0.2, 0.6, 1, 2))
     chaincomp.fit(runs, out, profile=None, allow_incomplete=False, refine_deltas=False, triples=(), ridge=0.0,
-                  select=False)
+                  select=False, calibrate=False)
     chaincomp.train(order, out, resume=False, allow_repeat=False, **training)   # trainer.options.TrainingOptions
     chaincomp.sweep(run, thresholds=None, stage=None)   # early exit at any threshold, from a run record
     chaincomp.profile(method, out, grid=None, seeds=(0,), **training)

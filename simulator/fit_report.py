@@ -390,7 +390,7 @@ def format_fit(report: dict[str, Any], largest: int = 10) -> str:
     lines += _selection_lines(report.get("selection"))
     spread = report.get("spread")
     if spread:
-        lines += ["", f"spreads calibrated on the same held-out runs ({spread['runs']}, by seed and by order): "
+        lines += ["", f"spreads calibrated on held-out runs ({spread['runs']}, each held out by seed and by order): "
                   f"training noise of {spread['floor']:.2f} + {spread['per_point']:.3f} x the predicted loss added in "
                   f"quadrature, so the predicted 90% interval holds {spread['coverage_after']:.0%} of them (it held "
                   f"{spread['coverage_before']:.0%}; median spread {spread['median_spread_before']:.2f} -> "
@@ -543,12 +543,14 @@ def calibrate_spread(runs: Sequence[Run], profile: Profile, refine_deltas: bool,
 
 def fit(runs: Sequence[str | Path], out: str | Path, *, profile: str | Path | None = None,
         allow_incomplete: bool = False, refine_deltas: bool = False, triples: Sequence[str] = (),
-        ridge: float = 0.0, select: bool = False, command: str = "") -> FitReport:
+        ridge: float = 0.0, select: bool = False, calibrate: bool = False, command: str = "") -> FitReport:
     """Fit the interaction terms of ``profile`` (default: the shipped one) from run records and
     write the fitted profile to ``out`` (atomically, after the fit succeeded).
 
     ``ridge``: a penalty on the accuracy terms. ``select``: choose the penalty and the term
-    families kept by cross-validation over the runs (:mod:`simulator.fit_select`) instead."""
+    families kept by cross-validation over the runs (:mod:`simulator.fit_select`) instead; it
+    calibrates the spreads too. ``calibrate``: calibrate the spreads (:func:`calibrate_spread`)
+    of the model fitted as asked, without selecting."""
     if not runs:
         raise InputError("runs: give at least one run record (RUN.json, written by chaincomp train)")
     target = check_writable("out", out)
@@ -575,7 +577,12 @@ def fit(runs: Sequence[str | Path], out: str | Path, *, profile: str | Path | No
     result = fit_runs(read, base, refine_deltas, list(triples), float(ridge), dropped)
     base_path = None if profile is None else str(profile)
     data = fitted_profile(base, result, paths, base_path, command, selection)
-    calibration = calibrate_spread(read, base, refine_deltas, triples, float(ridge), dropped) if select else None
+    calibration = None
+    if select or calibrate:
+        calibration = calibrate_spread(read, base, refine_deltas, triples, float(ridge), dropped)
+        if calibration is None and calibrate:
+            raise InputError("calibrate: the runs hold neither two seeds nor two orders to hold out; give more runs, "
+                             "or fit without calibrating")
     if calibration is not None:
         data["spread"] = calibration
         parse_profile(data, "the fitted profile")

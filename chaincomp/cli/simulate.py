@@ -94,7 +94,12 @@ def add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--select", action="store_true",
                    help="choose the ridge penalty and which term families (a pair at every value, a three-method "
                         "term) to keep by cross-validation over the runs: leave one seed out and leave one order out, "
-                        "pooled rmse of the final model's accuracy change; a family is kept only where it lowers it")
+                        "pooled rmse of the final model's accuracy change; a family is kept only where it lowers it; "
+                        "calibrates the spreads as --calibrate-spread does")
+    p.add_argument("--calibrate-spread", action="store_true",
+                   help="add to every predicted spread the training noise (floor + per-point x predicted loss, in "
+                        "quadrature) that makes the 90%% interval hold 90%% of the runs held out by seed and by order, "
+                        "the sharpest such; the profile's 'spread'")
     add_json(p)
     p.set_defaults(run=run_fit)
 
@@ -105,6 +110,7 @@ def run_fit(args: argparse.Namespace) -> int:
     triples = tuple(t.strip() for t in args.triples.split(",") if t.strip())
     result = fit(args.runs, args.out, profile=args.profile, allow_incomplete=args.allow_incomplete,
                  refine_deltas=args.refine_deltas, triples=triples, ridge=args.ridge, select=args.select,
+                 calibrate=args.calibrate_spread,
                  command="chaincomp " + " ".join(args.argv))
     return emit(result, args.json)
 

@@ -219,6 +219,30 @@ def test_select_calibrates_the_sharpest_noise_whose_intervals_hold_90_percent(tm
     assert total(floor, per_point).mean() <= total(constant, 0.0).mean() + 1e-12
 
 
+def test_calibrate_spread_calibrates_the_least_squares_model_without_selecting(tmp_path):
+    """--calibrate-spread keeps every term family and no penalty (the plain least-squares fit), and its
+    noise is what calibrate_spread gives for that model; the same runs at one seed and one order
+    cannot be held out, which is refused in one line."""
+    from simulator.fit_report import calibrate_spread
+
+    paths = _runs(tmp_path, 0.6, accuracy={("D", "P"): -4.0, ("Q", "P"): -2.5})
+    plain_report, plain = fit(tmp_path, paths)
+    report, written = fit(tmp_path, paths, "--calibrate-spread")
+    assert report["selection"] is None and "spread" not in plain
+    assert [t["estimate"] for t in report["terms"]] == [t["estimate"] for t in plain_report["terms"]]
+    direct = calibrate_spread(read_runs(paths, parse_profile(base_profile())), parse_profile(base_profile()),
+                              False, ())
+    assert written["spread"]["floor"] == pytest.approx(direct["floor"])
+    assert written["spread"]["per_point"] == pytest.approx(direct["per_point"])
+    assert report["spread"]["coverage_after"] >= 0.9
+    one = [p for p in paths if p.endswith("-s0.json")][:1]
+    profile_path = tmp_path / "base.json"
+    rc, _, err = run_cli(["fit", *one, "-o", str(tmp_path / "one.json"), "--profile", str(profile_path),
+                          "--calibrate-spread"])
+    assert rc == 2 and err.count("\n") == 1 and "calibrate: the runs hold neither two seeds nor two orders" in err
+    assert not (tmp_path / "one.json").exists()
+
+
 def test_the_floor_adds_in_quadrature_and_a_refit_drops_an_inherited_one(tmp_path):
     from simulator.model import Grid, predict
 
