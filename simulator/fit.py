@@ -60,6 +60,12 @@ ACCURACY_PAIRS = tuple((i, j) for i, j in itertools.permutations(METHODS, 2))  #
 # Singular values below this fraction of the largest count as 0: the design matrices hold small
 # integer counts, so their nonzero singular values are far above it.
 RANK_TOLERANCE = 1e-9
+# Later methods whose term with an earlier E is fitted and predicted per threshold of E: a student
+# distilled after E inherits the heads, and how many samples they send out early, and wrongly,
+# depends on the threshold. Chosen by cross-validation over the shipped profile's runs (leave one
+# seed out, leave one order out, every threshold a run's last model reports):
+# scripts/cv_exit_thresholds.py; P and Q per threshold did not lower the held-out error.
+THRESHOLD_TERMS = frozenset("D")
 
 
 # ---- run records ---------------------------------------------------------------------------------
@@ -75,6 +81,7 @@ class Stage:
     threshold: float | None  # the operating threshold the exit rates were measured at
     threshold_accuracy: tuple[tuple[float, float], ...] = ()  # E stage: (threshold, accuracy) it reported
     exit_rows: tuple[tuple[float, dict[str, float]], ...] = ()  # once E has run: (threshold, exit -> rate) reported
+    sweep_accuracy: tuple[tuple[float, float], ...] = ()  # a stage after E: (threshold, accuracy) it reported
 
 
 @dataclass(frozen=True)
@@ -157,7 +164,7 @@ def solve(design: np.ndarray, observed: np.ndarray, penalty: np.ndarray | None =
 
 # ---- equations -----------------------------------------------------------------------------------
 
-Key = tuple  # a column: ("term", i, j, value of j) or ("delta", method, measured value)
+Key = tuple  # a column: ("term", i, j, value of j[, E's threshold when i is E]) or ("delta", method, measured value)
 
 
 def _value_key(method: str, value: Any) -> Any:
@@ -230,6 +237,8 @@ def _features(profile: Profile, order: str, values: Sequence[Any], refined: set[
             weights[key] = weights.get(key, 0.0) + 1.0
     for i, j in shape.pairs:
         key = ("term", order[i], order[j], _value_key(order[j], values[j]))
+        if order[i] == "E" and order[j] in THRESHOLD_TERMS:  # per threshold of E (THRESHOLD_TERMS)
+            key += (_value_key("E", values[i]),)
         weights[key] = weights.get(key, 0.0) + 1.0
     for i, j, k in shape.triples:
         if order[i] + order[j] + order[k] in triples:
@@ -244,30 +253,58 @@ def _difference(now: dict[Key, float], before: dict[Key, float]) -> dict[Key, fl
     return {k: now.get(k, 0.0) - before.get(k, 0.0) for k in keys if now.get(k, 0.0) != before.get(k, 0.0)}
 
 
+def _at_thresholds(stage: Stage) -> dict[float, float]:
+    """The accuracies a stage reported per threshold of E (the E stage's own, or a later stage's sweep)."""
+    return {round(float(t), 9): a for t, a in (stage.threshold_accuracy or stage.sweep_accuracy)}
+
+
 def _stage_increments(run: Run, profile: Profile, refined: set[tuple[str, Any]], triples: frozenset[str]):
     """(stage k, method, observed increment, fixed, weights, outside, threshold) per measurement.
 
     Each stage gives one increment; an E stage that reports accuracies at several thresholds gives
-    one per threshold (its later stages run at the operating threshold)."""
+    one per threshold. So does a stage after E where it and the stage before it both report their
+    accuracy at those thresholds (the trainer sweeps every model with exits): both prefixes taken
+    with E at that threshold, so the terms of E with later stages are measured at every threshold."""
     values = [stage.value for stage in run.stages]
+    e = run.order.find("E")
     previous_accuracy = run.base_accuracy
     before = (0.0, {}, False)
     for k, stage in enumerate(run.stages, start=1):
         prefix = run.order[:k]
-        measurements = stage.threshold_accuracy or ((None, stage.accuracy),)
-        for threshold, accuracy in measurements:
-            at = values[:k] if threshold is None else [*values[:k - 1], threshold]
-            fixed, weights, outside = _features(profile, prefix, at, refined, triples)
-            yield (k, stage.method, accuracy - previous_accuracy, fixed - before[0], _difference(weights, before[1]),
-                   outside, threshold)
-        before = _features(profile, prefix, values[:k], refined, triples)
-        previous_accuracy = stage.accuracy
+        at_operating = _features(profile, prefix, values[:k], refined, triples)
+        if stage.threshold_accuracy:
+            for threshold, accuracy in stage.threshold_accuracy:
+                fixed, weights, outside = _features(profile, prefix, [*values[:k - 1], threshold], refined, triples)
+                yield (k, stage.method, accuracy - previous_accuracy, fixed - before[0],
+                       _difference(weights, before[1]), outside, threshold)
+            before, previous_accuracy = at_operating, stage.accuracy
+            continue
+        observed, fixed, weights = (stage.accuracy - previous_accuracy, at_operating[0] - before[0],
+                                    _difference(at_operating[1], before[1]))
+        yield k, stage.method, observed, fixed, weights, at_operating[2], None
+        earlier = _at_thresholds(run.stages[k - 2]) if 0 <= e < k - 1 else {}
+        operating = round(float(values[e]), 9) if e >= 0 else None
+        for threshold, accuracy in stage.sweep_accuracy if earlier else ():
+            t = round(float(threshold), 9)
+            if t == operating or t not in earlier:
+                continue
+            # the increment at t minus the one at the operating threshold: what does not depend on
+            # E's threshold cancels, so these equations hold only the terms that do
+            at = [threshold if p == e else v for p, v in enumerate(values[:k])]
+            now, then = _features(profile, prefix, at, refined, triples), _features(profile, run.order[:k - 1],
+                                                                                     at[:k - 1], refined, triples)
+            row = _difference(_difference(now[1], then[1]), weights)
+            if row:
+                yield (k, stage.method, accuracy - earlier[t] - observed, now[0] - then[0] - fixed, row,
+                       now[2], threshold)
+        before, previous_accuracy = at_operating, stage.accuracy
 
 
 def _sort_key(key: Key) -> tuple:
     kind, a, b = key[0], key[1], key[2]
     if kind == "term":
-        return (0, ACCURACY_PAIRS.index((a, b)), str(key[3]) if a == "D" or b == "D" else float(key[3]))
+        return (0, ACCURACY_PAIRS.index((a, b)), str(key[3]) if a == "D" or b == "D" else float(key[3]),
+                *key[4:])
     if kind == "triple":
         return (1, tuple(METHODS.index(m) for m in key[1:4]), float(key[4]), float(key[5]))
     return (2, METHODS.index(a), str(b) if a == "D" else float(b))
@@ -279,7 +316,7 @@ def _value_text(value: Any) -> str:
 
 def column_name(key: Key) -> str:
     if key[0] == "term":
-        return f"{key[1]}{key[2]}@{_value_text(key[3])}"
+        return f"{key[1]}{key[2]}@{_value_text(key[3])}" + (f",E={key[4]:g}" if len(key) > 4 else "")
     if key[0] == "triple":
         return f"{key[1]}{key[2]}{key[3]}@{_value_text(key[4])},{_value_text(key[5])}"
     return f"delta {_delta_name(key[1], key[2])}"
@@ -316,6 +353,7 @@ class TermFit:
     value: Any = None  # accuracy terms: the later method's hyperparameter the term holds at
     first: str | None = None  # a three-method term: the method both follow (before, after: the other two)
     before_value: Any = None  # a three-method term: the middle method's hyperparameter
+    threshold: float | None = None  # a term of E with a later method: E's threshold it holds at
 
 
 @dataclass(frozen=True)
@@ -327,6 +365,7 @@ class Unidentified:
     value: Any = None  # accuracy terms: at which value of the later method (None: the whole pair)
     first: str | None = None  # a three-method term (as in TermFit)
     before_value: Any = None
+    threshold: float | None = None  # a term of E with a later method (as in TermFit)
 
 
 @dataclass(frozen=True)
@@ -376,18 +415,21 @@ def _accuracy_terms(fit: LinearFit, design: np.ndarray, columns: Sequence[Key]
     names = [column_name(key) for key in columns]
     terms, missing = [], []
     for c, key in enumerate(columns):
+        threshold = None
         if key[0] == "term":
-            _, i, j, value = key
+            _, i, j, value, *rest = key
             first, before_value = None, None
+            threshold = rest[0] if rest else None
         elif key[0] == "triple":
             _, first, i, j, before_value, value = key
         else:
             continue
         if fit.identified[c]:
             terms.append(TermFit(i, j, "accuracy", float(fit.estimate[c]), _standard_error(fit, c),
-                                 int(np.count_nonzero(design[:, c])), value, first, before_value))
+                                 int(np.count_nonzero(design[:, c])), value, first, before_value, threshold))
         else:
-            missing.append(Unidentified(i, j, "accuracy", _confounded(fit, c, names), value, first, before_value))
+            missing.append(Unidentified(i, j, "accuracy", _confounded(fit, c, names), value, first, before_value,
+                                        threshold))
     seen = {(key[1], key[2]) for key in columns if key[0] == "term"}
     missing += [Unidentified(i, j, "accuracy", f"no run applies {j} after {i} with both reaching the final model")
                 for i, j in ACCURACY_PAIRS if (i, j) not in seen]

@@ -83,8 +83,13 @@ def read_run(path: str | Path) -> Run:
                 raise InputError(f"{at}.exit.thresholds must be a list of objects")
             reported = tuple((_number(t.get("threshold"), f"{at}.exit.thresholds.threshold"),
                               _number(t.get("accuracy"), f"{at}.exit.thresholds.accuracy")) for t in listed)
+        sweep: tuple[tuple[float, float], ...] = ()
+        if method != "E" and rows and all(isinstance(t.get("accuracy"), (int, float)) and not isinstance(
+                t.get("accuracy"), bool) for t in entry["exit"]["thresholds"]):
+            sweep = tuple((t, _number(listed["accuracy"], f"{at}.exit.thresholds[{n}].accuracy"))
+                          for n, ((t, _), listed) in enumerate(zip(rows, entry["exit"]["thresholds"])))
         parsed.append(Stage(method, stage_config[CONFIG_FIELDS[method]], _number(entry.get("accuracy"), f"{at}.accuracy"),
-                            shares, threshold, reported, tuple(rows)))
+                            shares, threshold, reported, tuple(rows), sweep))
     return Run(path=str(path), order=order, status=str(record.get("status")),
                base_accuracy=_number(stages[0].get("accuracy"), f"{where}: stages[0].accuracy"),
                stages=tuple(parsed),
@@ -176,7 +181,8 @@ def fitted_profile(profile: Profile, result: FitResult, run_paths: Sequence[str]
             grouped.setdefault((t.before, t.after), []).append(t)
     for (before, after), fits in grouped.items():
         interactions.append({"before": before, "after": after, "parameter": PARAMETERS[after],
-                             "points": [{"value": t.value, "accuracy": t.estimate, "std_error": t.std_error,
+                             "points": [{**({} if t.threshold is None else {"threshold": t.threshold}),
+                                         "value": t.value, "accuracy": t.estimate, "std_error": t.std_error,
                                          "equations": t.equations} for t in fits],
                              "source": f"fit of RUN files {_files(run_paths)}, {residual['accuracy']}"})
     for (first, before, after), fits in _triple_groups(result.terms).items():
@@ -257,7 +263,7 @@ def _incomplete_triples(result: FitResult) -> list[Unidentified]:
 
 def _unidentified_json(u: Unidentified) -> dict[str, Any]:
     return {"first": u.first, "before": u.before, "after": u.after, "kind": u.kind, "before_value": u.before_value,
-            "value": u.value, "reason": u.reason}
+            "value": u.value, "threshold": u.threshold, "reason": u.reason}
 
 
 def _equation_json(e: Equation, residual: float, names: Sequence[str]) -> dict[str, Any]:
@@ -289,7 +295,8 @@ def fit_json(result: FitResult, out: str, base_path: str | None, warnings: Seque
         "dropped": list(result.dropped),
         "runs": [{"path": r.path, "order": r.order, "status": r.status, "stages": len(r.stages)} for r in result.runs],
         "terms": [{"first": t.first, "before": t.before, "after": t.after, "kind": t.kind, "before_value": t.before_value,
-                   "value": t.value, "estimate": t.estimate, "std_error": t.std_error, "equations": t.equations}
+                   "value": t.value, "threshold": t.threshold, "estimate": t.estimate, "std_error": t.std_error,
+                   "equations": t.equations}
                   for t in result.terms],
         "unidentified": [_unidentified_json(u) for u in [*result.unidentified, *_incomplete_triples(result)]],
         "deltas": [_delta_json(d) for d in result.deltas],
@@ -321,11 +328,13 @@ def format_fit(report: dict[str, Any], largest: int = 10) -> str:
     lines = [f"fit of {len(report['runs'])} run records against {report['base_profile']} -> {report['out']}"
              + (f" (ridge {report['ridge']:g} on the accuracy terms)" if report.get("ridge") else "")]
     lines += [f"warning: {w}" for w in report["warnings"]] + [""]
-    lines += [f"accuracy terms (points j gains when it runs after i, at j's value): {acc['equations']} equations, "
+    lines += [f"accuracy terms (points j gains when it runs after i, at j's value, and E's threshold when i is E): "
+              f"{acc['equations']} equations, "
               f"rank {acc['rank']}, residual rms {_fmt(acc['rms'], '.3f')}",
               f"  {'term':<6} {'at':>8} {'estimate':>9} {'std err':>8} {'equations':>9}"]
     for t in (t for t in report["terms"] if t["kind"] == "accuracy" and t["first"] is None):
         at = f"{t['value']:g}" if isinstance(t["value"], (int, float)) else str(t["value"])
+        at += "" if t.get("threshold") is None else f",E={t['threshold']:g}"
         lines.append(f"  {t['before'] + t['after']:<6} {at:>8} {t['estimate']:>+9.3f} {_fmt(t['std_error'], '8.3f'):>8} "
                      f"{t['equations']:>9}")
     triples = [t for t in report["terms"] if t["kind"] == "accuracy" and t["first"] is not None]
@@ -367,7 +376,8 @@ def format_fit(report: dict[str, Any], largest: int = 10) -> str:
         lines += ["", "not identified by these runs (left out of the profile):"]
         lines += [f"  {(u['first'] or '') + u['before'] + u['after']}"
                   f"{'' if u['before_value'] is None else '@' + str(u['before_value']) + ','}"
-                  f"{'' if u['value'] is None else ('' if u['before_value'] is not None else '@') + str(u['value'])} "
+                  f"{'' if u['value'] is None else ('' if u['before_value'] is not None else '@') + str(u['value'])}"
+                  f"{'' if u.get('threshold') is None else ',E=' + format(u['threshold'], 'g')} "
                   f"{u['kind']}: {u['reason']}" for u in report["unidentified"]]
     rows = sorted(acc["residuals"], key=lambda r: -abs(r["residual"]))[:largest]
     if rows:

@@ -42,7 +42,7 @@ from bitops.errors import InputError
 from bitops.orders import exit_value
 from bitops.policy import FULL_PRECISION_BITS, Policy
 from bitops.table import LayerTable
-from simulator.profile import Profile
+from simulator.profile import Profile, ThresholdTerm
 from simulator.structure import Structure, structure
 
 __all__ = ["Grid", "Prediction", "Structure", "exit_scale", "predict", "structure"]
@@ -117,6 +117,12 @@ def _accuracy(profile: Profile, order: str, grid: Grid, index: list[np.ndarray])
         if term is None:
             continue
         axis = _axis(grid, order[j])
+        if isinstance(term, ThresholdTerm):  # E's term with a later stage, at E's threshold
+            values, thresholds = axis[index[j]], _axis(grid, "E")[index[i]]
+            accuracy += term.at(values, thresholds)
+            variance += term.std(values, thresholds) ** 2
+            outside |= term.outside(values, thresholds)
+            continue
         accuracy += term.at(axis)[index[j]]
         variance += term.std(axis)[index[j]] ** 2
         outside |= term.outside(axis)[index[j]]

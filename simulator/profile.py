@@ -44,7 +44,8 @@ from bitops.errors import InputError
 from bitops.orders import METHODS, PARAMETERS, exit_value
 from trainer.profile_format import check_profile, read_profile
 
-__all__ = ["DEFAULT_PROFILE", "Curve", "ExitTable", "Profile", "Term", "TripleTerm", "load_profile", "parse_profile"]
+__all__ = ["DEFAULT_PROFILE", "Curve", "ExitTable", "Profile", "Term", "ThresholdTerm", "TripleTerm", "load_profile",
+           "parse_profile"]
 
 DEFAULT_PROFILE = Path(__file__).parent / "data" / "default_profile.json"
 
@@ -141,6 +142,28 @@ class TripleTerm:
 
 
 @dataclass(frozen=True)
+class ThresholdTerm:
+    """An accuracy term of E with a later method j, per threshold of E: a curve over j's value at
+    each measured threshold, linear between thresholds and clamped outside them (flagged)."""
+
+    grid: TripleTerm  # before: the thresholds; rows: the term over j's value at each
+
+    def at(self, values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+        return np.nan_to_num(self.grid.at(thresholds, values), nan=0.0)  # an unmeasured student: no term
+
+    def std(self, values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+        return np.nan_to_num(self.grid.std(thresholds, values), nan=0.0)
+
+    def outside(self, values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+        flags = self.grid.before.outside(thresholds) if len(self.grid.before.values) > 1 else np.zeros(
+            len(values), dtype=bool)
+        rows = self.grid.rows
+        if any(len(row.values) > 1 or row.parameter == "student" for row in rows):
+            flags = flags | np.any([row.outside(values) for row in rows], axis=0)
+        return flags
+
+
+@dataclass(frozen=True)
 class ExitTable:
     """The exit-rate scales of one term (pair with E, or three stages) over a grid of (value of its
     other method, threshold, exit), kept as logarithms."""
@@ -200,7 +223,7 @@ class Profile:
     base_accuracy: float
     base_std: float
     curves: dict[str, Curve]
-    accuracy_terms: dict[tuple[str, str], Term]
+    accuracy_terms: dict[tuple[str, str], Term | ThresholdTerm]
     exit_scales: dict[tuple[str, str], float]
     setup: dict[str, Any]
     provenance: dict[str, Any]
@@ -251,7 +274,7 @@ def _build(data: dict[str, Any]) -> Profile:
     base = data["base"]
     methods = data["methods"]
     curves = {m: _curve(m, methods[m]["points"], entry=methods[m]) for m in METHODS if m in methods}
-    accuracy_terms: dict[tuple[str, str], Term] = {}
+    accuracy_terms: dict[tuple[str, str], Term | ThresholdTerm] = {}
     exit_scales: dict[tuple[str, str], float] = {}
     sources: dict[tuple[str, str, str], str] = {}
     triples: dict[tuple[str, str, str], TripleTerm] = {}
@@ -270,7 +293,9 @@ def _build(data: dict[str, Any]) -> Profile:
         pair = (term["before"], term["after"])
         if "accuracy" in term:
             accuracy_terms[pair] = Term(constant=float(term["accuracy"]))
-        if "points" in term:
+        if "points" in term and any("threshold" in p for p in term["points"]):
+            accuracy_terms[pair] = _threshold_term(pair[1], term["points"])
+        elif "points" in term:
             accuracy_terms[pair] = Term(curve=_curve(pair[1], term["points"], "accuracy", "std_error"))
         if "accuracy" in term or "points" in term:
             sources[(*pair, "accuracy")] = str(term.get("source", ""))
@@ -306,6 +331,16 @@ def _exit_table(letters: str, term: dict[str, Any]) -> ExitTable:
     return ExitTable(axis=axis, thresholds=np.array(thresholds), exits=exits,
                      log_scale=np.maximum(log_scale, -745.0), log_std_error=std,
                      smoothing=float(term.get("smoothing", 0.0)))
+
+
+def _threshold_term(after: str, points: list[dict[str, Any]]) -> ThresholdTerm:
+    """A checked per-threshold term of E with ``after`` as a grid: one curve over after's value per threshold."""
+    rows: dict[float, list[dict[str, Any]]] = {}
+    for point in points:
+        rows.setdefault(float(point["threshold"]), []).append(point)
+    axis = _curve("E", [{"value": t, "accuracy": 0.0} for t in rows], "accuracy")
+    return ThresholdTerm(TripleTerm(before=axis, rows=tuple(_curve(after, rows[t], "accuracy", "std_error")
+                                                            for t in axis.values)))
 
 
 def _triple(key: tuple[str, str, str], points: list[dict[str, Any]]) -> TripleTerm:

@@ -21,7 +21,9 @@ Format (``_type`` ``chaincomp.StageProfile``, ``_version`` 1)::
                  {"before": i, "after": j, "accuracy": x}: method j gains x points (loses when
                  x < 0) when it runs after method i, whatever j's hyperparameter;
                  {"before": i, "after": j, "points": [{"value": h, "accuracy": x, "std_error": s}, ...]}:
-                 the same as a curve over j's hyperparameter;
+                 the same as a curve over j's hyperparameter; a term of E with a later method may give
+                 each point E's "threshold" too (every point then): a curve over j's value per threshold,
+                 interpolated linearly between thresholds (clamped and flagged outside);
                  {"before": i, "after": j, "exit_scale": s}: the early-exit rates are multiplied by
                  s when i runs before j, one of them being E;
                  {"first": i, "before": j, "after": k, "points": [{"before_value": h_j, "value": h_k,
@@ -159,7 +161,19 @@ def _check_term_points(pair: tuple[str, str], term: dict[str, Any], where: str) 
     for i, point in enumerate(points):
         if not isinstance(point, dict) or "value" not in point or "accuracy" not in point:
             raise InputError(f"{where}.points[{i}] needs 'value' and 'accuracy'")
-    _check_points(after, points, where, "accuracy", "std_error")
+    with_threshold = ["threshold" in point for point in points]
+    if not any(with_threshold):
+        _check_points(after, points, where, "accuracy", "std_error")
+        return
+    if pair[0] != "E" or not all(with_threshold):
+        raise InputError(f"{where}: a 'threshold' per point belongs to a term of E with a later method, and then "
+                         "to every point" + ("" if pair[0] == "E" else f" (this term's 'before' is {pair[0]!r})"))
+    rows: dict[float, list[dict[str, Any]]] = {}
+    for i, point in enumerate(points):
+        _check_value("E", point["threshold"], f"{where}.points[{i}].threshold")
+        rows.setdefault(float(point["threshold"]), []).append(point)
+    for threshold, row in sorted(rows.items()):
+        _check_points(after, row, f"{where} at threshold {threshold:g}", "accuracy", "std_error")
 
 
 def _check_triple(term: dict[str, Any], where: str) -> None:
