@@ -7,7 +7,13 @@ profile's prediction at every measured (order, settings), and, as the benchmark 
 mean over the seeds of each seed's figure), mean |error| of accuracy, the share of runs inside the
 predicted 90% interval (prediction +- 1.645 spreads), BitOpsCR measured / predicted (geometric mean)
 and the share within 5%. A profile trained on another machine, or refitted, is judged on the same
-measured runs. Bad input is one line on stderr and exit 2.
+measured runs.
+
+``--pick-ceiling``: also, for a report whose points were trained at two or more seeds, the best a
+pick could do if it knew one seed's measurements exactly: per budget and pair of seeds, the point
+with the largest measured BitOpsCR within the budget at the first seed, judged at the second
+(within the budget or not, and its regret against the second seed's best within it). No predictor
+can be expected to beat this seed-noise ceiling. Bad input is one line on stderr and exit 2.
 """
 
 from __future__ import annotations
@@ -54,12 +60,47 @@ def judge(report: dict[str, Any], profile_path: str) -> dict[str, float]:
     }
 
 
+def pick_ceiling(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per budget and ordered pair of seeds (a, b): the best point measured within the budget at a,
+    its loss at b, whether that is within, and its regret at b (b's best within / its BitOpsCR)."""
+    points: dict[tuple[float, str, str], dict[int, tuple[float, float]]] = defaultdict(dict)
+    for run in report["measurements"]:
+        measured = run["measured"]
+        key = (float(run["budget"]), run["order"], repr(sorted(run["settings"].items())))
+        points[key][run["seed"]] = (measured["base_accuracy"] - measured["accuracy"], measured["bitops_cr"])
+    rows = []
+    seeds = sorted({run["seed"] for run in report["measurements"]})
+    for budget in sorted({key[0] for key in points}):
+        # a point trained for any budget is a candidate for every budget
+        candidates = {key[1:]: by_seed for key, by_seed in points.items()}
+        for a in seeds:
+            for b in seeds:
+                if a == b:
+                    continue
+                both = [(k, v) for k, v in candidates.items() if a in v and b in v]
+                within_a = [(k, v) for k, v in both if v[a][0] <= budget]
+                within_b = [v[b][1] for _, v in both if v[b][0] <= budget]
+                if not within_a or not within_b:
+                    continue
+                key, best = max(within_a, key=lambda kv: kv[1][a][1])
+                held = best[b][0] <= budget
+                rows.append({"budget": budget, "from_seed": a, "at_seed": b, "order": key[0], "loss": best[b][0],
+                             "bitops_cr": best[b][1], "within": held,
+                             "regret": max(within_b) / best[b][1] if held else None})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("reports", nargs="+", metavar="REPORT.json", help="chaincomp benchmark --json reports")
-    parser.add_argument("--profile", action="append", required=True, metavar="FILE.json",
+    parser.add_argument("--profile", action="append", default=[], metavar="FILE.json",
                         help="a profile to judge (repeatable)")
+    parser.add_argument("--pick-ceiling", action="store_true",
+                        help="also the seed-noise ceiling of the pick (reports trained at two or more seeds)")
     args = parser.parse_args(argv)
+    if not args.profile and not args.pick_ceiling:
+        print("judge_profiles: error: give --profile FILE.json (repeatable), --pick-ceiling, or both", file=sys.stderr)
+        return 2
     try:
         for path in args.reports:
             report = read_json(path, f"report {path!r}")
@@ -67,11 +108,24 @@ def main(argv: list[str] | None = None) -> int:
                 raise InputError(f"report {path!r}: not a chaincomp benchmark --json report")
             seeds = sorted({run["seed"] for run in report["measurements"]})
             print(f"{path}: {len(report['measurements'])} measured runs at seeds {seeds}")
-            print(f"  {'profile':48s} {'acc |err|':>9s} {'cover 90%':>9s} {'meas/pred':>9s} {'within 5%':>9s}")
+            if args.profile:
+                print(f"  {'profile':48s} {'acc |err|':>9s} {'cover 90%':>9s} {'meas/pred':>9s} {'within 5%':>9s}")
             for profile in args.profile:
                 f = judge(report, profile)
                 print(f"  {profile:48s} {f['mean_abs_error']:9.2f} {f['coverage']:9.2f} {f['bitops_cr_ratio']:9.3f} "
                       f"{f['bitops_cr_within_5pct']:9.2f}")
+            if args.pick_ceiling:
+                rows = pick_ceiling(report)
+                if not rows:
+                    print("  pick ceiling: needs points trained at two or more seeds")
+                    continue
+                held = sum(r["within"] for r in rows)
+                print(f"  pick ceiling (the best point measured at one seed, at another): within budget in {held} of "
+                      f"{len(rows)} (budget, seed) cases")
+                for r in rows:
+                    regret = f"regret {r['regret']:.2f}x" if r["within"] else "OVER"
+                    print(f"    {r['budget']:g} points, seed {r['from_seed']} -> {r['at_seed']}: {r['order']} lost "
+                          f"{r['loss']:.2f}, {r['bitops_cr']:.0f}x, {regret}")
     except InputError as err:
         print(f"judge_profiles: error: {err}", file=sys.stderr)
         return 2

@@ -283,7 +283,7 @@ def _stage_increments(run: Run, profile: Profile, refined: set[tuple[str, Any]],
                                     _difference(at_operating[1], before[1]))
         yield k, stage.method, observed, fixed, weights, at_operating[2], None
         earlier = _at_thresholds(run.stages[k - 2]) if 0 <= e < k - 1 else {}
-        operating = round(float(values[e]), 9) if e >= 0 else None
+        operating = round(float(values[e]), 9) if earlier else None
         for threshold, accuracy in stage.sweep_accuracy if earlier else ():
             t = round(float(threshold), 9)
             if t == operating or t not in earlier:

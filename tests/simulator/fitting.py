@@ -90,14 +90,16 @@ def applied_pairs(order: str) -> list[tuple[str, str, int]]:
 
 def accuracy_design(runs: Sequence[tuple[str, dict[str, Any]]]) -> tuple[np.ndarray, list[tuple[str, str, Any]]]:
     """The increments' design matrix: one row per stage (prefix k minus prefix k-1), one column per
-    (earlier, later, later method's value) term."""
+    (earlier, later, later method's value) term, and E's threshold too for a term of E with D (the
+    records made here report no sweep, so each run gives its stages' rows at its own threshold)."""
     rows: list[dict[tuple, float]] = []
     for order, settings in runs:
         for k in range(1, len(order) + 1):
             row: dict[tuple, float] = {}
             for prefix, sign in ((order[:k], 1.0), (order[:k - 1], -1.0)):
                 for a, b, _ in applied_pairs(prefix):
-                    row[(a, b, settings[b])] = row.get((a, b, settings[b]), 0.0) + sign
+                    key = (a, b, settings[b], *([settings["E"]] if (a, b) == ("E", "D") else []))
+                    row[key] = row.get(key, 0.0) + sign
             rows.append(row)
     columns = sorted({c for row in rows for c, w in row.items() if w}, key=str)
     design = np.array([[row.get(c, 0.0) for c in columns] for row in rows]).reshape(len(rows), len(columns))
@@ -156,11 +158,16 @@ def exit_design(runs: Sequence[tuple[str, dict[str, Any]]], threshold: float | N
 
 
 def with_terms(profile: dict[str, Any], accuracy: dict, scales: dict) -> dict[str, Any]:
-    """``profile`` with known terms: an accuracy term is a number, or {value of the later method: x}."""
+    """``profile`` with known terms: an accuracy term is a number, or {value of the later method: x},
+    or (a term of E with a later method) {(value, E's threshold): x}."""
     data = copy.deepcopy(profile)
     data["interactions"] = []
     for (i, j), x in accuracy.items():
-        if isinstance(x, dict):
+        if isinstance(x, dict) and all(isinstance(k, tuple) for k in x):
+            data["interactions"].append({"before": i, "after": j, "source": "truth",
+                                         "points": [{"value": v, "threshold": t, "accuracy": a}
+                                                    for (v, t), a in x.items()]})
+        elif isinstance(x, dict):
             data["interactions"].append({"before": i, "after": j, "source": "truth",
                                          "points": [{"value": v, "accuracy": a} for v, a in x.items()]})
         else:
@@ -272,8 +279,10 @@ def fit(tmp_path: Path, paths: list[str], *extra: str) -> tuple[dict[str, Any], 
 
 
 def accuracy_terms(report: dict[str, Any]) -> dict[tuple[str, str, Any], dict[str, Any]]:
-    """Fitted accuracy terms by (earlier, later, value of the later method)."""
-    got = {(t["before"], t["after"], t["value"]): t for t in report["terms"] if t["kind"] == "accuracy"}
+    """Fitted accuracy terms by (earlier, later, value of the later method[, E's threshold: a term of E
+    with a later D, fitted per threshold])."""
+    got = {(t["before"], t["after"], t["value"], *([] if t.get("threshold") is None else [t["threshold"]])): t
+           for t in report["terms"] if t["kind"] == "accuracy"}
     assert len(got) == sum(t["kind"] == "accuracy" for t in report["terms"])  # one entry per node
     return got
 

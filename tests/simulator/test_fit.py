@@ -40,7 +40,7 @@ from tests.simulator.fitting import (
     ALL_ORDERS, ALL_RUNS, AT_MEASURED, BASE_ACCURACY, BETWEEN, SETUP, TRUE_ACCURACY, TRUE_SCALE, _load,
     accuracy_design, accuracy_terms, applied_pairs, base_profile, chain_accuracy, exit_design, exit_keys,
     exit_scale_pairs, exit_tables, exit_triple_terms, fit,
-    make_record, reaches, residual, run_cli, write_records, write_runs)
+    make_record, reaches, residual, run_cli, with_terms, write_records, write_runs)
 
 
 
@@ -116,16 +116,16 @@ def test_solve_confounded_and_zero_columns():
 
 def test_exact_runs_give_back_every_term_exactly(tmp_path):
     # Every order at two settings: each term comes back at each value of the later method the runs
-    # used it at (21 nodes: 3 pairs into D at the one student, 9 pairs at two values each), each the
-    # constant truth.
+    # used it at (22 nodes: 2 pairs into D at the one student, ED there at E's two thresholds, 9 pairs
+    # at two values each), each the constant truth.
     paths = write_records(tmp_path, ALL_RUNS, np.random.default_rng(0), sigma=0.0, log_sigma=0.0)
     report, fitted = fit(tmp_path, paths)
     design, columns = accuracy_design(ALL_RUNS)
-    assert len(columns) == 3 * 1 + 9 * 2 and np.linalg.matrix_rank(design) == len(columns)
+    assert len(columns) == 2 * 1 + 2 + 9 * 2 and np.linalg.matrix_rank(design) == len(columns)
     acc, scale = accuracy_terms(report), exit_tables(report)
     assert set(acc) == set(columns)
-    for i, j, value in columns:
-        assert acc[(i, j, value)]["estimate"] == pytest.approx(TRUE_ACCURACY[(i, j)], abs=1e-9), (i, j, value)
+    for i, j, value, *_ in columns:
+        assert acc[(i, j, value, *_)]["estimate"] == pytest.approx(TRUE_ACCURACY[(i, j)], abs=1e-9), (i, j, value)
     # Exit scales: one unknown per term and value of its other method, in each (threshold, exit) cell.
     # The runs at one setting ran E at one threshold, so each cell sees half the values; the other
     # threshold takes the nearest measured one's (the truth is constant, so every cell is the truth).
@@ -135,7 +135,7 @@ def test_exact_runs_give_back_every_term_exactly(tmp_path):
         assert scale[(letters, value)] == pytest.approx(truth_scale(letters), rel=1e-9), (letters, value)
     assert report["unidentified"] == []
     assert report["accuracy"]["rms"] == pytest.approx(0, abs=1e-9)
-    assert report["accuracy"]["equations"] == 48 * 4 == len(design) and report["accuracy"]["rank"] == 21
+    assert report["accuracy"]["equations"] == 48 * 4 == len(design) and report["accuracy"]["rank"] == 22
     cells = [exit_design(ALL_RUNS, settings["E"])[0] for settings in (AT_MEASURED, BETWEEN)]
     assert report["exit_scale"]["equations"] == 2 * sum(len(d) for d in cells)  # two exits per equation row
     assert report["exit_scale"]["rank"] == max(np.linalg.matrix_rank(d) for d in cells)
@@ -144,7 +144,13 @@ def test_exact_runs_give_back_every_term_exactly(tmp_path):
     assert set(back.accuracy_terms) == set(TRUE_ACCURACY)
     for (i, j), truth in TRUE_ACCURACY.items():
         term = back.accuracy_terms[(i, j)]
-        assert sorted(term.curve.values, key=str) == sorted({v for a, b, v in columns if (a, b) == (i, j)}, key=str)
+        if (i, j) == ("E", "D"):  # per threshold: the truth at both, and between them
+            assert term.grid.before.values == (0.65, 0.8)
+            for t in (0.6, 0.65, 0.7, 0.8, 0.9):
+                got = term.at(np.array(["resnet8"], dtype=object), np.array([t]))
+                assert got == pytest.approx([truth], abs=1e-9), t
+            continue
+        assert sorted(term.curve.values, key=str) == sorted({c[2] for c in columns if c[:2] == (i, j)}, key=str)
         nodes = np.array(term.curve.values, dtype=object if j == "D" else np.float64)
         assert term.at(nodes) == pytest.approx([truth] * len(nodes), abs=1e-9), (i, j)
     assert back.exit_scales == {}
@@ -169,8 +175,8 @@ def test_noisy_runs_recover_the_terms_within_the_closed_form_spread(tmp_path):
     design, columns = accuracy_design(ALL_RUNS)
     acc_sd = sigma * np.sqrt(np.diag(np.linalg.inv(design.T @ design)))
     assert set(acc) == set(columns)
-    for c, (i, j, value) in enumerate(columns):
-        got = acc[(i, j, value)]
+    for c, (i, j, value, *threshold) in enumerate(columns):
+        got = acc[(i, j, value, *threshold)]
         assert abs(got["estimate"] - TRUE_ACCURACY[(i, j)]) < 4.5 * acc_sd[c], (i, j, value)
         assert got["std_error"] == pytest.approx(acc_sd[c], rel=0.3), (i, j, value)  # sigma from 171 residual dof
         assert got["equations"] == np.count_nonzero(design[:, c]), (i, j, value)
@@ -383,6 +389,81 @@ def test_rates_a_later_stage_sends_to_0_are_fitted_through_half_a_sample_and_pre
     assert got.bitops == pytest.approx(want.bitops, rel=1e-12)
 
 
+# ---- a term of E with a later D, per threshold ----------------------------------------------------
+
+# The student's inherited heads lose more the lower the threshold: ED per threshold of E.
+ED_BY_THRESHOLD = {("resnet8", 0.5): -4.0, ("resnet8", 0.8): -1.5, ("resnet8", 0.95): 0.5}
+
+
+def test_a_term_of_e_with_d_is_recovered_at_every_threshold_the_sweeps_report(tmp_path):
+    """Runs at one operating threshold (0.8) whose models with exits report their accuracy at 0.5,
+    0.8 and 0.95 (as the trainer sweeps): ED comes back at each threshold, exactly, and no other
+    term moves (the sweep's equations are differenced against the operating threshold, so they hold
+    ED alone). The written profile predicts the truth at the measured thresholds, linearly between
+    them, clamped and flagged outside, and ED's spread is per threshold too."""
+    truth_terms = {**TRUE_ACCURACY, ("E", "D"): ED_BY_THRESHOLD}
+    rng = np.random.default_rng(21)
+    runs = [(order, settings) for settings in (AT_MEASURED, {**BETWEEN, "E": 0.8}) for order in ALL_ORDERS]
+    paths = write_records(tmp_path, runs, rng, 0.0, 0.0, accuracy=truth_terms, thresholds=(0.5, 0.8, 0.95))
+    report, fitted = fit(tmp_path, paths)
+    acc = accuracy_terms(report)
+    for (student, t), want in ED_BY_THRESHOLD.items():
+        assert acc[("E", "D", student, t)]["estimate"] == pytest.approx(want, abs=1e-9), t
+    others = {k: v for k, v in acc.items() if k[:2] != ("E", "D")}
+    assert others and all(v["estimate"] == pytest.approx(TRUE_ACCURACY[k[:2]], abs=1e-9) for k, v in others.items())
+    assert report["accuracy"]["rms"] == pytest.approx(0, abs=1e-9)
+    back = parse_profile(fitted)
+    term = back.accuracy_terms[("E", "D")]
+    student = np.array(["resnet8"] * 5, dtype=object)
+    thresholds = np.array([0.4, 0.5, 0.65, 0.95, 0.99])
+    assert term.at(student, thresholds) == pytest.approx([-4.0, -4.0, -2.75, 0.5, 0.5], abs=1e-9)
+    assert term.outside(student, thresholds).tolist() == [True, False, False, False, True]
+    # the chain model through it: every four-stage order with E before D, at each threshold
+    truth = parse_profile(with_terms(base_profile(), truth_terms, TRUE_SCALE))
+    for order in (o for o in ALL_ORDERS if o.index("E") < o.index("D")):
+        for t in (0.5, 0.65, 0.8, 0.95):
+            settings = {**AT_MEASURED, "E": t}
+            assert chain_accuracy(back, order, settings) == pytest.approx(chain_accuracy(truth, order, settings),
+                                                                          abs=1e-9), (order, t)
+    # ED's standard error is per threshold: the noisy version of the same runs gives one per cell
+    noisy, _ = fit(tmp_path, write_records(tmp_path, runs, np.random.default_rng(22), 0.3, 0.0, accuracy=truth_terms,
+                                           thresholds=(0.5, 0.8, 0.95)))
+    errors = {t["threshold"]: t["std_error"] for t in noisy["terms"] if (t["before"], t["after"]) == ("E", "D")}
+    assert sorted(errors) == [0.5, 0.8, 0.95] and all(e > 0 for e in errors.values())
+
+
+def test_without_sweeps_a_term_of_e_with_d_holds_at_each_runs_threshold_only(tmp_path):
+    """Records without the sweep (older trainers): ED at each threshold some run operated at, from
+    that run's own increments; a single threshold is a constant over every threshold."""
+    paths = write_records(tmp_path, [("ED", {**AT_MEASURED})], np.random.default_rng(3), 0.0, 0.0)
+    report, fitted = fit(tmp_path, paths)
+    assert [(t["value"], t["threshold"]) for t in report["terms"] if t["after"] == "D"] == [("resnet8", 0.8)]
+    term = parse_profile(fitted).accuracy_terms[("E", "D")]
+    got = term.at(np.array(["resnet8"] * 3, dtype=object), np.array([0.5, 0.8, 0.99]))
+    assert got == pytest.approx([TRUE_ACCURACY[("E", "D")]] * 3, abs=1e-9)
+    assert not term.outside(np.array(["resnet8"], dtype=object), np.array([0.5]))[0]
+
+
+@pytest.mark.parametrize("points, message", [
+    ([{"value": "resnet8", "threshold": 0.5, "accuracy": -1.0}, {"value": "resnet8", "accuracy": 0.0}],
+     "a 'threshold' per point belongs to a term of E with a later method, and then to every point"),
+    ([{"value": "resnet8", "threshold": 1.5, "accuracy": -1.0}], "points[0].threshold"),
+    ([{"value": "resnet8", "threshold": 0.5, "accuracy": -1.0}, {"value": "resnet8", "threshold": 0.5, "accuracy": 0}],
+     "at threshold 0.5: a value appears twice in points"),
+])
+def test_a_bad_per_threshold_term_is_refused(points, message):
+    from bitops.errors import InputError
+
+    data = base_profile()
+    data["interactions"] = [{"before": "E", "after": "D", "points": points, "source": "test"}]
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace("[", r"\[").replace("'", ".")):
+        parse_profile(data)
+    data["interactions"] = [{"before": "P", "after": "D", "source": "test",
+                             "points": [{"value": "resnet8", "threshold": 0.5, "accuracy": -1.0}]}]
+    with pytest.raises(InputError, match="this term's 'before' is 'P'"):
+        parse_profile(data)
+
+
 # ---- refining the single-stage deltas ------------------------------------------------------------
 
 # How far the runs' own single-stage deltas are from the profile's, per measured point.
@@ -420,8 +501,8 @@ def test_refined_deltas_and_terms_are_recovered_when_the_profile_is_off(tmp_path
     _, columns = accuracy_design(runs)
     acc = accuracy_terms(report)
     assert set(acc) == set(columns)
-    for i, j, value in columns:
-        assert acc[(i, j, value)]["estimate"] == pytest.approx(TRUE_ACCURACY[(i, j)], abs=1e-9), (i, j, value)
+    for i, j, value, *threshold in columns:
+        assert acc[(i, j, value, *threshold)]["estimate"] == pytest.approx(TRUE_ACCURACY[(i, j)], abs=1e-9), (i, j)
     for method, entry in shifted_profile()["methods"].items():  # the written points are the truth's
         for want, point in zip(entry["points"], fitted["methods"][method]["points"]):
             assert point["value"] == want["value"] and point["delta"] == pytest.approx(want["delta"], abs=1e-9)

@@ -36,3 +36,32 @@ def test_a_file_that_is_not_a_benchmark_report_is_one_line(tmp_path, capsys):
     assert _script().main([str(path), "--profile", str(ROOT / "results" / "benchmark_profile.json")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"judge_profiles: error: report {str(path)!r}: not a chaincomp benchmark --json report"
+
+
+def _measurement(order, budget, seed, loss, cr, settings=None):
+    return {"order": order, "budget": budget, "seed": seed, "settings": settings or {"P": 0.5},
+            "measured": {"base_accuracy": 99.0, "accuracy": 99.0 - loss, "bitops_cr": cr}}
+
+
+def test_pick_ceiling_takes_the_best_point_at_one_seed_to_the_other(capsys):
+    """By hand: at budget 1, A (100x) is the best within at seed 0 but loses 1.5 at seed 1 (over);
+    at seed 1 the best within is B (80x), within at seed 0 too, where A (100x) is the best within
+    (regret 100/80). At budget 2 A holds both ways (regret 1)."""
+    report = {"measurements": [
+        _measurement("A", 1, 0, 0.5, 100.0), _measurement("A", 1, 1, 1.5, 100.0),
+        _measurement("B", 1, 0, 0.8, 80.0), _measurement("B", 1, 1, 0.2, 80.0),
+        _measurement("C", 1, 0, 0.9, 90.0), _measurement("C", 1, 1, 1.2, 90.0),
+        _measurement("A", 2, 0, 0.5, 100.0), _measurement("A", 2, 1, 1.5, 100.0)]}
+    rows = {(r["budget"], r["from_seed"]): r for r in _script().pick_ceiling(report)}
+    assert set(rows) == {(1.0, 0), (1.0, 1), (2.0, 0), (2.0, 1)}
+    assert rows[(1.0, 0)]["order"] == "A" and not rows[(1.0, 0)]["within"] and rows[(1.0, 0)]["regret"] is None
+    assert rows[(1.0, 1)]["order"] == "B" and rows[(1.0, 1)]["within"]
+    assert rows[(1.0, 1)]["regret"] == pytest.approx(100.0 / 80.0)  # at seed 0, A (100x) is within 1 too
+    assert rows[(2.0, 0)]["within"] and rows[(2.0, 0)]["regret"] == pytest.approx(1.0)
+    assert rows[(2.0, 1)]["order"] == "A" and rows[(2.0, 1)]["regret"] == pytest.approx(1.0)
+
+
+def test_no_profile_and_no_ceiling_is_one_line(capsys):
+    assert _script().main([str(ROOT / "results" / "benchmark.json")]) == 2
+    assert capsys.readouterr().err.strip() == ("judge_profiles: error: give --profile FILE.json (repeatable), "
+                                               "--pick-ceiling, or both")
