@@ -14,7 +14,8 @@ run's own base model cancels::
 
 (for most stages: the terms of the earlier stages with stage k's method; a D also removes the
 deltas and terms of the P and Q it undoes). An E stage that reports its accuracy at every
-threshold gives one equation per threshold. Each term is one unknown per value of ``h_j`` the
+threshold gives one equation per threshold; so do the stages after it, differenced against their
+operating threshold, which measures E's term with a later D per threshold (``THRESHOLD_TERMS``). Each term is one unknown per value of ``h_j`` the
 runs measured it at, so a term measured at several values comes out as a curve over ``h_j``.
 Three-method terms asked for (``triples``, e.g. DPQ: Q after P, both after D) add one unknown per
 pair of values of the later two; the rest are taken as 0.
@@ -262,9 +263,11 @@ def _stage_increments(run: Run, profile: Profile, refined: set[tuple[str, Any]],
     """(stage k, method, observed increment, fixed, weights, outside, threshold) per measurement.
 
     Each stage gives one increment; an E stage that reports accuracies at several thresholds gives
-    one per threshold. So does a stage after E where it and the stage before it both report their
-    accuracy at those thresholds (the trainer sweeps every model with exits): both prefixes taken
-    with E at that threshold, so the terms of E with later stages are measured at every threshold."""
+    one per threshold. A stage after E where it and the stage before it both report their accuracy
+    at those thresholds (the trainer sweeps every model with exits) gives, besides its increment at
+    the operating threshold, one per other threshold t: its increment at t minus that one (both
+    prefixes taken with E at t), where everything that does not depend on E's threshold cancels, so
+    only the per-threshold terms (``THRESHOLD_TERMS``) remain; a row with nothing left is skipped."""
     values = [stage.value for stage in run.stages]
     e = run.order.find("E")
     previous_accuracy = run.base_accuracy

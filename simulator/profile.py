@@ -15,7 +15,9 @@ or the same as a curve over j's hyperparameter, ``{"before": i, "after": j, "poi
 "accuracy": x, "std_error": s}, ...]}`` (interpolated like j's own curve, clamped and flagged outside
 the measured values when there are two or more; a single point is a constant), or ``{"before": i,
 "after": j, "exit_scale": s}`` (the early-exit rates are multiplied by s when i runs before j, one
-of them being E), each with a ``source``. Missing terms are 0 (accuracy) and 1 (exit scale).
+of them being E), each with a ``source``. A term of E with a later method may give each point E's
+``"threshold"`` too: a :class:`ThresholdTerm`, a curve over j's value per threshold. Missing terms
+are 0 (accuracy) and 1 (exit scale).
 
 Three-method terms, ``{"first": i, "before": j, "after": k, "points": [{"before_value": h_j,
 "value": h_k, "accuracy": x, "std_error": s}, ...]}``: what k gains after j beyond the pair terms
