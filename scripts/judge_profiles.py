@@ -70,9 +70,8 @@ def pick_ceiling(report: dict[str, Any]) -> list[dict[str, Any]]:
         points[key][run["seed"]] = (measured["base_accuracy"] - measured["accuracy"], measured["bitops_cr"])
     rows = []
     seeds = sorted({run["seed"] for run in report["measurements"]})
+    candidates = {key[1:]: by_seed for key, by_seed in points.items()}  # a point trained for any budget counts for all
     for budget in sorted({key[0] for key in points}):
-        # a point trained for any budget is a candidate for every budget
-        candidates = {key[1:]: by_seed for key, by_seed in points.items()}
         for a in seeds:
             for b in seeds:
                 if a == b:
