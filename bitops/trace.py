@@ -189,6 +189,32 @@ class _Pending:
         if self.child is not None:
             self.child.close()
 
+    @contextlib.contextmanager
+    def sharing_cores(self) -> Iterator[None]:
+        """While the forked child analyses, this process computes on one torch thread, and on all of
+        them again once the child has finished (checked before each module's forward): torch's
+        OpenMP workers spin at every parallel region whose other worker waits for a core the child
+        holds, which on 2 cores made a ResNet-50 trace 1.9x slower, while one thread costs it
+        little at batch 1. Modules called inside restore the threads as soon as they can."""
+        threads = torch.get_num_threads()
+        if self.child is None or threads == 1 or self.child.finished():
+            yield
+            return
+        handle = None
+
+        def restore_when_finished(_module: nn.Module, _inputs: Any) -> None:
+            if self.child is not None and self.child.finished():
+                torch.set_num_threads(threads)
+                handle.remove()
+
+        torch.set_num_threads(1)
+        handle = nn.modules.module.register_module_forward_pre_hook(restore_when_finished)
+        try:
+            yield
+        finally:
+            handle.remove()
+            torch.set_num_threads(threads)
+
     def result(self) -> GroupMap:
         stall = self.seconds * STALL_FRACTION
         if self.child is None:
@@ -209,7 +235,7 @@ class _Pending:
         return _group_map(self.model, groups, [name for kind, value in items if kind == "outputs" for name in value])
 
 
-_TIMED_OUT, _STALLED = "timed out", "stalled"
+_TIMED_OUT, _STALLED, _COMPLETE = "timed out", "stalled", "complete"
 
 
 def _collected(items: Iterator[tuple[str, Any]]) -> tuple[list[tuple[str, Any]], str | None]:
@@ -240,11 +266,35 @@ def _child_members(model: nn.Module, example: torch.Tensor, on_meta: bool) -> It
     try:
         if on_meta:
             model, example = model.to("meta"), example.to("meta")
+            _shape_only_batch_norm()
         yield from _dependency_members(model, example)
     except MemoryError:
         yield "error", _OUT_OF_MEMORY
     except Exception as err:  # noqa: BLE001 - torch-pruning's own failures, e.g. on a channel shuffle
         yield "error", f"meta: {_first_line(err)}" if on_meta else f"torch-pruning failed ({_first_line(err)})"
+
+
+_CHILD_KERNELS: list[Any] = []  # a kernel lives as long as its library object
+
+
+def _shape_only_batch_norm() -> None:
+    """Register, in this (forked, disposable) child, a meta kernel for ``aten::native_batch_norm``
+    that only makes the output shapes: torch's own is a Python decomposition doing the arithmetic
+    on meta tensors op by op, half of a ResNet-50 analysis. Autograd records the same
+    ``NativeBatchNormBackward`` node either way, which is all torch-pruning reads. Where it cannot
+    be registered, torch's kernel stays (right, only slower)."""
+    def batch_norm(input: torch.Tensor, *_args: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        channels = input.shape[1] if input.dim() > 1 else 0
+        return torch.empty_like(input), input.new_empty((channels,)), input.new_empty((channels,))
+
+    if _CHILD_KERNELS:
+        return
+    try:
+        library = torch.library.Library("aten", "IMPL")  # an override, in this child only
+        library.impl("native_batch_norm", batch_norm, "Meta")
+    except Exception:  # noqa: BLE001 - a torch without this registration path
+        return
+    _CHILD_KERNELS.append(library)
 
 
 class _Forked:
@@ -256,6 +306,8 @@ class _Forked:
         import multiprocessing
 
         context = multiprocessing.get_context("fork")
+        self.items: list[tuple[str, Any]] = []
+        self.ending: str | None = None  # _COMPLETE, or why it ended early, once the child has said so
         self.receive, send = context.Pipe(duplex=False)
         extra = int(MEMORY_FRACTION * _available_bytes())
         self.process = context.Process(target=_forked_main, args=(function, args, send, extra), daemon=True)
@@ -264,29 +316,41 @@ class _Forked:
             self.process.start()
         send.close()
 
+    def finished(self) -> bool:
+        """Whether the child has said all it will say; reads what has come so far without waiting
+        (which also keeps a long answer from filling the pipe and blocking the child)."""
+        while self.ending is None and not self.receive.closed and self.receive.poll(0):
+            self._receive_one()
+        return self.ending is not None
+
+    def _receive_one(self) -> None:
+        try:
+            kind, value = self.receive.recv()
+        except EOFError:
+            self.process.join(5)
+            self.ending = f"torch-pruning's analysis died (exit code {self.process.exitcode})"
+            return
+        if kind == "done":
+            self.ending = _COMPLETE
+        elif kind == "error":
+            self.ending = value
+        else:
+            self.items.append((kind, value))
+
     def collect(self, deadline: float, stall: float) -> tuple[list[tuple[str, Any]], str | None]:
         """(the items received, how it ended: None when complete, :data:`_TIMED_OUT` past the
         ``deadline`` (``time.monotonic()``), :data:`_STALLED` when no item came for ``stall``
         seconds after the first, or the child's ("error", why)). The child is gone afterwards."""
         import time
 
-        items: list[tuple[str, Any]] = []
         try:
-            while True:
+            while self.ending is None:
                 left = deadline - time.monotonic()
-                wait = min(left, stall) if items else left
+                wait = min(left, stall) if self.items else left
                 if wait <= 0 or not self.receive.poll(wait):
-                    return items, _TIMED_OUT if wait == left or left <= 0 else _STALLED
-                try:
-                    kind, value = self.receive.recv()
-                except EOFError:
-                    self.process.join(5)
-                    return items, f"torch-pruning's analysis died (exit code {self.process.exitcode})"
-                if kind == "done":
-                    return items, None
-                if kind == "error":
-                    return items, value
-                items.append((kind, value))
+                    return self.items, _TIMED_OUT if wait == left or left <= 0 else _STALLED
+                self._receive_one()
+            return self.items, None if self.ending == _COMPLETE else self.ending
         finally:
             self.close()
 
@@ -839,7 +903,8 @@ def _trace_eval_model(model: nn.Module, input_shape: tuple[int, ...], name: str,
         analysis.set_op_handle(**{k: None for k in (*_FREE_OPS, *_MOVEMENT_OPS)})
         analysis.set_op_handle("aten::scaled_dot_product_attention", recorder.attention)
         try:
-            analysis.total()
+            with pending.sharing_cores():
+                analysis.total()
         except InputError:
             pending.cancel()
             raise

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import re
@@ -582,3 +583,77 @@ def test_channel_groups_on_real_tensors_after_the_parent_computed_in_parallel():
     model(example)  # the parent's intra-op threads have run
     groups = channel_groups(model, example, seconds=15)
     assert groups.failure == "torch-pruning failed (ZeroDivisionError: integer division or modulo by zero)"
+
+
+@pytest.mark.parametrize("builder", [torchvision.models.resnet18, torchvision.models.mobilenet_v3_small])
+def test_channel_groups_on_meta_equal_those_on_real_tensors(builder, monkeypatch):
+    """The forked child analyses a meta copy with a shape-only batch-norm kernel (torch's own does
+    the arithmetic op by op in Python); the groups must be those torch-pruning finds on the real
+    model in this process, with torch's kernels."""
+    from bitops import trace
+
+    model, example = builder().eval(), torch.zeros(1, 3, 64, 64)
+    forked = trace.channel_groups(model, example)
+    monkeypatch.setattr(trace, "_can_fork", lambda *_: False)
+    here = trace.channel_groups(model, example)
+    assert forked.failure is None and here.failure is None and len(here.channels) > 10
+    assert (forked.channels, forked.labels, forked.in_group, forked.out_group, forked.divisions) == \
+        (here.channels, here.labels, here.in_group, here.out_group, here.divisions)
+    assert all(not isinstance(p, torch.Tensor) or p.device.type == "cpu" for p in model.state_dict().values())
+
+
+class _ChildFinishingAfter:
+    """Stands for the forked analysis: finished once it has been asked ``calls`` times."""
+
+    def __init__(self, calls: int) -> None:
+        self.calls = calls
+
+    def finished(self) -> bool:
+        self.calls -= 1
+        return self.calls < 0
+
+
+class _ThreadsSeen(nn.Module):
+    def __init__(self, seen: list[int]) -> None:
+        super().__init__()
+        self.seen = seen
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(torch.get_num_threads())
+        return x + 1
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_trace_computes_on_one_thread_while_the_child_analyses_then_on_all(fails):
+    """On 2 cores, torch's workers spin while the forked child holds a core; the trace runs on one
+    thread until the child has finished (checked before each module), on all of them after, and
+    leaves the thread count as it was, also when the model raises."""
+    from bitops import trace
+
+    seen: list[int] = []
+    model = nn.Sequential(*(_ThreadsSeen(seen) for _ in range(4)))
+    pending = trace._Pending.__new__(trace._Pending)
+    pending.child = _ChildFinishingAfter(calls=3)  # once on entry, then before each module
+    torch.set_num_threads(2)
+    with pytest.raises(RuntimeError) if fails else contextlib.nullcontext():
+        with pending.sharing_cores():
+            assert torch.get_num_threads() == 1
+            model(torch.zeros(1))
+            if fails:
+                raise RuntimeError("the model's forward failed")
+    # asked on entry, before the Sequential and before its first module: not finished; before the second: finished
+    assert seen == [1, 2, 2, 2]
+    assert torch.get_num_threads() == 2
+    assert not nn.modules.module._global_forward_pre_hooks
+
+
+def test_trace_leaves_threads_alone_when_the_child_has_finished_or_there_is_none():
+    from bitops import trace
+
+    pending = trace._Pending.__new__(trace._Pending)
+    torch.set_num_threads(2)
+    for child in (None, _ChildFinishingAfter(calls=0)):
+        pending.child = child
+        with pending.sharing_cores():
+            assert torch.get_num_threads() == 2
+            assert not nn.modules.module._global_forward_pre_hooks
