@@ -9,6 +9,10 @@ predicted 90% interval (prediction +- 1.645 spreads), BitOpsCR measured / predic
 and the share within 5%. A profile trained on another machine, or refitted, is judged on the same
 measured runs.
 
+``--by-exit-terms``: also, per profile, BitOpsCR measured / predicted and the share within 5%
+grouped by how many exit terms the order's exit rates combine (the profile's tables that apply to
+it: pairs of E with the stages its heads saw, and three-stage terms), pooled over the seeds.
+
 ``--pick-ceiling``: also, for a report whose points were trained at two or more seeds, the best a
 pick could do if it knew one seed's measurements exactly: per budget and pair of seeds, the point
 with the largest measured BitOpsCR within the budget at the first seed, judged at the second
@@ -33,8 +37,11 @@ from bitops.jsonio import read_json  # noqa: E402
 Z90 = 1.6448536269514722  # the two-sided 90% interval, as the benchmark's coverage
 
 
-def judge(report: dict[str, Any], profile_path: str) -> dict[str, float]:
-    """The four figures of ``profile_path`` on ``report``'s measurements, each the mean over seeds."""
+def judge(report: dict[str, Any], profile_path: str, by_terms: dict[str, list[float]] | None = None
+          ) -> dict[str, float]:
+    """The four figures of ``profile_path`` on ``report``'s measurements, each the mean over seeds.
+    ``by_terms``, when given, receives each run's BitOpsCR measured / predicted under the label of
+    the exit terms its order combines (:func:`exit_terms_label`)."""
     from simulator.benchmark import _predict_one
     from simulator.simulate import Simulation
 
@@ -46,8 +53,10 @@ def judge(report: dict[str, Any], profile_path: str) -> dict[str, float]:
         predicted = _predict_one(sim.profile, run["order"], run["settings"], sim)
         accuracy, spread = float(predicted.accuracy[0]), float(predicted.accuracy_std[0])
         error = abs(accuracy - run["measured"]["accuracy"])
-        by_seed[run["seed"]].append((error, error <= Z90 * spread,
-                                     run["measured"]["bitops_cr"] / float(predicted.bitops_cr[0])))
+        ratio = run["measured"]["bitops_cr"] / float(predicted.bitops_cr[0])
+        by_seed[run["seed"]].append((error, error <= Z90 * spread, ratio))
+        if by_terms is not None:
+            by_terms[exit_terms_label(sim.profile, run["order"])].append(ratio)
 
     def mean_over_seeds(figure: Any) -> float:
         return sum(figure(rows) for rows in by_seed.values()) / len(by_seed)
@@ -58,6 +67,18 @@ def judge(report: dict[str, Any], profile_path: str) -> dict[str, float]:
         "bitops_cr_ratio": mean_over_seeds(lambda rows: math.exp(sum(math.log(r[2]) for r in rows) / len(rows))),
         "bitops_cr_within_5pct": mean_over_seeds(lambda rows: sum(abs(r[2] - 1) <= 0.05 for r in rows) / len(rows)),
     }
+
+
+def exit_terms_label(profile: Any, order: str) -> str:
+    """"no E", or "P pairs + T triples": the profile's exit tables that apply to ``order``."""
+    from simulator.structure import structure
+
+    if "E" not in order:
+        return "no E"
+    shape = structure(order)
+    pairs = sum("".join(order[p] for p in ps) in profile.exit_tables for ps in shape.exit_pairs)
+    triples = sum("".join(order[p] for p in ps) in profile.exit_tables for ps in shape.exit_triples)
+    return f"{pairs} pair{'s' if pairs != 1 else ''} + {triples} triple{'s' if triples != 1 else ''}"
 
 
 def pick_ceiling(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -94,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("reports", nargs="+", metavar="REPORT.json", help="chaincomp benchmark --json reports")
     parser.add_argument("--profile", action="append", default=[], metavar="FILE.json",
                         help="a profile to judge (repeatable)")
+    parser.add_argument("--by-exit-terms", action="store_true",
+                        help="also BitOpsCR per number of exit terms the order combines, per profile")
     parser.add_argument("--pick-ceiling", action="store_true",
                         help="also the seed-noise ceiling of the pick (reports trained at two or more seeds)")
     args = parser.parse_args(argv)
@@ -109,10 +132,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path}: {len(report['measurements'])} measured runs at seeds {seeds}")
             if args.profile:
                 print(f"  {'profile':48s} {'acc |err|':>9s} {'cover 90%':>9s} {'meas/pred':>9s} {'within 5%':>9s}")
+            groups: dict[str, dict[str, list[float]]] = {}
             for profile in args.profile:
-                f = judge(report, profile)
+                groups[profile] = defaultdict(list)
+                f = judge(report, profile, groups[profile] if args.by_exit_terms else None)
                 print(f"  {profile:48s} {f['mean_abs_error']:9.2f} {f['coverage']:9.2f} {f['bitops_cr_ratio']:9.3f} "
                       f"{f['bitops_cr_within_5pct']:9.2f}")
+            if args.by_exit_terms:
+                for profile, by_terms in groups.items():
+                    print(f"  BitOpsCR by exit terms combined, {profile} (runs pooled over seeds):")
+                    for label, ratios in sorted(by_terms.items()):
+                        within = sum(abs(r - 1) <= 0.05 for r in ratios)
+                        mean = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+                        print(f"    {label:22s} {len(ratios):4d} runs  measured/predicted {mean:.3f}  "
+                              f"within 5%: {within} ({within / len(ratios):.2f})")
             if args.pick_ceiling:
                 rows = pick_ceiling(report)
                 if not rows:

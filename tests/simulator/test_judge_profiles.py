@@ -65,3 +65,33 @@ def test_no_profile_and_no_ceiling_is_one_line(capsys):
     assert _script().main([str(ROOT / "results" / "benchmark.json")]) == 2
     assert capsys.readouterr().err.strip() == ("judge_profiles: error: give --profile FILE.json (repeatable), "
                                                "--pick-ceiling, or both")
+
+
+def test_exit_term_groups_hold_every_run_and_the_reports_within_5_share():
+    """On a one-seed report, the groups of --by-exit-terms pool exactly the runs the benchmark
+    scored: their counts add up to the report's, and their within-5% counts to the share the
+    benchmark reported for the same profile (its own metric code)."""
+    from collections import defaultdict
+
+    data = json.loads((ROOT / "results" / "benchmark_s6.json").read_text())
+    groups = defaultdict(list)
+    judged = _script().judge(data, str(ROOT / "simulator" / "data" / "default_profile.json"), groups)
+    assert sum(len(r) for r in groups.values()) == len(data["measurements"])
+    within = sum(abs(r - 1) <= 0.05 for ratios in groups.values() for r in ratios)
+    assert within / len(data["measurements"]) == pytest.approx(judged["bitops_cr_within_5pct"])
+    assert within / len(data["measurements"]) == pytest.approx(data["predictors"]["simulator"]["bitops_cr_within_5pct"]["value"])
+
+
+def test_exit_terms_label_counts_the_tables_that_apply():
+    """DPQE's heads are trained on a distilled, pruned, quantized model: DE, PE and QE apply; in
+    QEDP E runs before the last D, so the heads also see D and P after it (ED, EP) and the triples
+    QED and EDP apply; PD drops nothing in PDQE but P before D never reaches the heads."""
+    from simulator.profile import load_profile
+
+    profile = load_profile(ROOT / "simulator" / "data" / "default_profile.json")
+    assert {"DE", "PE", "QE", "ED", "EP", "QED", "EDP"} <= set(profile.exit_tables)
+    label = _script().exit_terms_label
+    assert label(profile, "DPQE") == "3 pairs + 0 triples"
+    assert label(profile, "QEDP") == "3 pairs + 2 triples"
+    assert label(profile, "PDQE") == "2 pairs + 0 triples"
+    assert label(profile, "DPQ") == "no E"
