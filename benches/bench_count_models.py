@@ -11,7 +11,7 @@ done, one warm-up round, medians of ``ROUNDS``):
   count`` runs before the arithmetic: the build (initialisers skipped) and the trace under an
   address-space cap (no memory-estimate pass unless an allocation fails), torch-pruning's channel
   groups in a forked child on a meta copy (torch's batch-norm meta kernel replaced there by one
-  that only makes shapes) while the parent traces on one torch thread until the child has
+  that only makes shapes) while the parent traces on one torch thread fewer until the child has
   finished, and the fvcore trace with our op handles. It records its MACs against (a) (they must agree) and the ratio
   of the medians, (b) / (a). Target: <= 1.3x.
 """

@@ -191,11 +191,11 @@ class _Pending:
 
     @contextlib.contextmanager
     def sharing_cores(self) -> Iterator[None]:
-        """While the forked child analyses, this process computes on one torch thread, and on all of
-        them again once the child has finished (checked before each module's forward): torch's
-        OpenMP workers spin at every parallel region whose other worker waits for a core the child
-        holds, which on 2 cores made a ResNet-50 trace 1.9x slower, while one thread costs it
-        little at batch 1. Modules called inside restore the threads as soon as they can."""
+        """While the forked child analyses, this process computes on one torch thread fewer (it
+        holds a core), and on all of them again once the child has finished (checked before each
+        module's forward): torch's OpenMP workers spin at every parallel region whose other worker
+        waits for the core the child holds, which on 2 cores made a ResNet-50 trace 1.9x slower,
+        while one thread there costs it little at batch 1."""
         threads = torch.get_num_threads()
         if self.child is None or threads == 1 or self.child.finished():
             yield
@@ -207,7 +207,7 @@ class _Pending:
                 torch.set_num_threads(threads)
                 handle.remove()
 
-        torch.set_num_threads(1)
+        torch.set_num_threads(threads - 1)
         handle = nn.modules.module.register_module_forward_pre_hook(restore_when_finished)
         try:
             yield

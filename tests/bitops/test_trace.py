@@ -623,27 +623,27 @@ class _ThreadsSeen(nn.Module):
         return x + 1
 
 
-@pytest.mark.parametrize("fails", [False, True])
-def test_trace_computes_on_one_thread_while_the_child_analyses_then_on_all(fails):
-    """On 2 cores, torch's workers spin while the forked child holds a core; the trace runs on one
-    thread until the child has finished (checked before each module), on all of them after, and
-    leaves the thread count as it was, also when the model raises."""
+@pytest.mark.parametrize(("threads", "fails"), [(2, False), (2, True), (4, False)])
+def test_trace_computes_on_one_thread_fewer_while_the_child_analyses_then_on_all(threads, fails):
+    """torch's workers spin while the forked child holds a core; the trace runs on one thread fewer
+    until the child has finished (checked before each module), on all of them after, and leaves
+    the thread count as it was, also when the model raises."""
     from bitops import trace
 
     seen: list[int] = []
     model = nn.Sequential(*(_ThreadsSeen(seen) for _ in range(4)))
     pending = trace._Pending.__new__(trace._Pending)
     pending.child = _ChildFinishingAfter(calls=3)  # once on entry, then before each module
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     with pytest.raises(RuntimeError) if fails else contextlib.nullcontext():
         with pending.sharing_cores():
-            assert torch.get_num_threads() == 1
+            assert torch.get_num_threads() == threads - 1
             model(torch.zeros(1))
             if fails:
                 raise RuntimeError("the model's forward failed")
     # asked on entry, before the Sequential and before its first module: not finished; before the second: finished
-    assert seen == [1, 2, 2, 2]
-    assert torch.get_num_threads() == 2
+    assert seen == [threads - 1, threads, threads, threads]
+    assert torch.get_num_threads() == threads
     assert not nn.modules.module._global_forward_pre_hooks
 
 
