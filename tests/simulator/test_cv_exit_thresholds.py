@@ -4,13 +4,13 @@ is chosen; where it does not, per-threshold terms buy nothing and none is chosen
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.scripts import load_script
 from tests.simulator.fitting import AT_MEASURED, BETWEEN, TRUE_ACCURACY, base_profile, make_record
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,10 +18,7 @@ ORDERS = ("E", "D", "ED", "DE", "EP", "EQ", "EDP", "EDQ", "EPD", "EQD", "PED", "
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("cv_exit_thresholds", ROOT / "scripts" / "cv_exit_thresholds.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("cv_exit_thresholds")
 
 
 def _campaign(folder: Path, ed) -> Path:

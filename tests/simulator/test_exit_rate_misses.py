@@ -4,19 +4,17 @@ distribution over the exits, and bad input is one line."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import tarfile
 from pathlib import Path
+
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("exit_rate_misses", ROOT / "scripts" / "exit_rate_misses.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("exit_rate_misses")
 
 
 def test_every_record_with_exits_is_a_row_with_its_own_rates(tmp_path, capsys):

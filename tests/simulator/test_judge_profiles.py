@@ -4,20 +4,18 @@ is the other implementation)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from tests.scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("judge_profiles", ROOT / "scripts" / "judge_profiles.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("judge_profiles")
 
 
 @pytest.mark.parametrize(("report", "predictor"), [("benchmark.json", "simulator"),
