@@ -92,6 +92,9 @@ def kept_channels_array(channels: np.ndarray, keep_ratio: np.ndarray, parts: np.
 def check_prunable(table: LayerTable, field: str) -> None:
     """Refuse to prune ``table`` when some of its layers follow no channel group: their pruned
     widths are not known, so no count of a pruned model would be exact."""
+    if not table.groups_analysed:
+        raise InputError(f"{field}: {table.model} was traced without its channel groups, so it cannot be pruned; "
+                         "trace it with them (ModelSpec(groups=True), the default)")
     if table.ungrouped:
         names = list(table.ungrouped)
         shown = f"{names[0]}: {table.ungrouped[names[0]]}"

@@ -54,6 +54,7 @@ class CountRequest:
     count_unused: bool = False  # store the parameters of modules that never ran (GoogLeNet's aux heads)
     policy: Policy = field(default_factory=Policy)  # counting conventions
     save_table: str | None = None  # also write the traced LayerTable (all exit heads) here
+    groups: bool = False  # list the channel groups even when nothing is pruned (labels for a keep file)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "exits", tuple(self.exits))
@@ -104,8 +105,8 @@ class CountRequest:
 class CountResult(Result):
     """The count report: ``to_dict()`` is ``count --json``; ``format()`` the table people read."""
 
-    def format(self, per_layer: bool = False) -> str:
-        return format_count(self.data, per_layer)
+    def format(self, per_layer: bool = False, groups: bool = False) -> str:
+        return format_count(self.data, per_layer, groups)
 
     def to_csv(self, path: str | Path) -> None:
         """Write the per-layer rows (one per layer, the columns of ``to_dict()["layers"]``) as CSV,
@@ -148,14 +149,19 @@ def count(request: CountRequest) -> CountResult:
 
     counted = r.student or r.model
     traced_exits = r.exits if ":" in counted and not counted.endswith(".json") else ()
+    # torch-pruning's channel-group analysis serves pruning only: a model that is traced (not a zoo
+    # model's shipped table) runs it when the count prunes, lists the groups or saves the table.
+    groups = r.groups or r.keep_ratio is not None or r.keep_file is not None or r.heads_after_pruning \
+        or r.save_table is not None
     full_table = load_model_table(ModelSpec(counted, r.input_shape, r.num_classes, r.width_mult, r.kwargs,
-                                            exits=traced_exits, exit_head=r.exit_head, group_seconds=r.group_seconds))
+                                            exits=traced_exits, exit_head=r.exit_head, group_seconds=r.group_seconds,
+                                            groups=groups))
     if r.student or r.reference:
         ref_model = r.model if r.student else r.reference
         assert ref_model is not None
         saved = ref_model.endswith(".json")
         reference = load_model_table(ModelSpec(ref_model, input_shape=None if saved else full_table.input_shape,
-                                               num_classes=None if saved else r.num_classes))
+                                               num_classes=None if saved else r.num_classes, groups=False))
     else:
         reference = full_table
     if r.count_unused:

@@ -90,6 +90,7 @@ class ModelSpec:
     exits: tuple[str, ...] = ()  # modules to attach exit heads after (not zoo: its tables hold every head)
     exit_head: str = "conv"  # exit head design (bitops.architectures.EXIT_HEADS)
     group_seconds: float | None = None  # bound on torch-pruning's analysis (None: trace.GROUP_SECONDS)
+    groups: bool = True  # run that analysis when tracing (False: a table that cannot be pruned)
 
     @property
     def is_zoo(self) -> bool:
@@ -105,7 +106,7 @@ def _trace_zoo(spec: ModelSpec, input_shape: tuple[int, ...]) -> LayerTable:
 
     head = {} if spec.exit_head == "conv" else {"exit_head": spec.exit_head}
     return trace.build_and_trace(build, input_shape, name=spec.model, what="`input_shape` or `width_mult`",
-                                 group_seconds=spec.group_seconds,
+                                 group_seconds=spec.group_seconds, groups=spec.groups,
                                  provenance={"zoo": spec.model, "num_classes": spec.num_classes or 10,
                                              "width_mult": spec.width_mult, **head})
 
@@ -139,14 +140,15 @@ def load_model_table(spec: ModelSpec) -> LayerTable:
         native = trace.timm_input_shape if spec.model.startswith("timm:") else trace.torchvision_input_shape
         return trace.build_and_trace(lambda: trace.module_from_spec(spec.model, spec.num_classes, kwargs),
                                      spec.input_shape or native(spec.model), name=spec.model, what="`input_shape`",
-                                     exits=spec.exits, exit_head=spec.exit_head, group_seconds=spec.group_seconds)
+                                     exits=spec.exits, exit_head=spec.exit_head, group_seconds=spec.group_seconds,
+                                     groups=spec.groups)
     factory = trace.user_callable(spec.model)
     shape = spec.input_shape or _documented_input(spec.model, factory)
     if spec.num_classes is not None:
         kwargs["num_classes"] = spec.num_classes
     return trace.build_and_trace(lambda: trace.build_user(spec.model, factory, kwargs), shape,
                                  name=spec.model, what="`input_shape`", exits=spec.exits, exit_head=spec.exit_head,
-                                 group_seconds=spec.group_seconds)
+                                 group_seconds=spec.group_seconds, groups=spec.groups)
 
 
 def _documented_input(model: str, factory: object) -> tuple[int, ...]:

@@ -49,8 +49,10 @@ def count_report(table: LayerTable, config: Config, policy: Policy, reference: L
         "bitops_cr": ref.bitops / t.bitops,
         "cr": ref.storage_bits / t.storage_bits,
         "conventions": policy.describe(),
+        # None: the trace left the analysis out (nothing pruned); [] when it found no groups
         "groups": [{"label": label, "channels": int(c), "kept": int(k)}
-                   for label, c, k in zip(table.group_labels, table.group_channels, config.kept)],
+                   for label, c, k in zip(table.group_labels, table.group_channels, config.kept)]
+        if table.groups_analysed else None,
         "layers": [{**row, "macs": _number(row["macs"]), "bitops": _number(row["bitops"])} for row in report.layer_rows()],
         "ops": [{"name": ops["name"][j], "kind": ops["kind"][j], "category": ops["category"][j],
                  "elements": report.op_elements[j], "bitops": _number(report.op_bitops[j]),
@@ -58,7 +60,7 @@ def count_report(table: LayerTable, config: Config, policy: Policy, reference: L
                 for j in range(table.num_ops)],
         "extra_params": table.extra_params,
         "unused": dict(table.unused),
-        "ungrouped": dict(table.ungrouped),
+        "ungrouped": dict(table.ungrouped) if table.groups_analysed else {},
         "unsupported_ops": dict(table.unsupported_ops),
         "notes": list(table.notes),
     }
@@ -71,8 +73,9 @@ def _si(value: float) -> str:
     return f"{value:.4g}"
 
 
-def format_count(data: dict[str, Any], per_layer: bool) -> str:
-    """The report as text for people: a summary, and the per-layer table on request."""
+def format_count(data: dict[str, Any], per_layer: bool, groups: bool = False) -> str:
+    """The report as text for people: a summary, and the per-layer table and the channel groups on
+    request."""
     lines = [f"model      {data['model']}  input {'x'.join(map(str, data['input_shape']))}"
              f"  reference {data['reference_model']} (full precision)"]
     if data["exits"]:
@@ -110,6 +113,14 @@ def format_count(data: dict[str, Any], per_layer: bool) -> str:
         total = sum(data["unused"].values())
         lines.append(f"never ran (not counted; --count-unused counts them): {_listed(data['unused'])} "
                      f"({total:,} params)")
+    if groups and data["groups"] is not None:
+        plain = [g for g in data["groups"] if not g["label"].startswith("cat(")]
+        lines += ["", f"channel groups: {len(data['groups'])} ({len(data['groups']) - len(plain)} concatenations, "
+                      "pruned through their parts, not shown); label: channels kept / channels"]
+        lines += [f"  {g['label']}: {g['kept']} / {g['channels']}" for g in plain]
+    if data["groups"] is None:
+        lines.append("channel groups: not analysed, as nothing is pruned (--groups lists them; --keep-ratio, "
+                     "--keep-file and --save-table analyse them too)")
     if data["ungrouped"]:
         first, reason = next(iter(data["ungrouped"].items()))
         lines.append(f"no channel groups: {len(data['ungrouped'])} layers, counted unpruned only (--json lists "

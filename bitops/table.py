@@ -35,10 +35,13 @@ import numpy as np
 from bitops.errors import InputError
 from bitops.jsonio import read_json, write_json_atomic
 
-__all__ = ["FORMAT_TYPE", "FORMAT_VERSION", "LayerTable", "load_table", "save_table"]
+__all__ = ["FORMAT_TYPE", "FORMAT_VERSION", "GROUPS_NOT_ANALYSED", "LayerTable", "load_table", "save_table"]
 
 FORMAT_TYPE = "chaincomp.LayerTable"
 FORMAT_VERSION = 1
+# Why a traced table's layers have no channel groups when the trace was asked for none (a count
+# that prunes nothing): ``ungrouped`` then holds every conv and linear with this reason.
+GROUPS_NOT_ANALYSED = "channel groups not analysed (no pruning was asked)"
 
 # Column name -> numpy dtype. Strings are kept as tuples of str, not numpy arrays.
 LAYER_INT_COLUMNS = (
@@ -275,6 +278,11 @@ class LayerTable:
     def activation_products(self) -> np.ndarray:
         """Rows that multiply two activations (kind ``matmul``: no weights), as indices."""
         return np.flatnonzero(np.array([kind == "matmul" for kind in self.layers["kind"]], dtype=bool))
+
+    @property
+    def groups_analysed(self) -> bool:
+        """False for a table traced without the channel-group analysis (:data:`GROUPS_NOT_ANALYSED`)."""
+        return GROUPS_NOT_ANALYSED not in self.ungrouped.values()
 
     @cached_property
     def head_only_groups(self) -> np.ndarray:

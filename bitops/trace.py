@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from bitops.errors import InputError
-from bitops.table import LayerTable
+from bitops.table import GROUPS_NOT_ANALYSED, LayerTable
 
 __all__ = ["EXITS_ATTRIBUTE", "MEMORY_FRACTION", "attach_exits", "build_and_trace", "build_user", "channel_groups", "estimate_bytes",
            "start_channel_groups",
@@ -236,6 +236,21 @@ class _Pending:
 
 
 _TIMED_OUT, _STALLED, _COMPLETE = "timed out", "stalled", "complete"
+
+
+class _NotAnalysed:
+    """The pending analysis of a trace that was asked for no channel groups: no child, no
+    torch-pruning import; its result marks every conv and linear as ungrouped with
+    :data:`bitops.table.GROUPS_NOT_ANALYSED`, so pruning such a table is refused, never silent."""
+
+    def cancel(self) -> None:
+        pass
+
+    def sharing_cores(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def result(self) -> GroupMap:
+        return GroupMap(failure=GROUPS_NOT_ANALYSED)
 
 
 def _collected(items: Iterator[tuple[str, Any]]) -> tuple[list[tuple[str, Any]], str | None]:
@@ -859,8 +874,11 @@ _FUSED_MODULES = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.Transfor
 
 
 def trace_model(model: nn.Module, input_shape: Sequence[int], *, name: str = "model",
-                provenance: dict[str, Any] | None = None, group_seconds: float | None = None) -> LayerTable:
-    """Trace ``model`` on one zero input of ``input_shape`` (C, H, W, no batch) into a LayerTable."""
+                provenance: dict[str, Any] | None = None, group_seconds: float | None = None,
+                groups: bool = True) -> LayerTable:
+    """Trace ``model`` on one zero input of ``input_shape`` (C, H, W, no batch) into a LayerTable;
+    ``groups=False`` leaves torch-pruning's channel-group analysis out (a table that cannot be
+    pruned: every conv and linear is ungrouped with :data:`bitops.table.GROUPS_NOT_ANALYSED`)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fvcore's import touches the deprecated torch.jit.script
         from fvcore.nn.jit_analysis import JitModelAnalysis
@@ -876,7 +894,8 @@ def trace_model(model: nn.Module, input_shape: Sequence[int], *, name: str = "mo
         for param in frozen:
             param.requires_grad_(True)
         with torch.set_grad_enabled(fused):
-            return _trace_eval_model(model, tuple(input_shape), name, provenance, JitModelAnalysis, group_seconds)
+            return _trace_eval_model(model, tuple(input_shape), name, provenance, JitModelAnalysis, group_seconds,
+                                     groups)
     finally:
         for module, training in modes.items():
             module.training = training
@@ -885,7 +904,7 @@ def trace_model(model: nn.Module, input_shape: Sequence[int], *, name: str = "mo
 
 
 def _trace_eval_model(model: nn.Module, input_shape: tuple[int, ...], name: str, provenance: dict[str, Any] | None,
-                      analysis_type: type, group_seconds: float | None = None) -> LayerTable:
+                      analysis_type: type, group_seconds: float | None = None, groups: bool = True) -> LayerTable:
     first_param = next(model.parameters(), None)
     example = torch.zeros(1, *input_shape) if first_param is None else \
         torch.zeros(1, *input_shape, dtype=first_param.dtype, device=first_param.device)
@@ -893,7 +912,8 @@ def _trace_eval_model(model: nn.Module, input_shape: tuple[int, ...], name: str,
     exit_names = list(exits.keys()) if isinstance(exits, nn.ModuleDict) else []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pending = start_channel_groups(model, example, seconds=group_seconds)  # works while we trace
+        pending: _Pending | _NotAnalysed = start_channel_groups(model, example, seconds=group_seconds) if groups \
+            else _NotAnalysed()  # works while we trace
         _step(f"{name}: tracing")
         recorder = _Recorder(model, exit_names)
         analysis = analysis_type(model, (example,))
@@ -917,24 +937,26 @@ def _trace_eval_model(model: nn.Module, input_shape: tuple[int, ...], name: str,
                              f"({_first_line(err)})") from None
         unsupported = dict(analysis.unsupported_ops())
         uncalled = set(analysis.uncalled_modules())
-        _step(f"{name}: channel groups (torch-pruning)")
-        groups = pending.result()
-        recorder.resolve(groups)
+        if groups:
+            _step(f"{name}: channel groups (torch-pruning)")
+        group_map = pending.result()
+        recorder.resolve(group_map)
 
     owned = sum(p.numel() for p in model.parameters() if id(p) in recorder.owned)
     total = sum(p.numel() for p in model.parameters())
     unused = _unused_modules(model, uncalled, recorder.owned)
     ungrouped = dict(recorder.ungrouped)
-    if groups.failure:
-        ungrouped.update((n, groups.failure) for n, m in model.named_modules()
+    if group_map.failure:
+        ungrouped.update((n, group_map.failure) for n, m in model.named_modules()
                          if isinstance(m, (nn.Conv2d, nn.Linear)) and n not in uncalled)
     return LayerTable.from_columns(
         model=name, input_shape=input_shape, layers=recorder.layers, ops=recorder.ops,
-        group_channels=groups.channels, group_labels=groups.labels, group_divisions=groups.divisions,
-        group_parts=groups.parts,
+        group_channels=group_map.channels, group_labels=group_map.labels, group_divisions=group_map.divisions,
+        group_parts=group_map.parts,
         exit_names=exit_names, extra_params=total - owned - sum(unused.values()), unused=unused,
         ungrouped=ungrouped, unsupported_ops=unsupported,
-        provenance={"traced_with": f"torch {torch.__version__}, fvcore JitModelAnalysis, torch-pruning DependencyGraph",
+        provenance={"traced_with": f"torch {torch.__version__}, fvcore JitModelAnalysis"
+                                   + (", torch-pruning DependencyGraph" if groups else ""),
                     **(provenance or {})},
     )
 
@@ -1160,7 +1182,7 @@ def _available_bytes() -> int:
 
 def build_and_trace(build: Callable[[], nn.Module], input_shape: Sequence[int], *, name: str,
                     provenance: dict[str, Any] | None = None, what: str = "", exits: Sequence[str] = (),
-                    exit_head: str = "conv", group_seconds: float | None = None) -> LayerTable:
+                    exit_head: str = "conv", group_seconds: float | None = None, groups: bool = True) -> LayerTable:
     """Build a model and trace it with the address space capped at :data:`MEMORY_FRACTION` of the
     memory available beyond what the process holds (see :func:`_address_space_capped`): a model too
     large for it is refused in one line, with its size estimated on torch's meta device, once an
@@ -1176,7 +1198,7 @@ def build_and_trace(build: Callable[[], nn.Module], input_shape: Sequence[int], 
                 raise refusal
             try:
                 return _build_and_trace(build, input_shape, name=name, provenance=provenance, exits=exits,
-                                        group_seconds=group_seconds, exit_head=exit_head)
+                                        group_seconds=group_seconds, exit_head=exit_head, groups=groups)
             except _OutOfMemory:
                 pass
         raise _too_large(build, input_shape, name, what, failed=True)  # the cap is off again here
@@ -1256,7 +1278,7 @@ def _too_large(build: Callable[[], nn.Module], input_shape: Sequence[int], name:
 
 def _build_and_trace(build: Callable[[], nn.Module], input_shape: Sequence[int], *, name: str,
                      provenance: dict[str, Any] | None, exits: Sequence[str], exit_head: str,
-                     group_seconds: float | None) -> LayerTable:
+                     group_seconds: float | None, groups: bool) -> LayerTable:
     try:
         model = build()
     except InputError:
@@ -1267,10 +1289,11 @@ def _build_and_trace(build: Callable[[], nn.Module], input_shape: Sequence[int],
         raise InputError(f"MODEL: {name}: building failed ({_first_line(err)})") from None
     try:
         if not exits:
-            return trace_model(model, input_shape, name=name, provenance=provenance, group_seconds=group_seconds)
+            return trace_model(model, input_shape, name=name, provenance=provenance, group_seconds=group_seconds,
+                               groups=groups)
         points = attach_exits(model, exits, exit_head, input_shape, name=name)
         table = trace_model(model, input_shape, name=name, provenance={**(provenance or {}), "exit_head": exit_head},
-                            group_seconds=group_seconds)
+                            group_seconds=group_seconds, groups=groups)
     except (MemoryError, RuntimeError) as err:  # the input tensor, or a forward pass outside the trace's own handler
         if _allocation_failed(err):
             raise _OutOfMemory(f"MODEL: {name}: tracing ran out of memory ({_first_line(err)})") from None

@@ -5,12 +5,14 @@ Run: ``.venv/bin/python scripts/count_time_parts.py [--rounds 21]``. Each varian
 of ``bitops.trace`` off for its rounds (monkeypatched, restored after each round):
 
 * ``fvcore``: ``FlopCountAnalysis(model, x).total()`` on a ResNet-50 built beforehand (the base);
-* ``no child``: the count with no channel-group analysis at all (the trace and our handles);
+* ``nothing pruned``: the count as a plain ``chaincomp count`` runs it, without torch-pruning's
+  channel-group analysis (the trace and our handles);
 * ``empty child``: a forked child that finds nothing (the process boundary alone);
 * ``neither change``: the child without the shape-only batch-norm kernel, the parent on all torch
-  threads while it works (the count before both changes);
+  threads while it works (the analysis before both changes);
 * ``threads only`` / ``kernel only``: one of the two changes;
-* ``count``: the count as shipped.
+* ``with groups``: the count with the analysis as shipped (what a count that prunes, or
+  ``--groups``, runs).
 
 It prints each variant's median and its ratio to fvcore's; the bench of record is
 ``benches/bench_count_models.py``.
@@ -47,10 +49,10 @@ def _patched(**replacements: object) -> Iterator[None]:
             setattr(owner, name, value)
 
 
-def _count(**replacements: object) -> Callable[[], None]:
+def _count(groups: bool = True, **replacements: object) -> Callable[[], None]:
     def run() -> None:
         with _patched(**replacements):
-            load_model_table(ModelSpec("torchvision:resnet50"))
+            load_model_table(ModelSpec("torchvision:resnet50", groups=groups))
     return run
 
 
@@ -75,12 +77,12 @@ def main() -> None:
     torch_kernel = {"_shape_only_batch_norm": lambda: None}
     variants = {
         "fvcore": fvcore,
-        "no child": _count(_can_fork=lambda *_: False, **{"_Pending.result": lambda _self: trace.GroupMap()}),
+        "nothing pruned": _count(groups=False),
         "empty child": _count(_child_members=lambda *_: iter(())),
         "neither change": _count(**all_threads, **torch_kernel),
         "threads only": _count(**torch_kernel),
         "kernel only": _count(**all_threads),
-        "count": _count(),
+        "with groups": _count(),
     }
     times: dict[str, list[float]] = {name: [] for name in variants}
     for run in variants.values():

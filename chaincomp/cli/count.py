@@ -89,6 +89,10 @@ def add_count(sub: argparse._SubParsersAction) -> None:
                    help="bound on torch-pruning's channel-group analysis (default 30), and a sixth of it on the wait "
                         "for each next group once one has come; past either the model is counted unpruned, its "
                         "layers listed as having no channel groups")
+    p.add_argument("--groups", action="store_true",
+                   help="analyse and list the channel groups even when nothing is pruned (their labels are what "
+                        "--keep-file names); a traced model's count otherwise leaves torch-pruning's analysis out "
+                        "unless --keep-ratio, --keep-file, --heads-after-pruning or --save-table asks for it")
     p.add_argument("--count-unused", action="store_true",
                    help="count the parameters of modules that never run in the traced forward pass (e.g. "
                         "GoogLeNet's auxiliary classifiers in eval mode) as stored; default: listed, not counted")
@@ -115,14 +119,14 @@ def run_count(args: argparse.Namespace) -> int:
         exit_probs=float_list("exit_probs", args.exit_probs) if args.exit_probs else None,
         heads_after_pruning=args.heads_after_pruning, count_unused=args.count_unused,
         group_seconds=args.group_seconds, policy=_policy(args),
-        save_table=args.save_table)
+        save_table=args.save_table, groups=args.groups)
     if args.csv is not None:
         check_writable("csv", args.csv)  # before the work
     with step_line("chaincomp count"):
         result = count(request)
     if args.csv is not None:
         result.to_csv(args.csv)
-    return emit(result, args.json, lambda: result.format(args.per_layer))
+    return emit(result, args.json, lambda: result.format(args.per_layer, args.groups))
 
 
 def _kwargs(text: str) -> tuple[tuple[str, object], ...]:

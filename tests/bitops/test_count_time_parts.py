@@ -21,7 +21,8 @@ def test_every_variant_runs_and_trace_is_restored(monkeypatch, capsys):
     runpy.run_path(str(SCRIPT), run_name="__main__")
     lines = capsys.readouterr().out.splitlines()
     names = [line[:16].strip() for line in lines[1:]]
-    assert names == ["fvcore", "no child", "empty child", "neither change", "threads only", "kernel only", "count"]
+    assert names == ["fvcore", "nothing pruned", "empty child", "neither change", "threads only", "kernel only",
+                     "with groups"]
     assert lines[1].endswith("1.00x")
     assert {name: getattr(trace, name) for name in before} == before
     assert (trace._Pending.result, trace._Pending.sharing_cores) == before_methods

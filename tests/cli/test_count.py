@@ -986,7 +986,8 @@ def test_channel_group_analysis_that_stalls_is_stopped_before_its_time_bound(cap
         yield from items
 
     monkeypatch.setattr(trace, "_dependency_members", first_then_stuck)
-    assert main(["count", "torchvision:resnet18", "--input", "3,32,32", "--group-timeout", "30", "--json"]) == 0
+    assert main(["count", "torchvision:resnet18", "--input", "3,32,32", "--group-timeout", "30", "--groups",
+                 "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert set(data["ungrouped"].values()) == {"torch-pruning's analysis stalled after 1 channel group (none more in "
                                                "5 s; window attention and similar graphs make it grow without end)"}
@@ -1015,7 +1016,7 @@ def test_channel_group_analysis_past_its_bound_counts_unpruned_and_refuses_pruni
 
     from bitops import trace
 
-    base = ["count", "torchvision:resnet18", "--input", "3,32,32"]
+    base = ["count", "torchvision:resnet18", "--input", "3,32,32", "--groups"]
     assert main([*base, "--json"]) == 0
     grouped = json.loads(capsys.readouterr().out)
     analyse = trace._dependency_members
@@ -1031,3 +1032,55 @@ def test_channel_group_analysis_past_its_bound_counts_unpruned_and_refuses_pruni
     code = main(["count", "torchvision:resnet18", "--group-timeout", "0"])
     err = capsys.readouterr().err
     assert code == 2 and "--group-timeout must be a finite number of seconds > 0, got 0.0" in err
+
+
+def test_a_count_that_prunes_nothing_leaves_the_channel_group_analysis_out(capsys, monkeypatch):
+    """A traced model counted without pruning never starts torch-pruning (made to fail here if it
+    did) and gives the MACs and params of the count that analyses its groups; the report says the
+    groups were not analysed, and --groups lists in text the groups --json holds."""
+    from bitops import trace
+
+    base = ["count", "torchvision:resnet18", "--input", "3,32,32"]
+    assert main([*base, "--groups", "--json"]) == 0
+    grouped = json.loads(capsys.readouterr().out)
+    assert main([*base, "--groups"]) == 0
+    text = capsys.readouterr().out
+    assert f"channel groups: {len(grouped['groups'])} (0 concatenations" in text
+    assert all(f"  {g['label']}: {g['kept']} / {g['channels']}\n" in text + "\n" for g in grouped["groups"])
+
+    def refused(*_args, **_kwargs):
+        raise AssertionError("the channel-group analysis was started")
+
+    monkeypatch.setattr(trace, "start_channel_groups", refused)
+    assert main([*base, "--json"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert plain["groups"] is None and plain["ungrouped"] == {} and len(grouped["groups"]) > 0
+    assert (plain["macs"], plain["params"], plain["bitops"]) == (grouped["macs"], grouped["params"], grouped["bitops"])
+    assert [r["macs"] for r in plain["layers"]] == [r["macs"] for r in grouped["layers"]]
+    assert main(base) == 0
+    assert "channel groups: not analysed, as nothing is pruned (--groups lists them" in capsys.readouterr().out
+
+
+def test_a_table_traced_without_channel_groups_is_never_pruned_silently():
+    """The Python API can trace without groups; pruning that table is refused in one line naming
+    the cause, not counted unpruned without a word."""
+    from bitops import InputError
+    from bitops.config import kept_from_ratio
+    from bitops.models import ModelSpec, load_model_table
+
+    table = load_model_table(ModelSpec("torchvision:resnet18", input_shape=(3, 32, 32), groups=False))
+    assert not table.groups_analysed and table.num_groups == 0
+    with pytest.raises(InputError, match=r"^keep_ratio: torchvision:resnet18 was traced without its channel groups"):
+        kept_from_ratio(table, 0.5)
+    assert kept_from_ratio(table, 1.0).size == 0
+
+
+def test_save_table_analyses_the_channel_groups_so_the_saved_table_can_be_pruned(capsys, tmp_path):
+    path = tmp_path / "r18.json"
+    assert main(["count", "torchvision:resnet18", "--input", "3,32,32", "--save-table", str(path), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["groups"]) > 0
+    assert main(["count", str(path), "--keep-ratio", "0.5", "--json"]) == 0
+    saved = json.loads(capsys.readouterr().out)
+    assert main(["count", "torchvision:resnet18", "--input", "3,32,32", "--keep-ratio", "0.5", "--json"]) == 0
+    traced = json.loads(capsys.readouterr().out)
+    assert (saved["macs"], saved["params"]) == (traced["macs"], traced["params"]) and saved["macs"] < 37_000_000
