@@ -210,7 +210,7 @@ def _prepare(config: ChainConfig, out: Path | None = None) -> _Setup:
     teacher = zoo.build(config.teacher, num_classes=data.num_classes)
     if out is not None:
         _check_free_space(teacher, out)
-    return _Setup(config, device, data, trace_model(teacher, data.input_shape, name=config.teacher))
+    return _Setup(config, device, data, trace_model(teacher, data.input_shape, name=config.teacher, groups=False))
 
 
 def _train_base(setup: _Setup, log: Callable[[str], None]) -> tuple[dict[str, Any], _State]:

@@ -70,7 +70,8 @@ def measure_costs(model: nn.Module, input_shape: tuple[int, int, int], reference
     """:func:`measure_cost` for several sets of exit probabilities (one per threshold), tracing once."""
     twin = copy.deepcopy(model).cpu()
     with float_view(twin):  # the quantizers' own ops must not enter the trace as layers
-        table = trace_model(twin, input_shape, name=type(model).__name__)
+        # traced at its physical widths and costed unpruned: no channel groups needed
+        table = trace_model(twin, input_shape, name=type(model).__name__, groups=False)
     module_bits = layer_bits(twin)
     row_bits = [_row_bits(row, module_bits) for row in table.layers["name"]]
     ref = reference_totals(reference)
