@@ -89,8 +89,15 @@ def _ignore_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+# What the local pool's fork server imports before forking workers (what every training imports).
+_PRELOADED = ["trainer.chain", "torch_pruning", "fvcore.nn.jit_analysis"]
+
+
 class LocalExecutor:
-    """``jobs`` worker processes on this machine (spawned, so no torch state is forked)."""
+    """``jobs`` worker processes on this machine, forked from a fresh server process that has
+    imported torch and the trainer once and run nothing (so no torch threads or state are forked):
+    each worker starts without importing them again, about a second sooner than a spawned one on
+    2 cores."""
 
     local = True
 
@@ -103,7 +110,9 @@ class LocalExecutor:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            self._pool = ProcessPoolExecutor(max_workers=self.slots, mp_context=multiprocessing.get_context("spawn"),
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(_PRELOADED)
+            self._pool = ProcessPoolExecutor(max_workers=self.slots, mp_context=context,
                                              initializer=_ignore_interrupts)
         return self._pool
 
