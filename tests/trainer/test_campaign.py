@@ -251,6 +251,36 @@ def test_ray_gives_the_same_records(serial: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_a_ray_cluster_of_several_nodes_gives_the_same_records(serial: Path, tmp_path: Path) -> None:
+    """Past one machine, simulated on this one: Ray's test cluster starts a head node with no CPUs
+    (the driver's) and two worker nodes with one CPU each, each its own raylet and object store.
+    Every training runs off the driver's node, its record comes back through Ray, and a checkpoint
+    reaches the task that extends it wherever that runs: the records equal the serial run's."""
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    assert run_cli(["campaign", "plan", "--out", str(tmp_path / "c.json"), *SMALL])[0] == 0
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    try:
+        for _ in range(2):
+            cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        executor = executors.Execution(ray=True, address=cluster.address, threads_per_run=1).executor()
+        try:
+            nodes = [n for n in ray.nodes() if n["Alive"]]
+            assert len(nodes) == 3 and sorted(n["Resources"].get("CPU", 0) for n in nodes) == [0, 1, 1]
+            assert executor.slots == 2
+            result = campaign_module.run_campaign(read_campaign(tmp_path / "c.json"), tmp_path / "c.json", executor)
+        finally:
+            ray.shutdown()
+    finally:
+        cluster.shutdown()
+    assert result.data["executor"]["kind"] == "ray" and result.data["failed"] == 0
+    assert _records(tmp_path) == _records(serial)
+    assert not list((tmp_path / "runs").glob("*.pt"))  # checkpoints stayed with the workers
+
+
+@pytest.mark.slow
 def test_an_interrupted_campaign_continues_where_it_stopped(serial: Path, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "c.json"
